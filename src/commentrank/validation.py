@@ -1,0 +1,148 @@
+"""Validation of ranked lists, with errors that name the file, line and field, and a summary of what was kept."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .records import RankedPost
+
+
+@dataclass
+class Problem:
+    """Why one input record cannot be used. `reason` is the summary key, `field` the offending field."""
+
+    reason: str
+    field: str
+    message: str
+
+
+class InvalidInputError(ValueError):
+    """Bad input that stops the run; the message names the file, line (or row) and field."""
+
+    def __init__(self, location: str, problem: Problem):
+        self.location = location
+        self.problem = problem
+        hint = " (pass --skip_invalid to skip and count such posts)"
+        super().__init__(f"{location}: field '{problem.field}': {problem.message}{hint}")
+
+
+def validate_post(post: RankedPost, min_comments: int = 2) -> Problem | None:
+    """Semantic checks of one post; structural checks (types, missing fields) are the readers' job."""
+    if not post.title.strip():
+        return Problem("empty_post_text", "text", "the post text is empty")
+    if len(post.comments) < min_comments:
+        return Problem(
+            "too_few_comments", "comments", f"{len(post.comments)} comment(s), at least {min_comments} needed"
+        )
+    seen: dict[str, int] = {}
+    for i, comment in enumerate(post.comments):
+        if not comment.text.strip():
+            return Problem("empty_comment_text", f"comments[{i}].text", "the comment text is empty")
+        key = comment.text.strip()
+        if key in seen:
+            return Problem(
+                "duplicate_comment", f"comments[{i}].text", f"the same text as comments[{seen[key]}] in this post"
+            )
+        seen[key] = i
+    ranks = [c.rank for c in post.comments]
+    labeled = [r is not None for r in ranks]
+    if any(labeled) and not all(labeled):
+        i = labeled.index(False)
+        return Problem("mixed_labels", f"comments[{i}].score", "null score in a post whose other comments are scored")
+    if all(labeled):
+        n = len(ranks)
+        for i, rank in enumerate(ranks):
+            if not 0 <= rank < n:
+                return Problem("score_out_of_range", f"comments[{i}].score", f"score {rank} is outside 0..{n - 1}")
+        counts = Counter(ranks)
+        for i, rank in enumerate(ranks):
+            if counts[rank] > 1:
+                return Problem(
+                    "tied_scores", f"comments[{i}].score", f"score {rank} is given to {counts[rank]} comments (a tie)"
+                )
+    return None
+
+
+@dataclass
+class PrepSummary:
+    """What a data_prep run read, kept and dropped (by reason), and what each view produced."""
+
+    posts_read: int = 0
+    comments_read: int = 0
+    posts_kept: int = 0
+    comments_kept: int = 0
+    unlabeled_posts: int = 0
+    posts_dropped: Counter = field(default_factory=Counter)
+    comments_dropped: Counter = field(default_factory=Counter)
+    pairs: dict = field(default_factory=dict)
+    splits: dict = field(default_factory=dict)
+    sources: list = field(default_factory=list)
+
+    def drop(self, reason: str, n_comments: int = 0) -> None:
+        self.posts_dropped[reason] += 1
+        if n_comments:
+            self.comments_dropped[reason] += n_comments
+
+    def to_dict(self) -> dict:
+        return {
+            "sources": self.sources,
+            "posts_read": self.posts_read,
+            "comments_read": self.comments_read,
+            "posts_kept": self.posts_kept,
+            "comments_kept": self.comments_kept,
+            "unlabeled_posts": self.unlabeled_posts,
+            "posts_dropped": dict(self.posts_dropped),
+            "comments_dropped": dict(self.comments_dropped),
+            "pairs": self.pairs,
+            "splits": self.splits,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def format(self) -> str:
+        """A plain-text table for the terminal."""
+        lines = [
+            f"posts    read {self.posts_read:>7}  kept {self.posts_kept:>7}  dropped {sum(self.posts_dropped.values()):>5}"
+            f"  (unlabeled kept: {self.unlabeled_posts})",
+            f"comments read {self.comments_read:>7}  kept {self.comments_kept:>7}  "
+            f"dropped {sum(self.comments_dropped.values()):>5}",
+        ]
+        for reason, n in sorted(self.posts_dropped.items()):
+            lines.append(f"  dropped: {reason:<28} {n:>6} posts {self.comments_dropped.get(reason, 0):>7} comments")
+        for name, counts in self.pairs.items():
+            detail = ", ".join(f"{k} {v}" for k, v in counts.items())
+            lines.append(f"pairs {name:<22} {detail}")
+        for view, splits in self.splits.items():
+            lines.append(f"view {view:<10} " + ", ".join(f"{k} {v}" for k, v in splits.items()))
+        return "\n".join(lines)
+
+
+ReaderItem = tuple[str, "RankedPost | Problem"]
+
+
+def collect_posts(
+    items: Iterable[ReaderItem], summary: PrepSummary, skip_invalid: bool = False, min_comments: int = 2
+) -> Iterator[RankedPost]:
+    """Validate what a reader yields: raise on the first problem, or skip and count it with `skip_invalid`.
+
+    A reader yields `(location, record)` with `location` like ``data.jsonl:12`` and `record` either a
+    `RankedPost` or the structural `Problem` that kept it from being one.
+    """
+    for location, record in items:
+        summary.posts_read += 1
+        n_comments = len(record.comments) if isinstance(record, RankedPost) else 0
+        summary.comments_read += n_comments
+        problem = record if isinstance(record, Problem) else validate_post(record, min_comments)
+        if problem is not None:
+            if not skip_invalid:
+                raise InvalidInputError(location, problem)
+            summary.drop(problem.reason, n_comments)
+            continue
+        summary.posts_kept += 1
+        summary.comments_kept += n_comments
+        summary.unlabeled_posts += not record.labeled
+        yield record
