@@ -20,6 +20,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
+from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer, TrlParser, get_peft_config
 
@@ -75,11 +76,12 @@ def encoder_settings(script_args, training_args) -> dict:
     }
 
 
-def main(argv=None):
+def main(argv=None) -> RewardTrainer:
     parser = TrlParser((RewardScriptArguments, RewardConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
+    set_seed(training_args.seed)  # before the score head is created: every process must start from the same weights
 
     tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=script_args.pad_at_eos)
     model = load_reward_model(
@@ -135,7 +137,8 @@ def main(argv=None):
                 listwise[script_args.dataset_test_split], encoder, script_args.max_comments_per_post
             )
         data_summary = {"train": counts, "eval": eval_counts}
-        trainer_cls, extra = ListwiseRewardTrainer, {"loss_type": script_args.loss_type}
+        trainer_cls = ListwiseRewardTrainer
+        extra = {"loss_type": script_args.loss_type, "use_margin": script_args.use_margin}
     logger.info("data: %s", json.dumps(data_summary))
 
     trainer = trainer_cls(
@@ -175,6 +178,9 @@ def main(argv=None):
             push_to_hub(
                 training_args.output_dir, training_args.hub_model_id or os.path.basename(training_args.output_dir)
             )
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # tears the process group down before exit (avoids aborts at shutdown)
+    return trainer
 
 
 def write_card(trainer, script_args, model_args, callback) -> None:

@@ -24,3 +24,32 @@ def _one_thread():
 @pytest.fixture
 def sample_path() -> Path:
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer BERT built from a config, with the bundled MiniLM tokenizer, saved to a folder."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from commentrank.bundled_models import minilm_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def prepared_sample(tmp_path_factory) -> str:
+    """data_prep output for 40 posts of the shipped sample (all three views)."""
+    from commentrank.prepare import PrepConfig, run_prepare
+
+    folder = tmp_path_factory.mktemp("prepared") / "data"
+    run_prepare(PrepConfig(inputs=[str(SAMPLE)], output_dir=str(folder), skip_invalid=True, max_posts=40,
+                           test_size=0.2, validation_size=0.2))  # fmt: skip
+    return str(folder)

@@ -1,0 +1,153 @@
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+from transformers import TrainerCallback
+
+from commentrank.modeling import freeze_lowest_layers, load_reward_model, load_tokenizer
+from commentrank.reward_data import tokenize_pairs
+from commentrank.scoring import score_posts
+from commentrank.tokenization import PairEncoder
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reward = load_script("reward")
+
+CPU_ARGS = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0"]
+
+
+def args_for(model, data, out, *extra):
+    return ["--model_name_or_path", model, "--dataset_name", data, "--output_dir", str(out), *CPU_ARGS,
+            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--max_length", "64",
+            "--save_strategy", "no", "--logging_steps", "1", *extra]  # fmt: skip
+
+
+def test_training_lowers_loss_changes_params_and_reloads(tiny_bert, prepared_sample, tmp_path):
+    before = {n: p.clone() for n, p in load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters()}
+    out = tmp_path / "rm"
+    trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--max_train_samples", "16",
+                                   "--num_train_epochs", "6", "--learning_rate", "3e-3", "--eval_strategy", "epoch"))  # fmt: skip
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == 24 and sum(losses[-4:]) < sum(losses[:4])
+    evals = [e for e in trainer.state.log_history if "eval_ndcg@5" in e]
+    assert len(evals) >= 6 and all(0 < e["eval_ndcg@5"] <= 1 for e in evals)
+    assert any("eval_accuracy" in e for e in trainer.state.log_history)  # TRL's own reward metrics still logged
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach().cpu(), before[n])]
+    assert "classifier.weight" in changed and any("encoder.layer.0" in n for n in changed)
+
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "commentrank_config.json", "README.md",
+                 "train_results.json", "data_summary.json"):  # fmt: skip
+        assert (out / name).exists(), name
+    posts = [{"prompt": "Is IPA bitter?", "comments": ["Yes, hops.", "No idea", "It depends on the hops used."]}]
+    encoder = PairEncoder(trainer.processing_class, 64)
+    live, _ = score_posts(trainer.model, encoder, posts)
+    tokenizer = load_tokenizer(str(out))
+    reloaded, _ = score_posts(load_reward_model(str(out), tokenizer), PairEncoder(tokenizer, 64), posts)
+    assert reloaded[0] == pytest.approx(live[0], abs=1e-5)
+    assert json.loads((out / "commentrank_config.json").read_text())["max_length"] == 64
+
+
+def test_overlong_pairs_are_truncated_and_counted_not_dropped(tiny_bert, prepared_sample, tmp_path):
+    import datasets
+
+    tokenizer = load_tokenizer(tiny_bert)
+    pairs = datasets.Dataset.from_list([
+        {"prompt": "word " * 400, "chosen": "long answer " * 300, "rejected": "short", "margin": 1.0},
+        {"prompt": "title", "chosen": "fine", "rejected": "also fine", "margin": 1.0},
+    ])  # fmt: skip
+    tokenized, counts = tokenize_pairs(pairs, PairEncoder(tokenizer, 32, min_comment_tokens=8))
+    assert counts == {"pairs": 2, "truncated_chosen": 1, "truncated_rejected": 1, "dropped": 0}
+    assert all(len(ids) <= 32 for ids in list(tokenized["chosen_ids"]) + list(tokenized["rejected_ids"]))
+    assert tokenized.column_names == ["chosen_ids", "rejected_ids"]  # margin only with --use_margin
+
+    out = tmp_path / "rm"
+    trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--max_steps", "2", "--max_length", "48"))
+    summary = json.loads((out / "data_summary.json").read_text())["train"]
+    assert summary["truncated_chosen"] > 0 and summary["dropped"] == 0
+    assert len(trainer.train_dataset) == summary["pairs"]  # TRL's max_length filter dropped nothing
+
+
+class KillAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("killed")
+
+
+def test_killed_run_resumes_from_last_checkpoint(tiny_bert, prepared_sample, tmp_path, monkeypatch):
+    out = tmp_path / "rm"
+    argv = args_for(tiny_bert, prepared_sample, out, "--max_steps", "4", "--save_strategy", "steps", "--save_steps",
+                    "2")  # fmt: skip
+    original = reward.RankingEvalCallback
+    monkeypatch.setattr(reward, "RankingEvalCallback", lambda *a, **k: _with_kill(original(*a, **k)))
+    with pytest.raises(KeyboardInterrupt):
+        reward.main(argv)
+    assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-4").exists()
+    monkeypatch.setattr(reward, "RankingEvalCallback", original)
+    resumed_from = []
+    train = reward.RewardTrainer.train
+    monkeypatch.setattr(reward.RewardTrainer, "train",
+                        lambda self, **kw: resumed_from.append(kw["resume_from_checkpoint"]) or train(self, **kw))  # fmt: skip
+    trainer = reward.main(argv)
+    assert resumed_from == [str(out / "checkpoint-2")]
+    assert trainer.state.global_step == 4
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3, 4]
+
+
+def _with_kill(callback):
+    kill = KillAt(3)
+    callback.on_step_end = kill.on_step_end
+    return callback
+
+
+def test_minilm_gets_an_eos_and_freezing_follows_cup_it():
+    from commentrank.bundled_models import minilm_path
+
+    tokenizer = load_tokenizer(minilm_path())
+    assert tokenizer.eos_token == tokenizer.sep_token == "[SEP]" and tokenizer.pad_token == "[PAD]"
+    model = load_reward_model(minilm_path(), tokenizer)
+    assert freeze_lowest_layers(model, 0.3) == 2  # 6 - int(0.7 * 6)
+    frozen = {n.split(".")[3] for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"0", "1"}
+
+
+def test_multi_label_classifier_is_rejected(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                                             intermediate_size=8, num_labels=3)).save_pretrained(tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="3 labels"):
+        load_reward_model(str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("deepspeed")
+@pytest.mark.parametrize("stage", [2, 3])
+def test_accelerate_deepspeed_two_cpu_processes(stage, tiny_bert, prepared_sample, tmp_path):
+    pytest.importorskip("deepspeed")
+    out = tmp_path / f"zero{stage}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "accelerate_configs" / f"cpu_2proc_zero{stage}.yaml"), str(ROOT / "scripts" / "reward.py"),
+           *args_for(tiny_bert, prepared_sample, out, "--max_steps", "3", "--per_device_train_batch_size", "2")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tokenizer = load_tokenizer(str(out))
+    model = load_reward_model(str(out), tokenizer)
+    rewards, _ = score_posts(model, PairEncoder(tokenizer, 64), [{"prompt": "q", "comments": ["a", "b c"]}])
+    assert all(torch.isfinite(torch.tensor(rewards[0])))
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
