@@ -20,6 +20,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
+from accelerate.utils import is_peft_model
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer, TrlParser, get_peft_config
@@ -58,6 +59,9 @@ class RewardScriptArguments:
     text_prefix: str = field(default="", metadata={"help": "Decoders: plain text before the prompt."})
     pad_at_eos: bool = field(
         default=True, metadata={"help": "Decoders: pad with EOS (False: add a pad token, reward read at EOS)."}
+    )
+    merge_lora: bool = field(
+        default=False, metadata={"help": "With use_peft: save the merged full model instead of the adapter."}
     )
     use_margin: bool = field(default=False, metadata={"help": "Use the rank gap as margin in the loss."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded subset."})
@@ -165,6 +169,8 @@ def main(argv=None) -> RewardTrainer:
         trainer.log_metrics("eval", final)
         trainer.save_metrics("eval", final)
 
+    if script_args.merge_lora and is_peft_model(trainer.model):
+        trainer.model = trainer.model.merge_and_unload()
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         out = training_args.output_dir

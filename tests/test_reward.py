@@ -151,3 +151,23 @@ def test_accelerate_deepspeed_two_cpu_processes(stage, tiny_bert, prepared_sampl
     assert all(torch.isfinite(torch.tensor(rewards[0])))
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_lora_trains_the_score_head_and_the_output_loads(merge, tiny_bert, prepared_sample, tmp_path):
+    out = tmp_path / "lora"
+    trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--max_steps", "3", "--learning_rate", "1e-2",
+                                   "--use_peft", "true", "--lora_task_type", "SEQ_CLS", "--lora_r", "4",
+                                   "--lora_target_modules", "query", "value", "--merge_lora", str(merge).lower()))  # fmt: skip
+    if not merge:
+        trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+        assert any("lora_" in n for n in trainable) and any("classifier" in n for n in trainable)
+    assert (out / "adapter_config.json").exists() != merge
+    tokenizer = load_tokenizer(str(out))
+    model = load_reward_model(str(out), tokenizer)
+    base = load_reward_model(tiny_bert, tokenizer)
+    assert not torch.equal(model.classifier.weight, base.classifier.weight)  # the score head was trained and saved
+    posts = [{"prompt": "q", "comments": ["first answer", "second, longer answer"]}]
+    live, _ = score_posts(trainer.model, PairEncoder(tokenizer, 64), posts)
+    loaded, _ = score_posts(model, PairEncoder(tokenizer, 64), posts)
+    assert loaded[0] == pytest.approx(live[0], abs=1e-4)

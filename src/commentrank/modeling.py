@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
@@ -41,7 +43,14 @@ def load_reward_model(
 ) -> PreTrainedModel:
     """A one-label `AutoModelForSequenceClassification` from a folder or Hub id (a causal-LM checkpoint, e.g. an
     SFT output, gets a new score head). The pad token id is set from the tokenizer so that decoders pool at the
-    last non-pad token."""
+    last non-pad token. A LoRA output folder loads its base model and merges the adapter."""
+    adapter_config = Path(name_or_path) / "adapter_config.json"
+    if adapter_config.exists():  # a LoRA output: the base model plus the adapter (and its trained score head)
+        from peft import PeftModel
+
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        model = load_reward_model(base, tokenizer, dtype, freeze_fraction, **kwargs)
+        return PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
     config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "revision"})
     if getattr(config, "num_labels", 1) != 1 and getattr(config, "architectures", None):
         if any(a.endswith("ForSequenceClassification") for a in config.architectures):
