@@ -80,9 +80,12 @@ def encoder_settings(script_args, training_args) -> dict:
     }
 
 
+def make_parser() -> TrlParser:
+    return TrlParser((RewardScriptArguments, RewardConfig, ModelConfig))
+
+
 def main(argv=None) -> RewardTrainer:
-    parser = TrlParser((RewardScriptArguments, RewardConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
     set_seed(training_args.seed)  # before the score head is created: every process must start from the same weights
