@@ -3,13 +3,14 @@ import json
 
 import datasets
 import pytest
-from conftest import POSTS_XML, SAMPLE
 
 from commentrank.prepare import PrepConfig, main, run_prepare
 from commentrank.readers import read_cupit_jsonl, read_rows
 from commentrank.records import Comment, RankedPost
 from commentrank.validation import InvalidInputError, PrepSummary, collect_posts
 from commentrank.views import PairOptions, build_prompt, candidate_pairs, make_pairs, sft_rows
+
+from conftest import POSTS_XML, SAMPLE
 
 
 def write_jsonl(path, rows):

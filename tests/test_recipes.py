@@ -7,6 +7,7 @@ import pytest
 from trl import TrlParser
 
 from commentrank.prepare import PrepConfig
+
 from conftest import ROOT
 
 RECIPES = sorted(r for r in (ROOT / "recipes").rglob("*.yaml") if not r.stem.startswith("sft"))  # sft: see below

@@ -6,13 +6,14 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
 from transformers import TrainerCallback
 
 from commentrank.modeling import freeze_lowest_layers, load_reward_model, load_tokenizer
 from commentrank.reward_data import tokenize_pairs
 from commentrank.scoring import score_posts
 from commentrank.tokenization import PairEncoder
+
+from conftest import ROOT
 
 
 def load_script(name):
