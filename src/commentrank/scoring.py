@@ -68,7 +68,7 @@ def check_logits(logits: torch.Tensor) -> None:
         )
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def score_ids(
     model: torch.nn.Module,
     input_ids: Sequence[Sequence[int]],
@@ -78,7 +78,11 @@ def score_ids(
     pad_to: int | None = None,
     progress: bool = False,
 ) -> list[float]:
-    """Rewards for already-encoded inputs, in input order."""
+    """Rewards for already-encoded inputs, in input order.
+
+    `no_grad`, not `inference_mode`: the training callback scores mid-training, and buffers a model caches lazily
+    during this forward must stay usable by autograd afterwards.
+    """
     if not input_ids:
         return []
     device = next(model.parameters()).device
@@ -281,7 +285,8 @@ def load_scorer(
         config = AutoConfig.from_pretrained(model_path)
     except OSError as err:
         raise FileNotFoundError(
-            f"model not found: {model_path} is neither a local folder nor a Hub model available offline ({err})"
+            f"model not found: {model_path} is neither a local folder nor a Hub model available offline "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from None
     if not allow_new_head or getattr(config, "num_labels", 1) != 1:
         check_reward_head(config, model_path)
@@ -519,7 +524,7 @@ def report_markdown(results: dict, info: dict) -> str:
         f"- inputs truncated to {info['max_length']} tokens: {info['n_truncated']} of {info['n_comments']}",
         "",
         "NDCG@k with linear gain, relevance `n - 1 - rank` (and `votes - min` where votes exist); pair accuracy "
-        "over all label-ordered pairs; random averaged over 20 seeds.",
+        f"over all label-ordered pairs; random averaged over {info.get('n_seeds', 20)} seeds.",
         "",
         markdown_table(results, (*ks, "pair_accuracy")),
     ]

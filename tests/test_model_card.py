@@ -1,0 +1,181 @@
+import contextlib
+import io
+import json
+import logging
+import re
+import shutil
+
+import huggingface_hub
+import pytest
+import torch
+import yaml
+from conftest import ROOT, SAMPLE
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+from test_scoring import cupit_rows, load_script, tiny_model, write_jsonl
+
+from commentrank.bundled_models import minilm_path
+from commentrank.metrics import baseline_metrics, ranking_metrics
+from commentrank.model_card import build_model_card, push_to_hub, save_model_card
+from commentrank.scoring import load_scorer
+
+TOKEN = "hf_commentrankFAKEtoken0123456789abcdef"
+
+
+def metadata(text: str) -> dict:
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    assert match, "the card starts with a YAML block"
+    return yaml.safe_load(match.group(1))
+
+
+def model_index_values(meta: dict) -> dict[str, float]:
+    (entry,) = meta["model-index"]
+    (result,) = entry["results"]
+    return {m["name"]: m["value"] for m in result["metrics"]}
+
+
+@pytest.fixture(scope="module")
+def results():
+    posts = [
+        {"ranks": [0, 1, 2], "votes": [5, 2, 0], "comments": ["a" * 3, "b" * 9, "c"], "scores": [0.9, 0.1, 0.5]},
+        {"ranks": [1, 0, 2, 3], "votes": [3, 4, 1, 1], "comments": ["dd", "e", "f" * 8, "g"], "scores": [1, 2, 3, 4]},
+    ]
+    return {"model": ranking_metrics(posts), **baseline_metrics(posts)}
+
+
+def test_card_metadata_holds_the_ndcg_results_base_model_dataset_and_license(results, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    card = build_model_card(
+        model_id="me/minilm-comment-rm", base_model=minilm_path(), dataset=str(SAMPLE),
+        results=results, split="test", training={"learning_rate": 5e-5, "separator": "\n\n", "hub_token": TOKEN},
+    )  # fmt: skip
+    path = save_model_card(card, tmp_path)
+    text = path.read_text()
+    meta = metadata(text)
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["datasets"] == ["data/stackexchange/se_ranked.jsonl.gz"]
+    assert meta["license"] == "apache-2.0" and meta["library_name"] == "transformers"
+    assert {"reward-model", "commentrank"} <= set(meta["tags"])
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "minilm-comment-rm"
+    (result,) = entry["results"]
+    assert result["task"]["type"] in ("text-ranking", "text-classification")
+    assert result["dataset"]["split"] == "test"
+    model = results["model"]
+    expected = {f"NDCG@{k}": model[f"ndcg@{k}"] for k in range(1, 6)}
+    expected |= {f"NDCG@{k} (votes)": model[f"ndcg_votes@{k}"] for k in range(1, 6)}
+    expected |= {"Top-1 NDCG@5": model["top1_ndcg@5"], "Pair accuracy": model["pair_accuracy"]}
+    assert model_index_values(meta) == {name: round(value, 4) for name, value in expected.items()}
+    assert {m["type"] for m in result["metrics"]} == {"ndcg", "accuracy"}
+    assert [m["args"]["k"] for m in result["metrics"] if m["name"].startswith("NDCG@")][:5] == [1, 2, 3, 4, 5]
+    # the Hub's own parser reads it back
+    loaded = ModelCard.load(path)
+    assert {r.metric_name: r.metric_value for r in loaded.data.eval_results} == model_index_values(meta)
+    # text: comparison table, usage with transformers and with scripts/rank.py, training settings without secrets
+    for ranker in ("model", "random", "longest_first"):
+        assert f"| {ranker} | {model['ndcg@1'] if ranker == 'model' else results[ranker]['ndcg@1']:.4f} |" in text
+    assert 'model_id = "me/minilm-comment-rm"' in text and "scripts/rank.py --model me/minilm-comment-rm" in text
+    assert "| learning_rate | `5e-05` |" in text and TOKEN not in text and minilm_path() not in text
+
+
+def test_usage_snippet_scores_like_commentrank(tmp_path, capsys):
+    model_dir = tiny_model(tmp_path / "rm")
+    card = build_model_card(model_id=str(model_dir), base_model="bundled:minilm", dataset=None, results={})
+    text = str(card)
+    assert "model-index" not in metadata(text) and "No evaluation results" in text
+    (snippet,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    exec(compile(snippet, "card-snippet", "exec"), {})
+    printed = re.findall(r"^([+-]\d+\.\d+)  (.*)$", capsys.readouterr().out, re.M)
+    post = re.search(r'^post = "(.*)"$', snippet, re.M).group(1)
+    comments = json.loads(re.search(r"^comments = (\[.*\])$", snippet, re.M).group(1))
+    expected = load_scorer(model_dir).rank(post, comments)
+    assert [c for _, c in printed] == [comments[i] for i, _ in expected]
+    assert [float(r) for r, _ in printed] == pytest.approx([r for _, r in expected], abs=1e-4)
+
+
+def test_decoder_card_shows_text_with_eos():
+    card = build_model_card(model_id="me/gpt2-rm", base_model="gpt2", dataset="me/cupit", results={})
+    meta = metadata(str(card))
+    assert meta["base_model"] == "gpt2" and meta["datasets"] == ["me/cupit"]
+    assert "tokenizer.eos_token" in str(card) and "text pair" not in str(card)
+
+
+class FakeHfApi:
+    """Stands in for huggingface_hub.HfApi: records calls; lists the files upload_folder would commit."""
+
+    calls: list = []
+
+    def __init__(self, *args, **kwargs):
+        FakeHfApi.calls.append(("init", args, kwargs))
+
+    def create_repo(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        from pathlib import Path
+
+        folder = Path(kwargs["folder_path"])
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        ignore = list(kwargs.get("ignore_patterns") or []) + DEFAULT_IGNORE_PATTERNS  # as upload_folder does
+        kept = list(filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=ignore))
+        FakeHfApi.calls.append(("upload_folder", kwargs, {f: (folder / f).read_bytes() for f in kept}))
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    FakeHfApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return FakeHfApi.calls
+
+
+def test_score_push_to_hub_uploads_model_tokenizer_settings_and_card(tmp_path, fake_hub, caplog, capsys):
+    model_dir = tiny_model(tmp_path / "rm")
+    (model_dir / "commentrank_config.json").write_text(json.dumps({"max_length": 64, "prompt_template": "{title}"}))
+    (model_dir / "README.md").write_text("---\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n---\n# old card\n")
+    (model_dir / "checkpoint-5").mkdir()
+    torch.save({}, model_dir / "checkpoint-5" / "optimizer.pt")
+    for name in ("optimizer.pt", "training_args.bin", ".README.md.tmp-x"):
+        (model_dir / name).write_bytes(b"not for the hub")
+    dataset = write_jsonl(tmp_path / "ranked.jsonl", cupit_rows(6))
+    out = tmp_path / "scores"
+    score = load_script("score").main
+    with caplog.at_level(logging.DEBUG), contextlib.redirect_stderr(io.StringIO()) as stderr:
+        score(["--model", str(model_dir), "--dataset", str(dataset), "--output_dir", str(out), "--no_progress",
+               "--push_to_hub", "me/minilm-comment-rm", "--hub_private", "true"])  # fmt: skip
+
+    assert [c[0] for c in fake_hub] == ["init", "create_repo", "upload_folder"]
+    assert fake_hub[0][1:] == ((), {})  # no token handed to HfApi: huggingface_hub finds it itself
+    assert fake_hub[1][1:] == ("me/minilm-comment-rm", {"exist_ok": True, "private": True, "repo_type": "model"})
+    _, kwargs, uploaded = fake_hub[2]
+    assert kwargs["repo_id"] == "me/minilm-comment-rm" and kwargs["repo_type"] == "model" and "token" not in kwargs
+    assert sorted(uploaded) == ["README.md", "commentrank_config.json", "config.json", "model.safetensors",
+                                "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
+    assert uploaded["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
+    assert json.loads(uploaded["commentrank_config.json"])["max_length"] == 64
+    assert "old card" in (model_dir / "README.md").read_text()  # the model folder itself is untouched
+
+    card = uploaded["README.md"].decode()
+    meta = metadata(card)
+    metrics = json.loads((out / "metrics.json").read_text())["results"]
+    assert model_index_values(meta)["NDCG@5"] == round(metrics["model"]["ndcg@5"], 4)
+    assert model_index_values(meta)["Pair accuracy"] == round(metrics["model"]["pair_accuracy"], 4)
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["datasets"] == ["ranked.jsonl"]
+    assert f"| longest_first | {metrics['longest_first']['ndcg@1']:.4f} |" in card
+
+    logs = caplog.text + capsys.readouterr().out + stderr.getvalue()
+    assert "me/minilm-comment-rm" in logs and TOKEN not in logs
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_push_to_hub_needs_a_login_and_a_model_folder(tmp_path, fake_hub, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        push_to_hub(tmp_path, "me/x")
+    shutil.copy(minilm_path() + "/config.json", tmp_path / "config.json")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(RuntimeError, match="hf auth login"):
+        push_to_hub(tmp_path, "me/x")
+    assert [c[0] for c in fake_hub] == []

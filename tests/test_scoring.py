@@ -1,0 +1,268 @@
+import importlib.util
+import io
+import json
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, SAMPLE
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+from commentrank.bundled_models import minilm_path
+from commentrank.metrics import baseline_metrics, ranking_metrics
+from commentrank.prepare import PrepConfig, load_posts, run_prepare
+from commentrank.scoring import (
+    load_encoder,
+    load_scorer,
+    load_scoring_data,
+    predicted_ranks,
+    save_encoder_settings,
+    score_ids,
+    score_posts,
+)
+from commentrank.validation import PrepSummary
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_model(path, num_labels=1, head=True):
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=num_labels)  # fmt: skip
+    model = BertForSequenceClassification(config) if head else BertModel(config)
+    if head:  # a head with visible spread, so rankings are not ties
+        torch.nn.init.normal_(model.classifier.weight, std=2.0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("tiny-rm"))
+
+
+@pytest.fixture(scope="module")
+def score():
+    return load_script("score").main
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def cupit_rows(n_posts=4, labeled=True):
+    return [
+        {"id": f"p{i}", "text": f"Question number {i} about beer?",
+         "comments": [{"text": f"answer {j} " + "word " * (3 * j + i), "score": j if labeled else None}
+                      for j in range(3 + i % 2)]}
+        for i in range(n_posts)
+    ]  # fmt: skip
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_scoring_the_sample_writes_predictions_metrics_report_and_plot(model_dir, score, tmp_path):
+    out = tmp_path / "scores"
+    summary = score(["--model", str(model_dir), "--dataset", str(SAMPLE), "--output_dir", str(out), "--skip_invalid",
+                     "--max_posts", "12", "--max_length", "64", "--no_progress"])  # fmt: skip
+    posts = load_posts(PrepConfig(inputs=[str(SAMPLE)], skip_invalid=True, min_comments=1), PrepSummary())[:12]
+    predictions = read_jsonl(out / "predictions.jsonl")
+    assert len(predictions) == 12
+    labeled = []
+    for post, pred in zip(posts, predictions):
+        assert pred["post_id"] == post.post_id and pred["text"] == post.title
+        assert [c["text"] for c in pred["comments"]] == [c.text for c in post.comments]  # input order kept
+        ranks = [c["score"] for c in pred["comments"]]
+        rewards = [c["reward"] for c in pred["comments"]]
+        assert sorted(ranks) == list(range(len(ranks)))
+        assert [rewards[i] for i in np.argsort(ranks)] == sorted(rewards, reverse=True)
+        labeled.append({"ranks": [c.rank for c in post.comments], "votes": [c.votes for c in post.comments],
+                        "comments": [c.text for c in post.comments], "scores": rewards})  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"model", "random", "longest_first"}
+    for name, values in metrics["results"].items():
+        assert {f"ndcg@{k}" for k in range(1, 6)} | {f"ndcg_votes@{k}" for k in range(1, 6)} <= set(values), name
+        assert values["n_posts"] == 12 and "pair_accuracy" in values
+    assert metrics["results"]["model"] == pytest.approx(ranking_metrics(labeled))
+    for name, values in baseline_metrics(labeled).items():
+        assert metrics["results"][name] == pytest.approx(values), name
+    assert metrics["n_posts"] == 12 and metrics["n_truncated"] > 0 and metrics["max_length"] == 64
+    assert summary["n_truncated"] == metrics["n_truncated"]
+    report = (out / "report.md").read_text()
+    assert "| model |" in report and "| longest_first |" in report and "ndcg_at_k.png" in report
+    assert f"{metrics['n_truncated']} of {metrics['n_comments']}" in report
+    assert (out / "ndcg_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_length_sorted_dynamic_padding_matches_pad_to_max_length(model_dir):
+    scorer = load_scorer(model_dir, max_length=48)
+    rows = load_scoring_data(str(SAMPLE), skip_invalid=True, max_posts=8).rows
+    prompts = [r["prompt"] for r in rows for _ in r["comments"]]
+    comments = [c for r in rows for c in r["comments"]]
+    ids = scorer.encoder.encode(prompts, comments).input_ids
+    assert len({len(x) for x in ids}) > 3  # lengths vary, so sorting and padding matter
+    pad = scorer.tokenizer.pad_token_id
+    sorted_rewards = score_ids(scorer.model, ids, pad, batch_size=4)
+    padded_rewards = score_ids(scorer.model, ids, pad, batch_size=4, sort_by_length=False, pad_to=48)
+    assert np.allclose(sorted_rewards, padded_rewards, atol=1e-5, rtol=0)
+    assert np.std(sorted_rewards) > 1e-3
+    per_post, _ = score_posts(scorer.model, scorer.encoder, rows, batch_size=5)
+    assert np.allclose([r for post in per_post for r in post], sorted_rewards, atol=1e-5, rtol=0)
+
+
+def test_truncation_is_counted(model_dir):
+    scorer = load_scorer(model_dir, max_length=24)
+    rows = [{"prompt": "A short question?", "comments": ["short", "long " * 100, "longer " * 300]}]
+    _, n_truncated = scorer.score(rows)
+    assert n_truncated == 2
+    assert load_scorer(model_dir, max_length=10_000).encoder.max_length == 512  # capped at the model's positions
+
+
+def test_encoder_settings_saved_with_the_model_are_used(model_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    default = load_encoder(model_dir, tokenizer)
+    assert (default.max_length, default.truncation_side, default.min_comment_tokens) == (512, "right", 64)
+    save_encoder_settings(tmp_path, max_length=100, truncation_side="left", min_comment_tokens=8,
+                          prompt_template="{title}\n\n{body}")  # fmt: skip
+    saved = json.loads((tmp_path / "commentrank_config.json").read_text())
+    assert saved["separator"] == "\n\n" and saved["prompt_template"] == "{title}\n\n{body}"
+    encoder = load_encoder(tmp_path, tokenizer)
+    assert (encoder.max_length, encoder.truncation_side, encoder.min_comment_tokens) == (100, "left", 8)
+    assert load_encoder(tmp_path, tokenizer, max_length=40).max_length == 40
+
+
+def test_unlabeled_file_and_prep_folder_fall_back_to_unlabeled(model_dir, score, tmp_path):
+    path = write_jsonl(tmp_path / "test.jsonl", cupit_rows(3, labeled=False))
+    out = tmp_path / "from_file"
+    score(["--model", str(model_dir), "--dataset", str(path), "--output_dir", str(out), "--no_progress"])
+    predictions = read_jsonl(out / "predictions.jsonl")
+    assert [p["post_id"] for p in predictions] == ["p0", "p1", "p2"]
+    assert all(sorted(c["score"] for c in p["comments"]) == list(range(len(p["comments"]))) for p in predictions)
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl"]  # no labels: no metrics
+    run_prepare(PrepConfig(inputs=[str(path)], output_dir=str(tmp_path / "prep")))
+    data = load_scoring_data(str(tmp_path / "prep"), split="test")
+    assert data.split == "unlabeled" and [r["post_id"] for r in data.rows] == ["p0", "p1", "p2"]
+
+
+def test_prep_folder_csv_and_hub_sources(tmp_path, monkeypatch):
+    run_prepare(PrepConfig(inputs=[str(write_jsonl(tmp_path / "in.jsonl", cupit_rows(20)))],
+                           output_dir=str(tmp_path / "prep"), test_size=4))  # fmt: skip
+    data = load_scoring_data(str(tmp_path / "prep"))
+    assert data.split == "test" and len(data.rows) == 4 and all(r["ranks"] is not None for r in data.rows)
+    with pytest.raises(ValueError, match="no split 'nope'.*--split"):
+        load_scoring_data(str(tmp_path / "prep"), split="nope")
+    csv = tmp_path / "t.csv"
+    csv.write_text("id,text,comment,votes\n1,Q1,low,1\n1,Q1,high,9\n2,Q2,x,3\n2,Q2,y,4\n")
+    rows = load_scoring_data(str(csv)).rows
+    assert rows[0]["comments"] == ["low", "high"] and rows[0]["ranks"] == [1, 0]
+
+    listwise = datasets.DatasetDict({"test": datasets.Dataset.from_list(
+        [{"prompt": "Q", "comments": ["a", "b"], "ranks": [1, 0]}])})  # fmt: skip
+    raw = datasets.DatasetDict({"test": datasets.Dataset.from_list(cupit_rows(2))})
+    calls = []
+
+    def fake_load_dataset(name, config=None, **kwargs):
+        calls.append((name, config))
+        if name == "me/raw" and config == "listwise":
+            raise ValueError("BuilderConfig 'listwise' not found")
+        return listwise if name == "me/listwise" else raw
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert load_scoring_data("me/listwise").rows[0]["ranks"] == [1, 0]
+    hub_raw = load_scoring_data("me/raw").rows
+    assert [r["prompt"] for r in hub_raw] == ["Question number 0 about beer?", "Question number 1 about beer?"]
+    assert calls == [("me/listwise", "listwise"), ("me/raw", "listwise"), ("me/raw", None)]
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    return {"three_labels": tiny_model(root / "clf", num_labels=3), "no_head": tiny_model(root / "base", head=False)}
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_model", "model not found: .*nope"),
+        ("three_labels", "classifier with 3 labels; a reward model has a single-logit head"),
+        ("no_head", "has no reward head .*BertModel"),
+        ("missing_dataset", "dataset file not found: .*missing.jsonl"),
+        ("missing_fields", r"rows lack the field\(s\) \['prompt'\]"),
+        ("empty_post_listwise", r"row 1: field 'comments': the post has no comments to score"),
+        ("empty_post_jsonl", r"in.jsonl:2: field 'comments': 0 comment\(s\)"),
+    ],
+)
+def test_bad_input_stops_with_a_clear_message(case, message, model_dir, bad_models, score, tmp_path):
+    model, dataset = str(model_dir), str(write_jsonl(tmp_path / "ok.jsonl", cupit_rows(2)))
+    if case == "missing_model":
+        model = str(tmp_path / "nope")
+    elif case in bad_models:
+        model = str(bad_models[case])
+    elif case == "missing_dataset":
+        dataset = str(tmp_path / "missing.jsonl")
+    elif case in ("missing_fields", "empty_post_listwise"):
+        rows = [{"prompt": "Q", "comments": ["a", "b"]}, {"prompt": "Q2", "comments": []}]
+        if case == "missing_fields":
+            rows = [{"title": "Q", "comments": ["a", "b"]}]
+        datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "ds"))
+        dataset = str(tmp_path / "ds")
+    elif case == "empty_post_jsonl":
+        rows = cupit_rows(2)
+        rows[1]["comments"] = []
+        dataset = str(write_jsonl(tmp_path / "in.jsonl", rows))
+    with pytest.raises(SystemExit, match=f"^score: error: .*{message}"):
+        score(["--model", model, "--dataset", dataset, "--output_dir", str(tmp_path / "out"), "--no_progress"])
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()
+
+
+def test_skip_invalid_counts_empty_posts(tmp_path):
+    rows = [
+        {"prompt": "Q", "comments": ["a", "b"]},
+        {"prompt": "Q2", "comments": []},
+        {"prompt": "", "comments": ["c"]},
+    ]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    data = load_scoring_data(str(tmp_path / "ds"), skip_invalid=True)
+    assert len(data.rows) == 1 and data.skipped == {"empty_post": 1, "empty_post_text": 1}
+
+
+def test_one_logit_is_required_of_the_forward():
+    class TwoLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask):
+            return type("Output", (), {"logits": torch.zeros(input_ids.shape[0], 2)})()
+
+    with pytest.raises(ValueError, match=r"logits of shape \(2, 2\): a reward model returns one logit"):
+        score_ids(TwoLogits(), [[1, 2], [3]], pad_token_id=0)
+    assert predicted_ranks([0.5, 2.0, -1.0, 2.0]) == [2, 0, 3, 1]
+
+
+def test_rank_one_post_from_stdin(model_dir, monkeypatch, capsys):
+    rank = load_script("rank").main
+    post = {"text": "Which hop for citrus?", "comments": ["Citra and Cascade hops.", {"text": "Water."}, "Malt."]}
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(post)))
+    rows = rank(["--model", str(model_dir)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    expected = load_scorer(model_dir).rank("Which hop for citrus?", ["Citra and Cascade hops.", "Water.", "Malt."])
+    assert [r["index"] for r in rows] == [i for i, _ in expected]
+    assert [r["reward"] for r in rows] == pytest.approx([r for _, r in expected])
+    assert [float(line.split()[1]) for line in lines] == pytest.approx([r for _, r in expected], abs=1e-4)
+    assert [r["rank"] for r in rows] == [0, 1, 2] and lines[0].endswith(rows[0]["text"])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"text": "Q", "comments": []})))
+    with pytest.raises(SystemExit, match="rank: error: stdin: field 'comments' must be a non-empty list"):
+        rank(["--model", str(model_dir)])
