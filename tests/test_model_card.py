@@ -9,7 +9,6 @@ import huggingface_hub
 import pytest
 import torch
 import yaml
-from conftest import ROOT, SAMPLE
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 from test_scoring import cupit_rows, load_script, tiny_model, write_jsonl
@@ -18,6 +17,8 @@ from commentrank.bundled_models import minilm_path
 from commentrank.metrics import baseline_metrics, ranking_metrics
 from commentrank.model_card import build_model_card, push_to_hub, save_model_card
 from commentrank.scoring import load_scorer
+
+from conftest import ROOT, SAMPLE
 
 TOKEN = "hf_commentrankFAKEtoken0123456789abcdef"
 

@@ -7,7 +7,6 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, SAMPLE
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
 from commentrank.bundled_models import minilm_path
@@ -23,6 +22,8 @@ from commentrank.scoring import (
     score_posts,
 )
 from commentrank.validation import PrepSummary
+
+from conftest import ROOT, SAMPLE
 
 
 def load_script(name):
