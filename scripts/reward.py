@@ -28,8 +28,11 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, TrlParser, get_peft_co
 from commentrank.bundled_models import resolve_model_path
 from commentrank.callbacks import RankingEvalCallback
 from commentrank.io_utils import atomic_write_text
+from commentrank.metrics import baseline_metrics
+from commentrank.model_card import build_model_card, push_to_hub, save_model_card
 from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.reward_data import load_view, tokenize_pairs
+from commentrank.scoring import save_encoder_settings
 from commentrank.tokenization import PairEncoder
 
 logger = logging.getLogger("commentrank.reward")
@@ -148,6 +151,11 @@ def main(argv=None) -> RewardTrainer:
         extra = {"loss_type": script_args.loss_type, "use_margin": script_args.use_margin}
     logger.info("data: %s", json.dumps(data_summary))
 
+    # Push once at the end, with the NDCG model card (the Trainer's own push would upload every checkpoint)
+    push_repo = (
+        training_args.hub_model_id or os.path.basename(training_args.output_dir) if training_args.push_to_hub else None
+    )
+    training_args.push_to_hub = False
     trainer = trainer_cls(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset, processing_class=tokenizer,
         peft_config=get_peft_config(model_args), callbacks=[callback], **extra,
@@ -177,38 +185,24 @@ def main(argv=None) -> RewardTrainer:
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         out = training_args.output_dir
-        atomic_write_text(os.path.join(out, "commentrank_config.json"), json.dumps(settings, indent=2) + "\n")
+        save_encoder_settings(out, **settings)
         atomic_write_text(os.path.join(out, "data_summary.json"), json.dumps(data_summary, indent=2) + "\n")
-        write_card(trainer, script_args, model_args, callback)
-    if training_args.push_to_hub:
-        from commentrank.model_card import push_to_hub
-
-        if trainer.accelerator.is_main_process:
-            push_to_hub(
-                training_args.output_dir, training_args.hub_model_id or os.path.basename(training_args.output_dir)
-            )
+        write_card(trainer, script_args, model_args, callback, encoder)
+    if push_repo and trainer.accelerator.is_main_process:
+        push_to_hub(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo))
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()  # tears the process group down before exit (avoids aborts at shutdown)
     return trainer
 
 
-def write_card(trainer, script_args, model_args, callback) -> None:
-    """TRL's model card, extended with the data and the NDCG results when the model_card module is available."""
-    try:
-        from commentrank.model_card import build_model_card, save_model_card
-    except ImportError:
-        trainer.create_model_card(model_name=os.path.basename(trainer.args.output_dir))
-        return
-    from commentrank.metrics import baseline_metrics
-
-    results = {}
-    if callback.last_metrics:
-        results = {"model": callback.last_metrics, **baseline_metrics(callback.posts)}
+def write_card(trainer, script_args, model_args, callback, encoder) -> None:
+    """TRL's model card, extended with the data and the NDCG results on the evaluation posts vs the baselines."""
+    results = {"model": callback.last_metrics, **baseline_metrics(callback.posts)} if callback.last_metrics else {}
     card = build_model_card(
         model_id=trainer.args.hub_model_id or os.path.basename(trainer.args.output_dir),
         base_model=model_args.model_name_or_path, dataset=script_args.dataset_name, results=results,
-        split=script_args.dataset_test_split,
-        training={"loss_type": script_args.loss_type, **{k: v for k, v in asdict(script_args).items() if v is not None}},
+        split=script_args.dataset_test_split, training={k: v for k, v in asdict(script_args).items() if v is not None},
+        text_pair=encoder.encoder, max_length=encoder.max_length, separator=script_args.separator,
     )  # fmt: skip
     save_model_card(card, trainer.args.output_dir)
 
