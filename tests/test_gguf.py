@@ -1,0 +1,67 @@
+"""The one-time SmolLM2 GGUF -> float32 checkpoint conversion keeps the model: same logits, same token ids."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from commentrank import bundled_models
+from commentrank.bundled_models import SMOLLM2_GGUF_FILE, default_cache_dir, smollm2_gguf_dir
+
+from conftest import ROOT
+
+TEXTS = [
+    "Is it OK to age an IPA?\n\nNo: hop aroma fades within weeks.<|im_end|>",
+    "Ask HN: what editor do you use?\n\nvim, for 20 years now",
+    "Ünïcode, émojis ☕ and numbers: 3.14159 / 2**10 = 1024",
+]
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("convert_smollm2_cli", ROOT / "data_prep" / "convert_smollm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> Path:
+    """The converted folder: the cached one when a previous run made it, else a fresh conversion (about a minute)."""
+    cached = default_cache_dir() / "smollm2-135m-instruct"
+    target = cached if (cached / "config.json").exists() else tmp_path_factory.mktemp("gguf") / "smollm2"
+    return Path(load_cli().main(["--output_dir", str(target)]))
+
+
+def test_conversion_is_skipped_when_present(tmp_path, monkeypatch, capsys):
+    (tmp_path / "config.json").write_text("{}")
+
+    def must_not_load():
+        raise AssertionError("the GGUF file was read although the folder exists")
+
+    monkeypatch.setattr(bundled_models, "load_smollm2_from_gguf", must_not_load)
+    assert load_cli().main(["--output_dir", str(tmp_path)]) == str(tmp_path)
+    assert capsys.readouterr().out.strip() == str(tmp_path)
+
+
+@pytest.mark.slow
+def test_converted_folder_has_the_gguf_models_logits_and_tokens(converted):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = smollm2_gguf_dir()
+    gguf_tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF_FILE)
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    assert tokenizer.eos_token == tokenizer.pad_token == gguf_tokenizer.eos_token == "<|im_end|>"
+    for text in TEXTS:
+        assert tokenizer(text)["input_ids"] == gguf_tokenizer(text)["input_ids"]
+
+    model = AutoModelForCausalLM.from_pretrained(converted).eval()
+    assert model.dtype == torch.float32 and not hasattr(model.config, "quantization_config")
+    assert (converted / "model.safetensors").exists()
+    reference = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF_FILE).eval()  # dequantized
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits, expected = model(**batch).logits, reference(**batch).logits
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits[mask], expected[mask], rtol=0, atol=1e-5)
+    assert logits[mask].argmax(-1).tolist() == expected[mask].argmax(-1).tolist()
