@@ -8,7 +8,6 @@ import sys
 import datasets
 import pytest
 import torch
-from conftest import ROOT
 from trl import RewardConfig
 
 from commentrank.listwise import (
@@ -22,6 +21,8 @@ from commentrank.listwise import (
 from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.scoring import score_ids, score_posts
 from commentrank.tokenization import PairEncoder
+
+from conftest import ROOT
 
 
 def load_reward_script():
@@ -344,3 +345,13 @@ def test_accelerate_deepspeed_two_cpu_processes(stage, loss_type, tiny_bert, pre
     assert state["global_step"] == 3
     logged = {k for e in state["log_history"] for k in e}
     assert {"loss", "accuracy", "num_tokens", "eval_loss", "eval_accuracy", "eval_ndcg@5"} <= logged
+
+
+def test_quickstart_listwise_recipe_trains(tiny_bert, prepared_sample, tmp_path):
+    recipe = ROOT / "recipes" / "quickstart" / "reward_listwise.yaml"
+    trainer = reward.main(["--config", str(recipe), "--model_name_or_path", tiny_bert, "--dataset_name",
+                           prepared_sample, "--output_dir", str(tmp_path / "rm"), "--max_steps", "3",
+                           "--max_length", "64", "--logging_steps", "1", "--dataloader_num_workers", "0"])  # fmt: skip
+    assert isinstance(trainer, ListwiseRewardTrainer) and trainer.loss_type == "listmle"
+    assert trainer.args.per_device_train_batch_size == 1 and trainer.state.global_step == 3
+    assert any("eval_ndcg@5" in e for e in trainer.state.log_history)  # scored on the validation posts at the end
