@@ -53,3 +53,30 @@ def prepared_sample(tmp_path_factory) -> str:
     run_prepare(PrepConfig(inputs=[str(SAMPLE)], output_dir=str(folder), skip_invalid=True, max_posts=40,
                            test_size=0.2, validation_size=0.2))  # fmt: skip
     return str(folder)
+
+
+def launch_reward_on_two_cpu_processes(stage: int, argv: list[str], out) -> dict:
+    """`accelerate launch` scripts/reward.py under DeepSpeed ZeRO-`stage` with 2 CPU processes (one thread each);
+    checks that the saved model reloads and scores, and returns its trainer_state.json."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from commentrank.modeling import load_reward_model, load_tokenizer
+    from commentrank.scoring import score_posts
+    from commentrank.tokenization import PairEncoder
+
+    pytest.importorskip("deepspeed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    config = ROOT / "accelerate_configs" / f"cpu_2proc_zero{stage}.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           str(ROOT / "scripts" / "reward.py"), *argv]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tokenizer = load_tokenizer(str(out))
+    model = load_reward_model(str(out), tokenizer)
+    rewards, _ = score_posts(model, PairEncoder(tokenizer, 64), [{"prompt": "q", "comments": ["a", "b c"]}])
+    assert torch.isfinite(torch.tensor(rewards[0])).all()
+    return json.loads((out / "trainer_state.json").read_text())

@@ -1,9 +1,6 @@
 import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
 
 import datasets
 import pytest
@@ -22,7 +19,7 @@ from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.scoring import score_ids, score_posts
 from commentrank.tokenization import PairEncoder
 
-from conftest import ROOT
+from conftest import ROOT, launch_reward_on_two_cpu_processes
 
 
 def load_reward_script():
@@ -327,21 +324,11 @@ def test_reward_script_lora_trains_and_saves_the_score_head(tiny_bert, prepared_
 @pytest.mark.xdist_group("deepspeed")
 @pytest.mark.parametrize(("stage", "loss_type"), [(2, "listmle"), (3, "pairwise_all")])
 def test_accelerate_deepspeed_two_cpu_processes(stage, loss_type, tiny_bert, prepared_sample, tmp_path):
-    pytest.importorskip("deepspeed")
     out = tmp_path / f"zero{stage}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "accelerate_configs" / f"cpu_2proc_zero{stage}.yaml"), str(ROOT / "scripts" / "reward.py"),
-           *args_for(tiny_bert, prepared_sample, out, "--loss_type", loss_type, "--max_steps", "3",
-                     "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2",
-                     "--eval_strategy", "steps", "--eval_steps", "3")]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    tokenizer = load_tokenizer(str(out))
-    model = load_reward_model(str(out), tokenizer)
-    rewards, _ = score_posts(model, PairEncoder(tokenizer, 64), [{"prompt": "q", "comments": ["a", "b c"]}])
-    assert all(torch.isfinite(torch.tensor(rewards[0])))
-    state = json.loads((out / "trainer_state.json").read_text())
+    argv = args_for(tiny_bert, prepared_sample, out, "--loss_type", loss_type, "--max_steps", "3",
+                    "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2",
+                    "--eval_strategy", "steps", "--eval_steps", "3")  # fmt: skip
+    state = launch_reward_on_two_cpu_processes(stage, argv, out)
     assert state["global_step"] == 3
     logged = {k for e in state["log_history"] for k in e}
     assert {"loss", "accuracy", "num_tokens", "eval_loss", "eval_accuracy", "eval_ndcg@5"} <= logged

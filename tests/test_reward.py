@@ -1,8 +1,5 @@
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ from commentrank.reward_data import tokenize_pairs
 from commentrank.scoring import score_posts
 from commentrank.tokenization import PairEncoder
 
-from conftest import ROOT
+from conftest import ROOT, launch_reward_on_two_cpu_processes
 
 
 def load_script(name):
@@ -138,19 +135,10 @@ def test_multi_label_classifier_is_rejected(tmp_path):
 @pytest.mark.xdist_group("deepspeed")
 @pytest.mark.parametrize("stage", [2, 3])
 def test_accelerate_deepspeed_two_cpu_processes(stage, tiny_bert, prepared_sample, tmp_path):
-    pytest.importorskip("deepspeed")
     out = tmp_path / f"zero{stage}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "accelerate_configs" / f"cpu_2proc_zero{stage}.yaml"), str(ROOT / "scripts" / "reward.py"),
-           *args_for(tiny_bert, prepared_sample, out, "--max_steps", "3", "--per_device_train_batch_size", "2")]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    tokenizer = load_tokenizer(str(out))
-    model = load_reward_model(str(out), tokenizer)
-    rewards, _ = score_posts(model, PairEncoder(tokenizer, 64), [{"prompt": "q", "comments": ["a", "b c"]}])
-    assert all(torch.isfinite(torch.tensor(rewards[0])))
-    state = json.loads((out / "trainer_state.json").read_text())
+    state = launch_reward_on_two_cpu_processes(
+        stage, args_for(tiny_bert, prepared_sample, out, "--max_steps", "3", "--per_device_train_batch_size", "2"), out
+    )
     assert state["global_step"] == 3
 
 
