@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from accelerate.utils import is_peft_model
 from transformers import set_seed
@@ -115,40 +116,32 @@ def main(argv=None) -> RewardTrainer:
         eval_posts = eval_posts[: script_args.ndcg_eval_posts]
     callback = RankingEvalCallback(eval_posts, encoder, training_args.per_device_eval_batch_size)
 
-    if script_args.loss_type == "pairwise":
-        pairs = load_view(script_args.dataset_name, script_args.dataset_config, *view_args)
-        if pairs is None:
-            raise SystemExit(f"reward: {script_args.dataset_name} has no '{script_args.dataset_config}' view")
-        train = pairs[script_args.dataset_train_split].shuffle(seed=training_args.seed)
-        if script_args.max_train_samples is not None:
-            train = train.select(range(min(script_args.max_train_samples, len(train))))
-        train, counts = tokenize_pairs(train, encoder, script_args.use_margin)
-        eval_dataset, eval_counts = None, None
-        if training_args.eval_strategy != "no" and script_args.dataset_test_split in pairs:
-            eval_dataset, eval_counts = tokenize_pairs(
-                pairs[script_args.dataset_test_split], encoder, script_args.use_margin
-            )
-        data_summary = {"train": counts, "eval": eval_counts}
+    if script_args.loss_type == "pairwise":  # stock TRL RewardTrainer on chosen/rejected pairs
+        view = load_view(script_args.dataset_name, script_args.dataset_config, *view_args)
+        prepare = partial(tokenize_pairs, encoder=encoder, keep_margin=script_args.use_margin)
         trainer_cls, extra = RewardTrainer, {}
-    else:
+    else:  # whole posts: pairwise_all or listmle
         from commentrank.listwise import ListwiseRewardTrainer, prepare_listwise
 
-        if listwise is None:
-            raise SystemExit(
-                f"reward: {script_args.dataset_name} has no listwise view for loss_type {script_args.loss_type}"
-            )
-        train = listwise[script_args.dataset_train_split].shuffle(seed=training_args.seed)
-        if script_args.max_train_samples is not None:
-            train = train.select(range(min(script_args.max_train_samples, len(train))))
-        train, counts = prepare_listwise(train, encoder, script_args.max_comments_per_post)
-        eval_dataset, eval_counts = None, None
-        if training_args.eval_strategy != "no" and listwise and script_args.dataset_test_split in listwise:
-            eval_dataset, eval_counts = prepare_listwise(
-                listwise[script_args.dataset_test_split], encoder, script_args.max_comments_per_post
-            )
-        data_summary = {"train": counts, "eval": eval_counts}
+        view = listwise
+        prepare = partial(
+            prepare_listwise, encoder=encoder, max_comments=script_args.max_comments_per_post, seed=training_args.seed
+        )
         trainer_cls = ListwiseRewardTrainer
         extra = {"loss_type": script_args.loss_type, "use_margin": script_args.use_margin}
+    if view is None:
+        needed = script_args.dataset_config if script_args.loss_type == "pairwise" else "listwise"
+        raise SystemExit(
+            f"reward: {script_args.dataset_name} has no '{needed}' view (loss_type {script_args.loss_type})"
+        )
+    train = view[script_args.dataset_train_split].shuffle(seed=training_args.seed)
+    if script_args.max_train_samples is not None:
+        train = train.select(range(min(script_args.max_train_samples, len(train))))
+    train, counts = prepare(train)
+    eval_dataset, eval_counts = None, None
+    if training_args.eval_strategy != "no" and script_args.dataset_test_split in view:
+        eval_dataset, eval_counts = prepare(view[script_args.dataset_test_split])
+    data_summary = {"train": counts, "eval": eval_counts}
     logger.info("data: %s", json.dumps(data_summary))
 
     # Push once at the end, with the NDCG model card (the Trainer's own push would upload every checkpoint)
@@ -172,10 +165,11 @@ def main(argv=None) -> RewardTrainer:
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
 
-    final = {}
-    if eval_dataset is not None or callback.posts:
-        final = trainer.evaluate() if eval_dataset is not None else {}
-        if eval_dataset is None:
+    if eval_dataset is not None or callback.posts:  # TRL's reward metrics (with eval data) and the NDCG callback
+        final = {}
+        if eval_dataset is not None:
+            final = trainer.evaluate()
+        else:
             callback.on_evaluate(training_args, trainer.state, trainer.control, final)
         trainer.log_metrics("eval", final)
         trainer.save_metrics("eval", final)
@@ -188,8 +182,8 @@ def main(argv=None) -> RewardTrainer:
         save_encoder_settings(out, **settings)
         atomic_write_text(os.path.join(out, "data_summary.json"), json.dumps(data_summary, indent=2) + "\n")
         write_card(trainer, script_args, model_args, callback, encoder)
-    if push_repo and trainer.accelerator.is_main_process:
-        push_to_hub(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo))
+        if push_repo:
+            push_to_hub(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo))
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()  # tears the process group down before exit (avoids aborts at shutdown)
     return trainer
