@@ -184,3 +184,17 @@ def test_push_to_hub_uploads_the_final_model_once_with_the_ndcg_card(tiny_bert, 
     values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert values["NDCG@5"] == pytest.approx(ndcg5, abs=1e-4)
     assert all(b"hf_secret_token_value" not in content for content in files.values())
+
+
+def test_raw_ranked_file_is_converted_once_on_the_fly(tiny_bert, tmp_path):
+    from commentrank import reward_data
+
+    rows = [{"id": f"p{i}", "text": f"Question {i}?", "comments": [{"text": f"answer {i}.{j} " * (j + 1), "score": j}
+                                                                   for j in range(3)]} for i in range(30)]  # fmt: skip
+    raw = tmp_path / "ranked.jsonl"
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reward_data._convert_raw_file.cache_clear()
+    trainer = reward.main(args_for(tiny_bert, str(raw), tmp_path / "rm", "--max_steps", "2"))
+    assert reward_data._convert_raw_file.cache_info().misses == 1  # pairwise and listwise views from one conversion
+    assert json.loads((tmp_path / "rm" / "data_summary.json").read_text())["train"]["pairs"] == 48  # 24 posts x 2
+    assert any("eval_ndcg@5" in e for e in trainer.state.log_history)  # the validation posts were scored

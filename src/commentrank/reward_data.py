@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -31,19 +32,25 @@ def load_view(
     if path.suffix in RAW_SUFFIXES:
         if not path.exists():
             raise FileNotFoundError(f"dataset file not found: {path}")
-        from .prepare import PrepConfig, prepare_views
-
-        config = PrepConfig(
-            inputs=[str(path)], prompt_template=prompt_template, pair_strategy=pair_strategy, seed=seed,
-            skip_invalid=True,
-        )  # fmt: skip
-        views, summary = prepare_views(config)
-        logger.info("converted %s on the fly:\n%s", path, summary.format())
+        views = _convert_raw_file(str(path), prompt_template, pair_strategy, seed)
         return views.get(view)
     try:
         return datasets.load_dataset(dataset_name, view)
     except ValueError:  # the Hub dataset has no such config
         return None
+
+
+@functools.lru_cache(maxsize=4)
+def _convert_raw_file(path: str, prompt_template: str, pair_strategy: str, seed: int) -> dict:
+    """All views of a raw ranked file, converted once per run by the same code as data_prep (skipping invalid posts)."""
+    from .prepare import PrepConfig, prepare_views
+
+    config = PrepConfig(
+        inputs=[path], prompt_template=prompt_template, pair_strategy=pair_strategy, seed=seed, skip_invalid=True
+    )
+    views, summary = prepare_views(config)
+    logger.info("converted %s on the fly:\n%s", path, summary.format())
+    return views
 
 
 def tokenize_pairs(dataset: datasets.Dataset, encoder: PairEncoder, keep_margin: bool = False) -> tuple:
