@@ -55,6 +55,14 @@ def prepared_sample(tmp_path_factory) -> str:
     return str(folder)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launch_reward_on_two_cpu_processes(stage: int, argv: list[str], out) -> dict:
     """`accelerate launch` scripts/reward.py under DeepSpeed ZeRO-`stage` with 2 CPU processes (one thread each);
     checks that the saved model reloads and scores, and returns its trainer_state.json."""
@@ -71,8 +79,10 @@ def launch_reward_on_two_cpu_processes(stage: int, argv: list[str], out) -> dict
     pytest.importorskip("deepspeed")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     config = ROOT / "accelerate_configs" / f"cpu_2proc_zero{stage}.yaml"
+    # A port of our own for each launch: the default 29500 may still be held by the previous launch (or by
+    # another job on the machine), which fails the rendezvous with EADDRINUSE.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           str(ROOT / "scripts" / "reward.py"), *argv]  # fmt: skip
+           "--main_process_port", str(_free_port()), str(ROOT / "scripts" / "reward.py"), *argv]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tokenizer = load_tokenizer(str(out))
