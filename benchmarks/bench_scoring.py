@@ -24,7 +24,8 @@ import torch
 
 from commentrank.bundled_models import minilm_path
 from commentrank.modeling import load_reward_model, load_tokenizer
-from commentrank.scoring import length_sorted_batches, load_scoring_data, pad_batch, score_ids, score_posts
+from commentrank.scoring import length_sorted_batches, pad_batch, score_ids, score_posts
+from commentrank.scoring_data import load_scoring_data
 from commentrank.tokenization import PairEncoder
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "stackexchange" / "se_ranked.jsonl.gz"

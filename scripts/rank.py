@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     try:
         post = read_post(args.post)
-        from commentrank.scoring import load_scorer
+        from commentrank.scorer import load_scorer
 
         scorer = load_scorer(args.model, args.max_length, args.device)
         prompt = build_prompt(

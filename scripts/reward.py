@@ -33,7 +33,7 @@ from commentrank.metrics import baseline_metrics
 from commentrank.model_card import build_model_card, push_to_hub, save_model_card
 from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.reward_data import load_view, tokenize_pairs
-from commentrank.scoring import save_encoder_settings
+from commentrank.scorer import save_encoder_settings
 from commentrank.tokenization import PairEncoder
 
 logger = logging.getLogger("commentrank.reward")

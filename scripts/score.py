@@ -25,7 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commentrank.scoring import evaluate_rewards, load_scorer, load_scoring_data, read_encoder_settings, write_outputs
+from commentrank.report import evaluate_rewards, write_outputs
+from commentrank.scorer import load_scorer, read_encoder_settings
+from commentrank.scoring_data import load_scoring_data
 
 logger = logging.getLogger("commentrank.score")
 

@@ -12,15 +12,9 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from commentrank.bundled_models import minilm_path
 from commentrank.metrics import baseline_metrics, ranking_metrics
 from commentrank.prepare import PrepConfig, load_posts, run_prepare
-from commentrank.scoring import (
-    load_encoder,
-    load_scorer,
-    load_scoring_data,
-    predicted_ranks,
-    save_encoder_settings,
-    score_ids,
-    score_posts,
-)
+from commentrank.scorer import load_encoder, load_scorer, save_encoder_settings
+from commentrank.scoring import predicted_ranks, score_ids, score_posts
+from commentrank.scoring_data import load_scoring_data
 from commentrank.validation import PrepSummary
 
 from conftest import ROOT, SAMPLE

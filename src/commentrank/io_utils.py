@@ -1,11 +1,20 @@
-"""Atomic outputs: a crash never leaves a half-written file or dataset folder behind."""
+"""Paths: atomic outputs (a crash never leaves a half-written file or dataset folder behind), and telling a Hub id
+from a local path."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` has the shape of a Hub repo id (`name` or `owner/name`) rather than of a local path."""
+    return bool(HUB_ID.match(str(name))) and not str(name).startswith((".", "/", "~"))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -254,7 +254,7 @@ class ListwiseRewardTrainer(RewardTrainer):
         if {"prompt", "comments", "ranks"} <= set(columns) and isinstance(dataset, datasets.Dataset):
             from trl.trainer.utils import global_then_local_main_first
 
-            from .scoring import _model_max_positions
+            from .scorer import _model_max_positions
 
             length = args.max_length or 512
             limit = _model_max_positions(processing_class)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .io_utils import atomic_write_text
+from .io_utils import atomic_write_text, is_hub_id
 from .report import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ HUB_IGNORE_PATTERNS = [
     ".*",
     "*/.*",
 ]
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DECODER_HINTS = ("gpt", "llama", "smollm", "qwen", "mistral", "opt-", "pythia", "phi", "gemma", "falcon", "bloom")
 METRIC_LABELS = {"pair_accuracy": ("accuracy", "Pair accuracy", {})}
 
@@ -76,14 +75,14 @@ def hub_model_id(name: str | None) -> str | None:
         return BUNDLED_HUB_IDS[name]
     if Path(name).exists():
         return _bundled_folders().get(os.path.realpath(name))
-    return name if HUB_ID.match(name) else None
+    return name if is_hub_id(name) else None
 
 
 def display_name(name: str) -> str:
     """A local path as shown in a card: relative to the working folder when inside it, else its last part
     (absolute paths of the machine that trained the model are never published)."""
     path = Path(name)
-    if not path.exists() and HUB_ID.match(name):
+    if not path.exists() and is_hub_id(name):
         return name
     try:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
@@ -339,7 +338,7 @@ def stage_model_folder(
     from huggingface_hub.utils import filter_repo_objects
 
     from .io_utils import AtomicDir
-    from .scoring import encoder_settings_path, save_encoder_settings
+    from .scorer import encoder_settings_path, save_encoder_settings
 
     source = Path(model_path)
     with AtomicDir(dest) as tmp:

@@ -1,8 +1,14 @@
-"""Tables and plots of ranking results (the model against the baselines)."""
+"""What a scoring run reports: metrics of the model against the baselines, the CUP IT predictions file, a
+markdown table and an NDCG@k plot."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .scoring import predicted_ranks
 
 COLUMNS = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@5", "pair_accuracy")
 
@@ -37,3 +43,75 @@ def plot_ndcg(results: dict[str, dict], path: str | os.PathLike, ks=(1, 2, 3, 4,
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def evaluate_rewards(rows: Sequence[dict], rewards: Sequence[Sequence[float]], n_seeds: int = 20, seed: int = 0):
+    """{"model", "random", "longest_first"} -> `ranking_metrics` on the labeled posts with 2+ comments, or None
+    when no post is labeled. The baselines rank the same posts."""
+    from .metrics import baseline_metrics, ranking_metrics
+
+    posts = [
+        {"ranks": row["ranks"], "votes": row.get("votes"), "comments": row["comments"], "scores": list(r)}
+        for row, r in zip(rows, rewards)
+        if row.get("ranks") is not None and all(v is not None for v in row["ranks"]) and len(row["comments"]) > 1
+    ]
+    if not posts:
+        return None
+    return {"model": ranking_metrics(posts), **baseline_metrics(posts, n_seeds=n_seeds, seed=seed)}
+
+
+def prediction_records(rows: Sequence[dict], rewards: Sequence[Sequence[float]]) -> list[dict]:
+    """CUP IT submission records: the post with its comments in input order, each with `reward` and `score`
+    (the predicted rank, 0 = best)."""
+    records = []
+    for row, post_rewards in zip(rows, rewards):
+        ranks = predicted_ranks(post_rewards)
+        record = {"post_id": row.get("post_id"), "text": row.get("text", row["prompt"])}
+        record["comments"] = [
+            {"text": text, "score": rank, "reward": reward}
+            for text, rank, reward in zip(row["comments"], ranks, post_rewards)
+        ]
+        records.append(record)
+    return records
+
+
+PLOT_NAME = "ndcg_at_k.png"
+
+
+def report_markdown(results: dict, info: dict) -> str:
+    ks = ("ndcg@1", "ndcg@2", "ndcg@3", "ndcg@4", "ndcg@5")
+    votes = tuple(k.replace("ndcg@", "ndcg_votes@") for k in ks)
+    lines = [
+        "# Comment ranking report",
+        "",
+        f"- model: `{info['model']}`",
+        f"- dataset: `{info['dataset']}`" + (f", split `{info['split']}`" if info.get("split") else ""),
+        f"- posts evaluated: {int(results['model']['n_posts'])} ({int(results['model']['n_comments'])} comments)",
+        f"- inputs truncated to {info['max_length']} tokens: {info['n_truncated']} of {info['n_comments']}",
+        "",
+        "NDCG@k with linear gain, relevance `n - 1 - rank` (and `votes - min` where votes exist); pair accuracy "
+        f"over all label-ordered pairs; random averaged over {info.get('n_seeds', 20)} seeds.",
+        "",
+        markdown_table(results, (*ks, "pair_accuracy")),
+    ]
+    if any(votes[0] in metrics for metrics in results.values()):
+        lines += ["", "Relevance from votes:", "", markdown_table(results, votes)]
+    lines += ["", f"![NDCG@k]({PLOT_NAME})", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(output_dir: str | os.PathLike, rows, rewards, results: dict | None, info: dict) -> list[Path]:
+    """predictions.jsonl always; metrics.json, report.md and the NDCG plot when there are labels. Atomic writes."""
+    from .io_utils import atomic_write_text
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in prediction_records(rows, rewards))
+    atomic_write_text(out / "predictions.jsonl", lines)
+    written = [out / "predictions.jsonl"]
+    if results is not None:
+        atomic_write_text(out / "metrics.json", json.dumps({"results": results, **info}, indent=2) + "\n")
+        atomic_write_text(out / "report.md", report_markdown(results, info))
+        plot_ndcg(results, out / PLOT_NAME)
+        written += [out / "metrics.json", out / "report.md", out / PLOT_NAME]
+    return written
