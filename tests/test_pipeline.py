@@ -12,7 +12,7 @@ from commentrank.prepare import PrepConfig, run_prepare
 from conftest import ROOT, SAMPLE
 
 CPU_ARGS = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0",
-            "--gradient_checkpointing", "false", "--save_strategy", "no", "--max_length", "64"]  # fmt: skip
+            "--activation_checkpointing", "false", "--save_strategy", "no", "--max_length", "64"]  # fmt: skip
 
 
 def load_script(name):
