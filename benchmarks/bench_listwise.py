@@ -125,6 +125,7 @@ def run_method(key, args, data, tokenizer_path):
     config = RewardConfig(
         output_dir=str(Path(args.run_dir) / key), use_cpu=True, bf16=False, fp16=False,
         report_to="none", save_strategy="no", eval_strategy="no", logging_steps=10, seed=args.seed,
+        activation_checkpointing=False,
         num_train_epochs=args.epochs, learning_rate=args.learning_rate, lr_scheduler_type="linear",
         warmup_steps=args.warmup_ratio, max_length=args.max_length, dataloader_num_workers=0,
         per_device_train_batch_size=args.post_batch_size if listwise else args.pair_batch_size,

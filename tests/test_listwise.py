@@ -35,6 +35,7 @@ reward = load_reward_script()
 def args_for(model, data, out, *extra):
     return ["--model_name_or_path", model, "--dataset_name", data, "--output_dir", str(out), "--use_cpu", "true",
             "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0",
+            "--activation_checkpointing", "false",
             "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--max_length", "64",
             "--save_strategy", "no", "--logging_steps", "1", *extra]  # fmt: skip
 
@@ -183,7 +184,8 @@ def test_collator_flattens_posts_with_variable_k():
 
 def config(tmp_path, **kwargs):
     defaults = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-                    logging_steps=1, per_device_train_batch_size=2, max_length=48, dataloader_num_workers=0)  # fmt: skip
+                    logging_steps=1, per_device_train_batch_size=2, max_length=48, dataloader_num_workers=0,
+                    activation_checkpointing=False)  # fmt: skip
     return RewardConfig(**{**defaults, **kwargs})
 
 

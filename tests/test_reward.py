@@ -22,7 +22,8 @@ def load_script(name):
 
 reward = load_script("reward")
 
-CPU_ARGS = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0"]
+CPU_ARGS = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0",
+            "--activation_checkpointing", "false"]  # fmt: skip
 
 
 def args_for(model, data, out, *extra):
