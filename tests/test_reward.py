@@ -123,6 +123,25 @@ def test_minilm_gets_an_eos_and_freezing_follows_cup_it():
     assert frozen == {"0", "1"}
 
 
+def test_overlong_text_is_cut_without_the_tokenizers_indexing_errors_warning():
+    import logging
+
+    from commentrank.bundled_models import minilm_path
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)  # the library's root logger: its modules log through it
+    try:
+        tokenizer = load_tokenizer(minilm_path())  # model_max_length 512
+        encoded = PairEncoder(tokenizer, max_length=64).encode(["a post"], ["word " * 2000])
+        tokenizer("word " * 2000)  # the warning comes once per tokenizer: it stays silenced after encode
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert len(encoded.input_ids[0]) == 64 and encoded.truncated == [True]
+    assert not [m for m in messages if "indexing errors" in m]
+
+
 def test_multi_label_classifier_is_rejected(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 

@@ -57,6 +57,11 @@ class PairEncoder:
             self.n_special = len(self.bos) + 1  # BOS (when the tokenizer adds one) and the appended EOS
         if self.max_length <= self.n_special + 2:
             raise ValueError(f"max_length {self.max_length} leaves no room for text")
+        # Whole texts are tokenized first and cut to max_length here (and counted); the tokenizer's "sequence length
+        # is longer than the specified maximum ... indexing errors" warning would only mislead.
+        warned = getattr(self.tokenizer, "deprecation_warnings", None)
+        if isinstance(warned, dict):
+            warned["sequence-length-is-longer-than-the-specified-maximum"] = True
 
     def _pair_template(self) -> tuple[list[int], list[int], list[int]]:
         """The special tokens around a text pair (e.g. [CLS] / [SEP] / [SEP]), read off the tokenizer itself."""
