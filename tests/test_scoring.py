@@ -261,3 +261,14 @@ def test_rank_one_post_from_stdin(model_dir, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"text": "Q", "comments": []})))
     with pytest.raises(SystemExit, match="rank: error: stdin: field 'comments' must be a non-empty list"):
         rank(["--model", str(model_dir)])
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("gpt2", True), ("me/comment-rm", True), ("Qwen/Qwen2.5-0.5B-Instruct", True), ("./model", False),
+     ("/abs/model", False), ("~/model", False), ("a/b/c", False), ("me/", False), ("", False)],
+)  # fmt: skip
+def test_hub_ids_are_told_from_local_paths(name, expected):
+    from commentrank.io_utils import is_hub_id
+
+    assert is_hub_id(name) is expected
