@@ -31,6 +31,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
 from commentrank.bundled_models import resolve_model_path
+from commentrank.model_card import push_to_hub
 from commentrank.reward_data import load_view
 
 logger = logging.getLogger("commentrank.sft")
@@ -148,6 +149,10 @@ def main(argv=None):
         eval_dataset = subset(view[script_args.dataset_test_split], script_args.max_eval_samples).select_columns(keep)
     logger.info("sft: %d training texts, %s eval texts", len(train), len(eval_dataset) if eval_dataset else 0)
 
+    # Push once at the end, the folder as saved with its card (the Trainer's own push would upload every checkpoint)
+    push_repo = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
+    push_repo = push_repo if training_args.push_to_hub else None
+    training_args.push_to_hub = False
     trainer = SFTTrainer(
         model=model_args.model_name_or_path, args=training_args, train_dataset=train.select_columns(keep),
         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
@@ -174,17 +179,11 @@ def main(argv=None):
         if merge:
             merge_adapter(output_dir, model_args.dtype)
         write_card(output_dir, script_args, training_args, model_args, dataset_id, merge, all_metrics)
+        if push_repo:
+            push_to_hub(output_dir, push_repo, private=bool(training_args.hub_private_repo),
+                        commit_message="SFT model" + (" (LoRA merged)" if merge else ""))  # fmt: skip
     trainer.accelerator.wait_for_everyone()
     logger.info("saved the SFT model to %s", output_dir)
-
-    if training_args.push_to_hub and trainer.accelerator.is_main_process:  # the folder as saved, card included
-        from huggingface_hub import HfApi
-
-        repo_id = training_args.hub_model_id or os.path.basename(os.path.normpath(output_dir))
-        repo = HfApi().create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True)
-        HfApi().upload_folder(repo_id=repo.repo_id, folder_path=output_dir, ignore_patterns=["checkpoint-*"],
-                              commit_message="SFT model" + (" (LoRA merged)" if merge else ""))  # fmt: skip
-        logger.info("pushed to https://huggingface.co/%s", repo.repo_id)
 
 
 if __name__ == "__main__":
