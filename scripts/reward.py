@@ -33,7 +33,7 @@ from commentrank.metrics import baseline_metrics
 from commentrank.model_card import build_model_card, push_to_hub, save_model_card
 from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.reward_data import load_view, tokenize_pairs
-from commentrank.scorer import save_encoder_settings
+from commentrank.scorer import DEFAULT_ENCODER_SETTINGS, save_encoder_settings
 from commentrank.tokenization import PairEncoder
 
 logger = logging.getLogger("commentrank.reward")
@@ -74,7 +74,7 @@ class RewardScriptArguments:
 
 def encoder_settings(script_args, training_args) -> dict:
     return {
-        "max_length": training_args.max_length,
+        "max_length": training_args.max_length or DEFAULT_ENCODER_SETTINGS["max_length"],
         "separator": script_args.separator,
         "min_comment_tokens": script_args.min_comment_tokens,
         "truncation_side": script_args.truncation_side,
@@ -100,10 +100,7 @@ def main(argv=None) -> RewardTrainer:
         freeze_fraction=script_args.freeze_fraction, attn_implementation=model_args.attn_implementation,
     )  # fmt: skip
     settings = encoder_settings(script_args, training_args)
-    encoder = PairEncoder(
-        tokenizer, settings["max_length"] or 512, script_args.separator, script_args.min_comment_tokens,
-        script_args.truncation_side, script_args.text_prefix,
-    )  # fmt: skip
+    encoder = PairEncoder.from_settings(tokenizer, settings)
 
     view_args = (script_args.prompt_template, script_args.pair_strategy, training_args.seed)
     listwise = load_view(script_args.dataset_name, "listwise", *view_args)

@@ -100,14 +100,7 @@ def load_encoder(
     if limit is not None and length > limit:
         logger.warning("max_length %d is more than the model takes (%d): using %d", length, limit, limit)
         length = limit
-    return PairEncoder(
-        tokenizer,
-        max_length=length,
-        separator=settings["separator"],
-        min_comment_tokens=int(settings["min_comment_tokens"]),
-        truncation_side=settings["truncation_side"],
-        prefix=settings["text_prefix"] or "",
-    )
+    return PairEncoder.from_settings(tokenizer, {**settings, "max_length": length})
 
 
 @dataclass

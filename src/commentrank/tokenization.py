@@ -63,6 +63,18 @@ class PairEncoder:
         if isinstance(warned, dict):
             warned["sequence-length-is-longer-than-the-specified-maximum"] = True
 
+    @classmethod
+    def from_settings(cls, tokenizer: PreTrainedTokenizerBase, settings: dict) -> PairEncoder:
+        """The encoder that encoder settings describe (the keys of `commentrank_config.json`, saved with a model)."""
+        return cls(
+            tokenizer,
+            max_length=int(settings["max_length"]),
+            separator=settings["separator"],
+            min_comment_tokens=int(settings["min_comment_tokens"]),
+            truncation_side=settings["truncation_side"],
+            prefix=settings["text_prefix"] or "",
+        )
+
     def _pair_template(self) -> tuple[list[int], list[int], list[int]]:
         """The special tokens around a text pair (e.g. [CLS] / [SEP] / [SEP]), read off the tokenizer itself."""
         ((a,), (b,)) = self._tokenize(["a", "b"])
