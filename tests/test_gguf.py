@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from commentrank import bundled_models
-from commentrank.bundled_models import SMOLLM2_GGUF_FILE, default_cache_dir, smollm2_gguf_dir
+from commentrank.bundled_models import SMOLLM2_GGUF_FILE, smollm2_gguf_dir
 
 from conftest import ROOT
 
@@ -27,10 +27,8 @@ def load_cli():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:
-    """The converted folder: the cached one when a previous run made it, else a fresh conversion (about a minute)."""
-    cached = default_cache_dir() / "smollm2-135m-instruct"
-    target = cached if (cached / "config.json").exists() else tmp_path_factory.mktemp("gguf") / "smollm2"
-    return Path(load_cli().main(["--output_dir", str(target)]))
+    """A fresh conversion by the current code (about a minute), never the cached folder an older version made."""
+    return Path(load_cli().main(["--output_dir", str(tmp_path_factory.mktemp("gguf") / "smollm2")]))
 
 
 def test_conversion_is_skipped_when_present(tmp_path, monkeypatch, capsys):

@@ -216,8 +216,8 @@ def test_batch_rewards_match_comment_by_comment_scoring(tiny_bert, tmp_path):
     tokenizer = load_tokenizer(tiny_bert)
     encoder = PairEncoder(tokenizer, 40, min_comment_tokens=8)
     prepared, _ = prepare_listwise(listwise_rows(), encoder)
-    for loss_type in ("pairwise_all", "listmle"):
-        trainer = make_trainer(tiny_bert, tmp_path, prepared, loss_type)
+    for loss_type, use_margin in (("pairwise_all", False), ("pairwise_all", True), ("listmle", False)):
+        trainer = make_trainer(tiny_bert, tmp_path, prepared, loss_type, use_margin=use_margin)
         trainer.model.eval()
         batch = trainer.data_collator([prepared[i] for i in range(len(prepared))])
         loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
@@ -225,7 +225,7 @@ def test_batch_rewards_match_comment_by_comment_scoring(tiny_bert, tmp_path):
         assert outputs.logits.squeeze(-1).tolist() == pytest.approx(alone, abs=1e-5)
         posts = [(alone[0:3], prepared["ranks"][0]), (alone[3:11], prepared["ranks"][1]), (alone[11:], [1, 0])]
         if loss_type == "pairwise_all":
-            expected = naive_pairwise_all(posts)
+            expected = naive_pairwise_all(posts, 1.0 if use_margin else 0.0)
         else:
             expected = sum(naive_plackett_luce_nll(r, k) for r, k in posts) / 3
         assert loss.item() == pytest.approx(expected, rel=1e-4)
