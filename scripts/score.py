@@ -75,11 +75,12 @@ def publish(config: ScoreConfig, scorer, data, results) -> str:
 
 
 def run(config: ScoreConfig) -> dict:
-    template = config.prompt_template or read_encoder_settings(config.model)["prompt_template"]
+    settings = read_encoder_settings(config.model)
+    template = config.prompt_template or settings["prompt_template"]
     data = load_scoring_data(config.dataset, config.split, template, config.skip_invalid, config.max_posts)
     if data.skipped:
         logger.warning("skipped invalid posts: %s", data.skipped)
-    scorer = load_scorer(config.model, config.max_length, config.device, config.dtype)
+    scorer = load_scorer(config.model, config.max_length, config.device, config.dtype, settings)
     n_comments = sum(len(row["comments"]) for row in data.rows)
     start = time.perf_counter()
     rewards, n_truncated = scorer.score(data.rows, config.batch_size, progress=not config.no_progress)

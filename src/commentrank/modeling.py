@@ -34,6 +34,19 @@ def load_tokenizer(name_or_path: str, pad_at_eos: bool = True, **kwargs):
     return tokenizer
 
 
+def is_classifier(config) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or [])
+
+
+def check_num_labels(config, name: str) -> None:
+    """A saved classifier with several labels is not a reward model (a base model or causal LM gets a new head)."""
+    if is_classifier(config) and config.num_labels != 1:
+        raise ValueError(
+            f"{name} is a classifier with {config.num_labels} labels; a reward model has a single-logit head "
+            "(num_labels=1)"
+        )
+
+
 def load_reward_model(
     name_or_path: str,
     tokenizer=None,
@@ -52,13 +65,7 @@ def load_reward_model(
         model = load_reward_model(base, tokenizer, dtype, freeze_fraction, **kwargs)
         return PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
     config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "revision"})
-    if getattr(config, "num_labels", 1) != 1 and getattr(config, "architectures", None):
-        if any(a.endswith("ForSequenceClassification") for a in config.architectures):
-            raise ValueError(
-                f"{name_or_path} is a classifier with {config.num_labels} labels; a reward model needs one (num_labels=1)"
-            )
-    if isinstance(dtype, str) and dtype != "auto":
-        dtype = getattr(torch, dtype)
+    check_num_labels(config, name_or_path)
     model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=dtype, **kwargs)
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:

@@ -90,11 +90,11 @@ def _model_max_positions(tokenizer, model=None) -> int | None:
 
 
 def load_encoder(
-    model_dir_or_id: str | os.PathLike, tokenizer, max_length: int | None = None, model=None
+    model_dir_or_id: str | os.PathLike, tokenizer, max_length: int | None = None, model=None, settings=None
 ) -> PairEncoder:
-    """A `PairEncoder` built from the model's `commentrank_config.json` (defaults when absent); `max_length`
-    overrides the saved one. A length beyond what the model can embed is lowered to that limit."""
-    settings = read_encoder_settings(model_dir_or_id)
+    """A `PairEncoder` built from the model's `commentrank_config.json` (defaults when absent; `settings` when
+    already read); `max_length` overrides the saved one. A length beyond what the model can embed is lowered."""
+    settings = settings if settings is not None else read_encoder_settings(model_dir_or_id)
     length = int(max_length or settings["max_length"] or DEFAULT_ENCODER_SETTINGS["max_length"])
     limit = _model_max_positions(tokenizer, model)
     if limit is not None and length > limit:
@@ -137,18 +137,14 @@ def _check_model_source(model_path: str) -> None:
 
 def check_reward_head(config, name: str) -> None:
     """Refuse checkpoints without a one-label sequence-classification head (their scores would be random)."""
-    architectures = getattr(config, "architectures", None) or []
-    labels = getattr(config, "num_labels", 1)
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        if labels != 1:
-            raise ValueError(
-                f"{name} is a classifier with {labels} labels; a reward model has a single-logit head (num_labels=1)"
-            )
-        return
-    raise ValueError(
-        f"{name} has no reward head (architectures: {architectures or 'unknown'}): a new one would score at random. "
-        "Train a reward model with scripts/reward.py, or pass allow_new_head to score with an untrained head"
-    )
+    from .modeling import check_num_labels, is_classifier
+
+    check_num_labels(config, name)
+    if not is_classifier(config):
+        raise ValueError(
+            f"{name} has no reward head (architectures: {getattr(config, 'architectures', None) or 'unknown'}): a new "
+            "one would score at random. Train a reward model with scripts/reward.py"
+        )
 
 
 def load_scorer(
@@ -156,9 +152,10 @@ def load_scorer(
     max_length: int | None = None,
     device: str | torch.device | None = None,
     dtype: str = "float32",
-    allow_new_head: bool = False,
+    settings: dict | None = None,
 ) -> Scorer:
-    """Model, tokenizer and encoder of a reward model folder or Hub id, with the encoder settings saved next to it.
+    """Model, tokenizer and encoder of a reward model folder or Hub id, with the encoder settings saved next to it
+    (`settings`: those already read with `read_encoder_settings`).
 
     Clear errors for a missing model, a checkpoint without a single-logit head and a multi-label classifier.
     """
@@ -175,16 +172,13 @@ def load_scorer(
             f"model not found: {model_path} is neither a local folder nor a Hub model available offline "
             f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from None
-    if not allow_new_head or getattr(config, "num_labels", 1) != 1:
-        check_reward_head(config, model_path)
-    settings = read_encoder_settings(model_path)
+    check_reward_head(config, model_path)
+    settings = dict(settings) if settings is not None else read_encoder_settings(model_path)
     tokenizer = load_tokenizer(model_path, pad_at_eos=bool(settings["pad_at_eos"]))
     model = load_reward_model(model_path, tokenizer, dtype=dtype)
-    if model.config.num_labels != 1:
-        raise ValueError(f"{model_path} has {model.config.num_labels} labels; a reward model needs num_labels=1")
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
-    encoder = load_encoder(model_path, tokenizer, max_length, model)
+    encoder = load_encoder(model_path, tokenizer, max_length, model, settings)
     settings["max_length"] = encoder.max_length
     return Scorer(model, tokenizer, encoder, settings, model_path)
