@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.resources
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from .io_utils import AtomicDir
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +40,19 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("COMMENTRANK_CACHE", Path.home() / ".cache" / "commentrank"))
 
 
+def smollm2_cache_dir() -> Path:
+    """Where `convert_smollm2` writes the float32 SmolLM2 checkpoint by default."""
+    return default_cache_dir() / "smollm2-135m-instruct"
+
+
 def load_smollm2_from_gguf():
     """Load SmolLM2 from its GGUF file as a plain float32 model (the GGUF load dequantizes, but flags the model)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = smollm2_gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF_FILE)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF_FILE)
-    config = AutoConfig.from_pretrained(folder, gguf_file=SMOLLM2_GGUF_FILE)
+    config = copy.deepcopy(quantized.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
@@ -57,19 +63,15 @@ def load_smollm2_from_gguf():
 
 def convert_smollm2(output_dir: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Write SmolLM2-135M-Instruct as a float32 safetensors checkpoint once; return the cached folder."""
-    output_dir = Path(output_dir) if output_dir else default_cache_dir() / "smollm2-135m-instruct"
+    output_dir = Path(output_dir) if output_dir else smollm2_cache_dir()
     if (output_dir / "config.json").exists() and not overwrite:
         logger.info("SmolLM2 checkpoint already at %s", output_dir)
         return output_dir
     logger.info("converting %s to a float32 checkpoint (takes minutes on 2 cores)", SMOLLM2_GGUF_FILE)
     model, tokenizer = load_smollm2_from_gguf()
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(tmp, output_dir)
+    with AtomicDir(output_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return output_dir
 
 

@@ -58,10 +58,10 @@ METRIC_LABELS = {"pair_accuracy": ("accuracy", "Pair accuracy", {})}
 def _bundled_folders() -> dict[str, str]:
     folders = {}
     try:
-        from .bundled_models import default_cache_dir, minilm_path
+        from .bundled_models import minilm_path, smollm2_cache_dir
 
         folders[os.path.realpath(minilm_path())] = BUNDLED_HUB_IDS["bundled:minilm"]
-        folders[os.path.realpath(default_cache_dir() / "smollm2-135m-instruct")] = BUNDLED_HUB_IDS["bundled:smollm2"]
+        folders[os.path.realpath(smollm2_cache_dir())] = BUNDLED_HUB_IDS["bundled:smollm2"]
     except (FileNotFoundError, ImportError):
         pass
     return folders
