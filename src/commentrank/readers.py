@@ -183,6 +183,15 @@ def _group_long_rows(rows: list[Mapping], source: str, columns: Columns) -> Iter
 TABLE_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".json": "json"}
 
 
+# The ranked files `read_source` reads by name; anything else is a folder or a Hub dataset id.
+RAW_SUFFIXES = (".jsonl", ".jsonl.gz", ".xml", ".csv", ".parquet", ".json")
+
+
+def is_ranked_file_name(name: str | os.PathLike) -> bool:
+    """Whether a path names a ranked file that data_prep reads (CUP IT JSONL, Posts.xml, a table), by its ending."""
+    return str(name).lower().endswith(RAW_SUFFIXES)
+
+
 def read_source(source: str, input_format: str = "auto", columns: Columns | None = None, split: str = "train"):
     """Dispatch on the source: a local file by suffix, a `Posts.xml` dump, or else a Hub dataset id."""
     from .stackexchange import read_posts_xml

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import datasets
 
+from .readers import is_ranked_file_name
 from .tokenization import PairEncoder
 
 logger = logging.getLogger(__name__)
-
-RAW_SUFFIXES = (".jsonl", ".gz", ".xml", ".csv", ".parquet", ".json")
 
 
 def load_view(
@@ -29,7 +28,7 @@ def load_view(
         if any(path.iterdir()):
             return None
         raise FileNotFoundError(f"{path} is empty: expected a folder written by data_prep/prepare.py")
-    if path.suffix in RAW_SUFFIXES:
+    if is_ranked_file_name(path):
         if not path.exists():
             raise FileNotFoundError(f"dataset file not found: {path}")
         views = _convert_raw_file(str(path), prompt_template, pair_strategy, seed)

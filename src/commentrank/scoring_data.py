@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .io_utils import is_hub_id
+from .readers import is_ranked_file_name
 
 logger = logging.getLogger(__name__)
-
-RAW_SUFFIXES = (".jsonl", ".jsonl.gz", ".xml", ".csv", ".parquet", ".json")
 
 
 @dataclass
@@ -147,8 +146,7 @@ def load_scoring_data(
     """Posts to score from a ranked file (CUP IT JSONL, Posts.xml, CSV...: converted with data_prep's readers), a
     data_prep folder (its listwise view, `split`, else `unlabeled`) or a Hub dataset (listwise or CUP IT rows)."""
     path = Path(dataset)
-    name = path.name.lower()
-    if path.is_file() or name.endswith(RAW_SUFFIXES):
+    if path.is_file() or is_ranked_file_name(path):
         if not path.is_file():
             raise FileNotFoundError(f"dataset file not found: {dataset}")
         data = _read_ranked_file(dataset, prompt_template, skip_invalid)
