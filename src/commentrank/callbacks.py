@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import TrainerCallback
 
 from .metrics import ranking_metrics
-from .scoring import score_posts
+from .scoring import encode_posts, score_ids, split_by_post
 from .tokenization import PairEncoder
 
 LOGGED = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@1", "ndcg_votes@5", "top1_ndcg@5", "pair_accuracy")
@@ -25,9 +25,13 @@ class RankingEvalCallback(TrainerCallback):
         self.batch_size = batch_size
         self.trainer = None
         self.last_metrics: dict[str, float] = {}
+        self._input_ids = None  # the posts are encoded once, at the first evaluation
 
     def evaluate_posts(self, model) -> dict[str, float]:
-        rewards, _ = score_posts(model, self.encoder, self.posts, self.batch_size)
+        if self._input_ids is None:
+            self._input_ids, _ = encode_posts(self.encoder, self.posts)
+        flat = score_ids(model, self._input_ids, self.encoder.tokenizer.pad_token_id, self.batch_size)
+        rewards = split_by_post(flat, self.posts)
         return ranking_metrics([{**p, "scores": r} for p, r in zip(self.posts, rewards)])
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):

@@ -9,19 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from trl.trainer.utils import pad
 
 from .tokenization import PairEncoder
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int, pad_to: int | None = None) -> dict:
-    """Right-pad token id lists to the longest (or to `pad_to`) with an attention mask."""
-    width = pad_to or max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[i, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    """Right-pad token id lists to the longest (or to `pad_to`, which none exceeds) with an attention mask."""
+    ids = [torch.tensor(seq, dtype=torch.long) for seq in sequences]
+    return {
+        "input_ids": pad(ids, pad_token_id, "right", pad_to),
+        "attention_mask": pad([torch.ones_like(seq) for seq in ids], 0, "right", pad_to),
+    }
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -81,19 +80,31 @@ def score_ids(
     return rewards
 
 
+def encode_posts(encoder: PairEncoder, posts: Sequence[dict]) -> tuple[list[list[int]], int]:
+    """The input ids of every comment of every post (dicts with `prompt` and `comments`), flat, and how many were
+    truncated."""
+    prompts = [post["prompt"] for post in posts for _ in post["comments"]]
+    comments = [comment for post in posts for comment in post["comments"]]
+    encoded = encoder.encode(prompts, comments)
+    return encoded.input_ids, sum(encoded.truncated)
+
+
+def split_by_post(flat: Sequence[float], posts: Sequence[dict]) -> list[list[float]]:
+    """Flat per-comment values back into one list per post."""
+    values, start = [], 0
+    for post in posts:
+        values.append(list(flat[start : start + len(post["comments"])]))
+        start += len(post["comments"])
+    return values
+
+
 def score_posts(
     model: torch.nn.Module, encoder: PairEncoder, posts: Sequence[dict], batch_size: int = 32, progress: bool = False
 ) -> tuple[list[list[float]], int]:
     """Rewards for every comment of every post (dicts with `prompt` and `comments`); also the number truncated."""
-    prompts = [post["prompt"] for post in posts for _ in post["comments"]]
-    comments = [comment for post in posts for comment in post["comments"]]
-    encoded = encoder.encode(prompts, comments)
-    flat = score_ids(model, encoded.input_ids, encoder.tokenizer.pad_token_id, batch_size, progress=progress)
-    rewards, start = [], 0
-    for post in posts:
-        rewards.append(flat[start : start + len(post["comments"])])
-        start += len(post["comments"])
-    return rewards, sum(encoded.truncated)
+    input_ids, n_truncated = encode_posts(encoder, posts)
+    flat = score_ids(model, input_ids, encoder.tokenizer.pad_token_id, batch_size, progress=progress)
+    return split_by_post(flat, posts), n_truncated
 
 
 def predicted_ranks(rewards: Sequence[float]) -> list[int]:

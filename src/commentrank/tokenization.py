@@ -107,7 +107,9 @@ class PairEncoder:
             raise ValueError("prompts and comments must have the same length")
         if not self.encoder:
             prompts = [f"{self.prefix}{p}{self.separator}" for p in prompts]
-        prompt_ids = self._tokenize(prompts)
+        unique = list(dict.fromkeys(prompts))  # a post's prompt comes once per comment: tokenize it once
+        tokenized = dict(zip(unique, self._tokenize(unique)))
+        prompt_ids = [tokenized[prompt] for prompt in prompts]
         comment_ids = self._tokenize(comments)
         ids, truncated = [], []
         for p, c in zip(prompt_ids, comment_ids):
