@@ -90,3 +90,56 @@ def launch_reward_on_two_cpu_processes(stage: int, argv: list[str], out) -> dict
     rewards, _ = score_posts(model, PairEncoder(tokenizer, 64), [{"prompt": "q", "comments": ["a", "b c"]}])
     assert torch.isfinite(torch.tensor(rewards[0])).all()
     return json.loads((out / "trainer_state.json").read_text())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A stand-in for the Hub at the huggingface_hub boundary
+# --------------------------------------------------------------------------------------------------------------------
+
+TOKEN = "hf_commentrankFAKEtoken0123456789abcdef"
+
+
+class FakeHfApi:
+    """Stands in for huggingface_hub.HfApi: records calls; lists the files upload_folder would commit."""
+
+    calls: list = []
+
+    def __init__(self, *args, **kwargs):
+        FakeHfApi.calls.append(("init", args, kwargs))
+
+    def create_repo(self, repo_id, **kwargs):
+        import huggingface_hub
+
+        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+        folder = Path(kwargs["folder_path"])
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        ignore = list(kwargs.get("ignore_patterns") or []) + DEFAULT_IGNORE_PATTERNS  # as upload_folder does
+        kept = list(filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=ignore))
+        FakeHfApi.calls.append(("upload_folder", kwargs, {f: (folder / f).read_bytes() for f in kept}))
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """huggingface_hub.HfApi replaced by `FakeHfApi` and a token in HF_TOKEN; returns the recorded calls."""
+    import huggingface_hub
+
+    FakeHfApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return FakeHfApi.calls
+
+
+def single_final_upload(calls: list, repo_id: str) -> dict[str, bytes]:
+    """Checks that a training script created `repo_id` and uploaded once, without checkpoints, training arguments
+    or the token; returns the uploaded files."""
+    uploads = [c for c in calls if c[0] == "upload_folder"]
+    assert [c[1] for c in calls if c[0] == "create_repo"] == [repo_id] and len(uploads) == 1
+    files = uploads[0][2]
+    assert not any(f.startswith("checkpoint-") or f == "training_args.bin" for f in files)
+    assert all(TOKEN.encode() not in content for content in files.values())
+    return files

@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard
-from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 from test_scoring import cupit_rows, load_script, tiny_model, write_jsonl
 
 from commentrank.bundled_models import minilm_path
@@ -18,9 +17,7 @@ from commentrank.metrics import baseline_metrics, ranking_metrics
 from commentrank.model_card import build_model_card, push_to_hub, save_model_card
 from commentrank.scorer import load_scorer
 
-from conftest import ROOT, SAMPLE
-
-TOKEN = "hf_commentrankFAKEtoken0123456789abcdef"
+from conftest import ROOT, SAMPLE, TOKEN
 
 
 def metadata(text: str) -> dict:
@@ -99,36 +96,6 @@ def test_decoder_card_shows_text_with_eos():
     meta = metadata(str(card))
     assert meta["base_model"] == "gpt2" and meta["datasets"] == ["me/cupit"]
     assert "tokenizer.eos_token" in str(card) and "text pair" not in str(card)
-
-
-class FakeHfApi:
-    """Stands in for huggingface_hub.HfApi: records calls; lists the files upload_folder would commit."""
-
-    calls: list = []
-
-    def __init__(self, *args, **kwargs):
-        FakeHfApi.calls.append(("init", args, kwargs))
-
-    def create_repo(self, repo_id, **kwargs):
-        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
-        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def upload_folder(self, **kwargs):
-        from pathlib import Path
-
-        folder = Path(kwargs["folder_path"])
-        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        ignore = list(kwargs.get("ignore_patterns") or []) + DEFAULT_IGNORE_PATTERNS  # as upload_folder does
-        kept = list(filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=ignore))
-        FakeHfApi.calls.append(("upload_folder", kwargs, {f: (folder / f).read_bytes() for f in kept}))
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    FakeHfApi.calls = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    return FakeHfApi.calls
 
 
 def test_score_push_to_hub_uploads_model_tokenizer_settings_and_card(tmp_path, fake_hub, caplog, capsys):

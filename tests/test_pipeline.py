@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from commentrank.prepare import PrepConfig, run_prepare
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, single_final_upload
 
 CPU_ARGS = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0",
             "--activation_checkpointing", "false", "--save_strategy", "no", "--max_length", "64"]  # fmt: skip
@@ -79,23 +79,13 @@ def test_sft_full_fine_tuning_writes_a_causal_lm_with_card(tiny_lm, data, tmp_pa
     assert "full fine-tuning" in card and "scripts/reward.py" in card and "train_loss" in card
 
 
-def test_sft_push_uploads_the_final_folder_once_without_checkpoints(tiny_lm, data, tmp_path, monkeypatch):
-    import huggingface_hub
-    from test_model_card import FakeHfApi
-
-    FakeHfApi.calls = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
-    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+def test_sft_push_uploads_the_final_folder_once_without_checkpoints(tiny_lm, data, tmp_path, fake_hub):
     out = tmp_path / "sft"
     load_script("sft").main(sft_args(tiny_lm, data, out, "--max_steps", "2", "--save_strategy", "steps",
                                      "--save_steps", "1", "--push_to_hub", "true", "--hub_model_id", "me/sft"))  # fmt: skip
     assert (out / "checkpoint-1").is_dir() and (out / "training_args.bin").is_file()
-    uploads = [c for c in FakeHfApi.calls if c[0] == "upload_folder"]
-    assert [c[1] for c in FakeHfApi.calls if c[0] == "create_repo"] == ["me/sft"] and len(uploads) == 1
-    files = uploads[0][2]
+    files = single_final_upload(fake_hub, "me/sft")
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= set(files)
-    assert not any(f.startswith("checkpoint-") or f == "training_args.bin" for f in files)
-    assert all(b"hf_secret_token_value" not in content for content in files.values())
 
 
 def test_sft_without_the_view_is_a_clear_error(tiny_lm, data, tmp_path):

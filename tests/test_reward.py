@@ -10,7 +10,7 @@ from commentrank.reward_data import tokenize_pairs
 from commentrank.scoring import score_posts
 from commentrank.tokenization import PairEncoder
 
-from conftest import ROOT, launch_reward_on_two_cpu_processes
+from conftest import ROOT, launch_reward_on_two_cpu_processes, single_final_upload
 
 
 def load_script(name):
@@ -182,28 +182,18 @@ def test_lora_trains_the_score_head_and_the_output_loads(merge, tiny_bert, prepa
     assert loaded[0] == pytest.approx(live[0], abs=1e-4)
 
 
-def test_push_to_hub_uploads_the_final_model_once_with_the_ndcg_card(tiny_bert, prepared_sample, tmp_path,
-                                                                      monkeypatch):  # fmt: skip
-    import huggingface_hub
+def test_push_to_hub_uploads_the_final_model_once_with_the_ndcg_card(tiny_bert, prepared_sample, tmp_path, fake_hub):
     import yaml
-    from test_model_card import FakeHfApi
 
-    FakeHfApi.calls = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
-    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
     out = tmp_path / "rm"
     reward.main(args_for(tiny_bert, prepared_sample, out, "--max_steps", "2", "--save_strategy", "steps",
                          "--save_steps", "1", "--push_to_hub", "true", "--hub_model_id", "me/comment-rm"))  # fmt: skip
-    uploads = [c for c in FakeHfApi.calls if c[0] == "upload_folder"]
-    assert [c[1] for c in FakeHfApi.calls if c[0] == "create_repo"] == ["me/comment-rm"] and len(uploads) == 1
-    files = uploads[0][2]
+    files = single_final_upload(fake_hub, "me/comment-rm")
     assert {"README.md", "config.json", "model.safetensors", "commentrank_config.json", "tokenizer.json"} <= set(files)
-    assert not any(f.startswith("checkpoint-") or f == "training_args.bin" for f in files)
     meta = yaml.safe_load(files["README.md"].decode().split("---")[1])
     ndcg5 = json.loads((out / "eval_results.json").read_text())["eval_ndcg@5"]
     values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert values["NDCG@5"] == pytest.approx(ndcg5, abs=1e-4)
-    assert all(b"hf_secret_token_value" not in content for content in files.values())
 
 
 def test_raw_ranked_file_is_converted_once_on_the_fly(tiny_bert, tmp_path):
