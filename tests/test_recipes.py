@@ -1,9 +1,14 @@
 """Every recipe parses with its script's own parser: no unknown keys, no wrong types."""
 
+import dataclasses
+import enum
 import importlib.util
+import types
+import typing
 from pathlib import Path
 
 import pytest
+import yaml
 from trl import TrlParser
 
 from commentrank.prepare import PrepConfig
@@ -33,7 +38,40 @@ def test_there_are_recipes():
     assert any(r.stem.startswith("reward") for r in RECIPES) and any(r.stem.startswith("data") for r in RECIPES)
 
 
+def accepts(annotation, value) -> bool:
+    """Whether a YAML value has the type a dataclass field declares (TrlParser sets YAML values unconverted)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(accepts(a, value) for a in args)
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple):
+        return isinstance(value, list) and all(accepts(args[0], v) for v in value) if args else isinstance(value, list)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {e.value for e in annotation}
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True  # Any, torch types and the like
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[str(r.relative_to(ROOT / "recipes")) for r in RECIPES])
 def test_recipe_parses(recipe):
-    parsed = parser_for(recipe).parse_args_and_config(["--config", str(recipe)])
-    assert parsed and all(obj is not None for obj in parsed)
+    parser = parser_for(recipe)
+    parser.parse_args_and_config(["--config", str(recipe)])  # unknown keys are an error
+    hints = {}
+    for dataclass_type in parser.dataclass_types:
+        names = {f.name for f in dataclasses.fields(dataclass_type)}
+        hints.update({k: v for k, v in typing.get_type_hints(dataclass_type).items() if k in names})
+    values = yaml.safe_load(recipe.read_text())
+    wrong = {key: value for key, value in values.items() if key in hints and not accepts(hints[key], value)}
+    assert not wrong, f"{recipe}: values of the wrong type: {wrong}"
