@@ -23,10 +23,12 @@ class ScoringData:
     skipped: dict = field(default_factory=dict)
 
 
-def _from_posts(posts, prompt_template: str) -> list[dict]:
+def _from_posts(posts, summary, source: str, split: str | None, prompt_template: str) -> ScoringData:
+    """`RankedPost`s from data_prep's readers as listwise rows, with what the readers skipped."""
     from .views import build_prompt, listwise_row
 
-    return [{**listwise_row(p, build_prompt(p, prompt_template)), "text": p.title} for p in posts]
+    rows = [{**listwise_row(p, build_prompt(p, prompt_template)), "text": p.title} for p in posts]
+    return ScoringData(rows, source, split, dict(summary.posts_dropped))
 
 
 def _read_ranked_file(path: str, prompt_template: str, skip_invalid: bool) -> ScoringData:
@@ -34,9 +36,23 @@ def _read_ranked_file(path: str, prompt_template: str, skip_invalid: bool) -> Sc
     from .validation import PrepSummary
 
     summary = PrepSummary()
-    config = PrepConfig(inputs=[path], skip_invalid=skip_invalid, min_comments=1)
-    posts = load_posts(config, summary)
-    return ScoringData(_from_posts(posts, prompt_template), path, None, dict(summary.posts_dropped))
+    posts = load_posts(PrepConfig(inputs=[path], skip_invalid=skip_invalid, min_comments=1), summary)
+    return _from_posts(posts, summary, path, None, prompt_template)
+
+
+def _from_rows(rows: list[dict], source: str, split: str | None, prompt_template: str, skip_invalid: bool):
+    """Rows of a dataset: listwise rows as they are (checked), CUP IT rows converted with data_prep's readers."""
+    if rows and _is_raw_cupit(rows):
+        from .prepare import PrepConfig
+        from .readers import read_rows
+        from .validation import PrepSummary, collect_posts
+
+        summary = PrepSummary()
+        items = read_rows(rows, source, PrepConfig().columns)
+        posts = list(collect_posts(items, summary, skip_invalid, min_comments=1))
+        return _from_posts(posts, summary, source, split, prompt_template)
+    kept, skipped = validate_rows(rows, source, skip_invalid)
+    return ScoringData(kept, source, split, skipped)
 
 
 def _pick_split(dataset_dict, split: str, source: str) -> tuple:
@@ -150,25 +166,11 @@ def load_scoring_data(
         if not path.is_file():
             raise FileNotFoundError(f"dataset file not found: {dataset}")
         data = _read_ranked_file(dataset, prompt_template, skip_invalid)
+    elif path.is_dir() or is_hub_id(dataset):
+        rows, used_split = _read_folder(path, split) if path.is_dir() else _read_hub(dataset, split)
+        data = _from_rows(rows, dataset, used_split, prompt_template, skip_invalid)
     else:
-        if path.is_dir():
-            rows, used_split = _read_folder(path, split)
-        elif is_hub_id(dataset):
-            rows, used_split = _read_hub(dataset, split)
-        else:
-            raise FileNotFoundError(f"dataset not found: {dataset} (no such file or folder)")
-        if rows and _is_raw_cupit(rows):
-            from .prepare import PrepConfig
-            from .readers import read_rows
-            from .validation import PrepSummary, collect_posts
-
-            summary = PrepSummary()
-            items = read_rows(rows, dataset, PrepConfig().columns)
-            posts = list(collect_posts(items, summary, skip_invalid, min_comments=1))
-            data = ScoringData(_from_posts(posts, prompt_template), dataset, used_split, dict(summary.posts_dropped))
-        else:
-            kept, skipped = validate_rows(rows, dataset, skip_invalid)
-            data = ScoringData(kept, dataset, used_split, skipped)
+        raise FileNotFoundError(f"dataset not found: {dataset} (no such file or folder)")
     if max_posts is not None:
         data.rows = data.rows[:max_posts]
     if not data.rows:
