@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commentrank.report import evaluate_rewards, write_outputs
+from commentrank.report import evaluate_rewards, markdown_table, write_outputs
 from commentrank.scorer import load_scorer, read_encoder_settings
 from commentrank.scoring_data import load_scoring_data
 
@@ -103,8 +103,6 @@ def run(config: ScoreConfig) -> dict:
     if results is None:
         print("no labels: predictions only")
     else:
-        from commentrank.report import markdown_table
-
         print(markdown_table(results))
     print("wrote " + ", ".join(str(p) for p in written))
     if config.push_to_hub:

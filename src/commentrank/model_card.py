@@ -189,7 +189,7 @@ def _training_table(training: dict) -> str:
         shown = json.dumps(value) if isinstance(value, str) and (not value or value.strip() != value) else value
         if isinstance(shown, list | dict):
             shown = json.dumps(shown)
-        lines.append(f"| {key} | `{shown}` |" if shown != "" else f"| {key} | |")
+        lines.append(f"| {key} | `{shown}` |")  # an empty string is shown as `""`
     return "\n".join(lines)
 
 
@@ -216,7 +216,7 @@ def build_model_card(
     base_id = hub_model_id(base_model)
     dataset_name = display_name(dataset) if dataset else None
     model_metrics = (results or {}).get("model") or {}
-    evals = eval_results(model_metrics, dataset_name or "unknown", split) if dataset_name or model_metrics else []
+    evals = eval_results(model_metrics, dataset_name or "unknown", split)
     card_data = ModelCardData(
         model_name=model_id.split("/")[-1],
         base_model=base_id,
@@ -244,7 +244,7 @@ def build_model_card(
         "## Evaluation",
         "",
     ]
-    if results and model_metrics:
+    if model_metrics:
         n_posts, n_comments = model_metrics.get("n_posts"), model_metrics.get("n_comments")
         counts = f", {int(n_posts)} posts, {int(n_comments)} comments" if n_posts and n_comments else ""
         sections += [
