@@ -14,6 +14,16 @@ SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 POSTS_XML = ROOT / "data" / "stackexchange" / "raw" / "beer.meta.stackexchange.com" / "Posts.xml"
 
 
+def load_script(name: str, folder: str = "scripts"):
+    """A script of the repo (`scripts/<name>.py`, or another folder's) imported as a fresh module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", ROOT / folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     import torch

@@ -1,6 +1,5 @@
 """The one-time SmolLM2 GGUF -> float32 checkpoint conversion keeps the model: same logits, same token ids."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 from commentrank import bundled_models
 from commentrank.bundled_models import SMOLLM2_GGUF_FILE, smollm2_gguf_dir
 
-from conftest import ROOT
+from conftest import load_script
 
 TEXTS = [
     "Is it OK to age an IPA?\n\nNo: hop aroma fades within weeks.<|im_end|>",
@@ -18,17 +17,14 @@ TEXTS = [
 ]
 
 
-def load_cli():
-    spec = importlib.util.spec_from_file_location("convert_smollm2_cli", ROOT / "data_prep" / "convert_smollm2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:
     """A fresh conversion by the current code (about a minute), never the cached folder an older version made."""
-    return Path(load_cli().main(["--output_dir", str(tmp_path_factory.mktemp("gguf") / "smollm2")]))
+    return Path(
+        load_script("convert_smollm2", "data_prep").main(
+            ["--output_dir", str(tmp_path_factory.mktemp("gguf") / "smollm2")]
+        )
+    )
 
 
 def test_conversion_is_skipped_when_present(tmp_path, monkeypatch, capsys):
@@ -38,7 +34,7 @@ def test_conversion_is_skipped_when_present(tmp_path, monkeypatch, capsys):
         raise AssertionError("the GGUF file was read although the folder exists")
 
     monkeypatch.setattr(bundled_models, "load_smollm2_from_gguf", must_not_load)
-    assert load_cli().main(["--output_dir", str(tmp_path)]) == str(tmp_path)
+    assert load_script("convert_smollm2", "data_prep").main(["--output_dir", str(tmp_path)]) == str(tmp_path)
     assert capsys.readouterr().out.strip() == str(tmp_path)
 
 

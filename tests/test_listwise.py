@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import math
 
@@ -19,17 +18,9 @@ from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.scoring import score_ids, score_posts
 from commentrank.tokenization import PairEncoder
 
-from conftest import ROOT, launch_reward_on_two_cpu_processes
+from conftest import ROOT, launch_reward_on_two_cpu_processes, load_script
 
-
-def load_reward_script():
-    spec = importlib.util.spec_from_file_location("script_reward_listwise", ROOT / "scripts" / "reward.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reward = load_reward_script()
+reward = load_script("reward")
 
 
 def args_for(model, data, out, *extra):

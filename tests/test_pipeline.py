@@ -1,6 +1,5 @@
 """The SFT -> reward -> score pipeline end to end on a tiny causal LM, each stage's output loaded by the next."""
 
-import importlib.util
 import json
 
 import pytest
@@ -9,17 +8,10 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from commentrank.prepare import PrepConfig, run_prepare
 
-from conftest import ROOT, SAMPLE, single_final_upload
+from conftest import ROOT, SAMPLE, load_script, single_final_upload
 
 CPU_ARGS = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0",
             "--activation_checkpointing", "false", "--save_strategy", "no", "--max_length", "64"]  # fmt: skip
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"pipeline_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def gpt2_like_tokenizer(texts):

@@ -2,7 +2,6 @@
 
 import dataclasses
 import enum
-import importlib.util
 import types
 import typing
 from pathlib import Path
@@ -13,16 +12,9 @@ from trl import TrlParser
 
 from commentrank.prepare import PrepConfig
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
-
-
-def script_parser(name: str) -> TrlParser:
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_parser()
 
 
 def parser_for(recipe: Path) -> TrlParser:
@@ -30,7 +22,7 @@ def parser_for(recipe: Path) -> TrlParser:
     if kind == "data":
         return TrlParser([PrepConfig])
     if kind in ("reward", "sft"):
-        return script_parser(kind)
+        return load_script(kind).make_parser()
     raise AssertionError(f"{recipe}: recipe names start with data, reward or sft")
 
 

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 
 import pytest
@@ -10,15 +9,7 @@ from commentrank.reward_data import tokenize_pairs
 from commentrank.scoring import score_posts
 from commentrank.tokenization import PairEncoder
 
-from conftest import ROOT, launch_reward_on_two_cpu_processes, single_final_upload
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from conftest import launch_reward_on_two_cpu_processes, load_script, single_final_upload
 
 reward = load_script("reward")
 

@@ -1,4 +1,3 @@
-import importlib.util
 import io
 import json
 import sys
@@ -17,14 +16,7 @@ from commentrank.scoring import predicted_ranks, score_ids, score_posts
 from commentrank.scoring_data import load_scoring_data
 from commentrank.validation import PrepSummary
 
-from conftest import ROOT, SAMPLE
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import SAMPLE, load_script
 
 
 def tiny_model(path, num_labels=1, head=True):
