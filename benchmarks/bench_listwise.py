@@ -10,7 +10,7 @@ One run trains the bundled MiniLM from the same initial weights (seeded score he
 - `stock TRL, adjacent pairs`: TRL's RewardTrainer on pairs of neighbouring ranks (the CUP IT solution's);
 - `listwise pairwise_all` / `listwise listmle`: ListwiseRewardTrainer, each post one batch element.
 
-Data: the shipped Stack Exchange sample prepared by `commentrank.prepare` (skip_invalid, split seed 42); training
+Data: the shipped Stack Exchange sample prepared by `commentrank.data.prepare` (skip_invalid, split seed 42); training
 uses a seeded subset of `--train_posts` posts of its train split (the same posts for every method: the pairs are
 data_prep's pairs of those posts), evaluation scores every comment of every post of `--eval_split` (test by
 default; choose settings on `validation`, never on test). Tokenization (prompt + comment, truncated, never
@@ -67,7 +67,7 @@ def parse_args(argv):
 
 def load_data(args):
     """Listwise posts and the all / adjacent pairs of the same training posts, and the evaluation posts."""
-    from commentrank.prepare import PrepConfig, prepare_views
+    from commentrank.data.prepare import PrepConfig, prepare_views
 
     views = {}
     for strategy in ("all", "adjacent"):
@@ -103,12 +103,12 @@ def run_method(key, args, data, tokenizer_path):
     from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
-    from commentrank.listwise import ListwiseRewardTrainer, prepare_listwise
+    from commentrank.encoding import PairEncoder
     from commentrank.metrics import ranking_metrics
     from commentrank.modeling import load_reward_model, load_tokenizer
-    from commentrank.reward_data import tokenize_pairs
-    from commentrank.scoring import score_posts
-    from commentrank.tokenization import PairEncoder
+    from commentrank.score.inference import score_posts
+    from commentrank.train.listwise import ListwiseRewardTrainer, prepare_listwise
+    from commentrank.train.pairwise import tokenize_pairs
 
     train, pairs, eval_posts = data
     tokenizer = load_tokenizer(tokenizer_path)

@@ -28,10 +28,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization in (a) 
 import torch  # noqa: E402
 
 from commentrank.bundled_models import minilm_path  # noqa: E402
+from commentrank.data.loading import load_scoring_data  # noqa: E402
+from commentrank.encoding import PairEncoder  # noqa: E402
 from commentrank.modeling import load_reward_model, load_tokenizer  # noqa: E402
-from commentrank.scoring import length_sorted_batches, pad_batch, score_ids, score_posts  # noqa: E402
-from commentrank.scoring_data import load_scoring_data  # noqa: E402
-from commentrank.tokenization import PairEncoder  # noqa: E402
+from commentrank.score.inference import length_sorted_batches, pad_batch, score_ids, score_posts  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 

@@ -16,7 +16,7 @@ The run prints a summary (posts and comments read, kept, dropped by reason; pair
 `summary.json` next to the views. Also installed as the `commentrank-prepare` command.
 """
 
-from commentrank.prepare import main
+from commentrank.data.prepare import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ import argparse
 import datasets
 
 from commentrank.metrics import baseline_metrics
-from commentrank.report import markdown_table
+from commentrank.score.report import markdown_table
 
 
 def main() -> None:

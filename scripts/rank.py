@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from commentrank.records import RankedPost
-from commentrank.views import build_prompt
+from commentrank.data.records import RankedPost
+from commentrank.data.views import build_prompt
 
 
 def read_post(source: str) -> dict:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     try:
         post = read_post(args.post)
-        from commentrank.scorer import load_scorer
+        from commentrank.score.scorer import load_scorer
 
         scorer = load_scorer(args.model, args.max_length, args.device)
         prompt = build_prompt(

@@ -27,14 +27,14 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer, TrlParser, get_peft_config
 
 from commentrank.bundled_models import resolve_model_path
-from commentrank.callbacks import RankingEvalCallback
+from commentrank.encoding import PairEncoder
 from commentrank.io_utils import atomic_write_text
 from commentrank.metrics import baseline_metrics
 from commentrank.model_card import build_model_card, push_to_hub, save_model_card
 from commentrank.modeling import load_reward_model, load_tokenizer
-from commentrank.reward_data import load_view, tokenize_pairs
-from commentrank.scorer import DEFAULT_ENCODER_SETTINGS, save_encoder_settings
-from commentrank.tokenization import PairEncoder
+from commentrank.score.scorer import DEFAULT_ENCODER_SETTINGS, save_encoder_settings
+from commentrank.train.callbacks import RankingEvalCallback
+from commentrank.train.pairwise import load_view, tokenize_pairs
 
 logger = logging.getLogger("commentrank.reward")
 
@@ -118,7 +118,7 @@ def main(argv=None) -> RewardTrainer:
         prepare = partial(tokenize_pairs, encoder=encoder, keep_margin=script_args.use_margin)
         trainer_cls, extra = RewardTrainer, {}
     else:  # whole posts: pairwise_all or listmle
-        from commentrank.listwise import ListwiseRewardTrainer, prepare_listwise
+        from commentrank.train.listwise import ListwiseRewardTrainer, prepare_listwise
 
         view = listwise
         prepare = partial(

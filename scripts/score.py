@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commentrank.report import evaluate_rewards, markdown_table, write_outputs
-from commentrank.scorer import load_scorer, read_encoder_settings
-from commentrank.scoring_data import load_scoring_data
+from commentrank.data.loading import load_scoring_data
+from commentrank.score.report import evaluate_rewards, markdown_table, write_outputs
+from commentrank.score.scorer import load_scorer, read_encoder_settings
 
 logger = logging.getLogger("commentrank.score")
 
@@ -114,7 +114,7 @@ def run(config: ScoreConfig) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     from trl import TrlParser
 
-    from commentrank.validation import InvalidInputError
+    from commentrank.data.validation import InvalidInputError
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     (config,) = TrlParser([ScoreConfig]).parse_args_and_config(argv)

@@ -32,7 +32,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, 
 
 from commentrank.bundled_models import resolve_model_path
 from commentrank.model_card import push_to_hub
-from commentrank.reward_data import load_view
+from commentrank.train.pairwise import load_view
 
 logger = logging.getLogger("commentrank.sft")
 

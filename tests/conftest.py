@@ -57,7 +57,7 @@ def tiny_bert(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def prepared_sample(tmp_path_factory) -> str:
     """data_prep output for 40 posts of the shipped sample (all three views)."""
-    from commentrank.prepare import PrepConfig, run_prepare
+    from commentrank.data.prepare import PrepConfig, run_prepare
 
     folder = tmp_path_factory.mktemp("prepared") / "data"
     run_prepare(PrepConfig(inputs=[str(SAMPLE)], output_dir=str(folder), skip_invalid=True, max_posts=40,
@@ -82,9 +82,9 @@ def launch_reward_on_two_cpu_processes(stage: int, argv: list[str], out) -> dict
 
     import torch
 
+    from commentrank.encoding import PairEncoder
     from commentrank.modeling import load_reward_model, load_tokenizer
-    from commentrank.scoring import score_posts
-    from commentrank.tokenization import PairEncoder
+    from commentrank.score.inference import score_posts
 
     pytest.importorskip("deepspeed")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -4,11 +4,11 @@ import json
 import datasets
 import pytest
 
-from commentrank.prepare import PrepConfig, main, run_prepare
-from commentrank.readers import read_cupit_jsonl, read_rows
-from commentrank.records import Comment, RankedPost
-from commentrank.validation import InvalidInputError, PrepSummary, collect_posts
-from commentrank.views import PairOptions, build_prompt, candidate_pairs, make_pairs, sft_rows
+from commentrank.data.prepare import PrepConfig, main, run_prepare
+from commentrank.data.readers import read_cupit_jsonl, read_rows
+from commentrank.data.records import Comment, RankedPost
+from commentrank.data.validation import InvalidInputError, PrepSummary, collect_posts
+from commentrank.data.views import PairOptions, build_prompt, candidate_pairs, make_pairs, sft_rows
 
 from conftest import POSTS_XML, SAMPLE
 

@@ -21,9 +21,7 @@ TEXTS = [
 def converted(tmp_path_factory) -> Path:
     """A fresh conversion by the current code (about a minute), never the cached folder an older version made."""
     return Path(
-        load_script("convert_smollm2", "data_prep").main(
-            ["--output_dir", str(tmp_path_factory.mktemp("gguf") / "smollm2")]
-        )
+        load_script("convert_smollm2").main(["--output_dir", str(tmp_path_factory.mktemp("gguf") / "smollm2")])
     )
 
 
@@ -34,7 +32,7 @@ def test_conversion_is_skipped_when_present(tmp_path, monkeypatch, capsys):
         raise AssertionError("the GGUF file was read although the folder exists")
 
     monkeypatch.setattr(bundled_models, "load_smollm2_from_gguf", must_not_load)
-    assert load_script("convert_smollm2", "data_prep").main(["--output_dir", str(tmp_path)]) == str(tmp_path)
+    assert load_script("convert_smollm2").main(["--output_dir", str(tmp_path)]) == str(tmp_path)
     assert capsys.readouterr().out.strip() == str(tmp_path)
 
 

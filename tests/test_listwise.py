@@ -6,7 +6,10 @@ import pytest
 import torch
 from trl import RewardConfig
 
-from commentrank.listwise import (
+from commentrank.encoding import PairEncoder
+from commentrank.modeling import load_reward_model, load_tokenizer
+from commentrank.score.inference import score_ids, score_posts
+from commentrank.train.listwise import (
     DataCollatorForListwise,
     ListwiseRewardTrainer,
     cap_indices,
@@ -14,9 +17,6 @@ from commentrank.listwise import (
     pairwise_all_loss,
     prepare_listwise,
 )
-from commentrank.modeling import load_reward_model, load_tokenizer
-from commentrank.scoring import score_ids, score_posts
-from commentrank.tokenization import PairEncoder
 
 from conftest import ROOT, launch_reward_on_two_cpu_processes, load_script
 

@@ -15,7 +15,7 @@ from test_scoring import cupit_rows, tiny_model, write_jsonl
 from commentrank.bundled_models import minilm_path
 from commentrank.metrics import baseline_metrics, ranking_metrics
 from commentrank.model_card import build_model_card, push_to_hub, save_model_card
-from commentrank.scorer import load_scorer
+from commentrank.score.scorer import load_scorer
 
 from conftest import ROOT, SAMPLE, TOKEN, load_script
 

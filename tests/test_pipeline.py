@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from commentrank.prepare import PrepConfig, run_prepare
+from commentrank.data.prepare import PrepConfig, run_prepare
 
 from conftest import ROOT, SAMPLE, load_script, single_final_upload
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from trl import TrlParser
 
-from commentrank.prepare import PrepConfig
+from commentrank.data.prepare import PrepConfig
 
 from conftest import ROOT, load_script
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from commentrank.encoding import PairEncoder
 from commentrank.modeling import freeze_lowest_layers, load_reward_model, load_tokenizer
-from commentrank.reward_data import tokenize_pairs
-from commentrank.scoring import score_posts
-from commentrank.tokenization import PairEncoder
+from commentrank.score.inference import score_posts
+from commentrank.train.pairwise import tokenize_pairs
 
 from conftest import launch_reward_on_two_cpu_processes, load_script, single_final_upload
 
@@ -188,7 +188,7 @@ def test_push_to_hub_uploads_the_final_model_once_with_the_ndcg_card(tiny_bert, 
 
 
 def test_raw_ranked_file_is_converted_once_on_the_fly(tiny_bert, tmp_path):
-    from commentrank import reward_data
+    from commentrank.train import pairwise as reward_data
 
     rows = [{"id": f"p{i}", "text": f"Question {i}?", "comments": [{"text": f"answer {i}.{j} " * (j + 1), "score": j}
                                                                    for j in range(3)]} for i in range(30)]  # fmt: skip

@@ -9,12 +9,12 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
 from commentrank.bundled_models import minilm_path
+from commentrank.data.loading import load_scoring_data
+from commentrank.data.prepare import PrepConfig, load_posts, run_prepare
+from commentrank.data.validation import PrepSummary
 from commentrank.metrics import baseline_metrics, ranking_metrics
-from commentrank.prepare import PrepConfig, load_posts, run_prepare
-from commentrank.scorer import load_encoder, load_scorer, save_encoder_settings
-from commentrank.scoring import predicted_ranks, score_ids, score_posts
-from commentrank.scoring_data import load_scoring_data
-from commentrank.validation import PrepSummary
+from commentrank.score.inference import predicted_ranks, score_ids, score_posts
+from commentrank.score.scorer import load_encoder, load_scorer, save_encoder_settings
 
 from conftest import SAMPLE, load_script
 

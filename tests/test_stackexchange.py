@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from commentrank.records import RankedPost
-from commentrank.stackexchange import html_to_text, read_posts_xml
-from commentrank.validation import InvalidInputError, PrepSummary, collect_posts
+from commentrank.data.records import RankedPost
+from commentrank.data.stackexchange import html_to_text, read_posts_xml
+from commentrank.data.validation import InvalidInputError, PrepSummary, collect_posts
 
 POSTS_XML = Path(__file__).resolve().parents[1] / "data/stackexchange/raw/beer.meta.stackexchange.com/Posts.xml"
 

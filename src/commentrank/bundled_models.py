@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from .io_utils import AtomicDir
+from commentrank.io_utils import AtomicDir
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .io_utils import atomic_write_text, is_hub_id
-from .report import markdown_table
+from commentrank.io_utils import atomic_write_text, is_hub_id
+from commentrank.score.report import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ METRIC_LABELS = {"pair_accuracy": ("accuracy", "Pair accuracy", {})}
 def _bundled_folders() -> dict[str, str]:
     folders = {}
     try:
-        from .bundled_models import minilm_path, smollm2_cache_dir
+        from commentrank.bundled_models import minilm_path, smollm2_cache_dir
 
         folders[os.path.realpath(minilm_path())] = BUNDLED_HUB_IDS["bundled:minilm"]
         folders[os.path.realpath(smollm2_cache_dir())] = BUNDLED_HUB_IDS["bundled:smollm2"]
@@ -337,8 +337,8 @@ def stage_model_folder(
 
     from huggingface_hub.utils import filter_repo_objects
 
-    from .io_utils import AtomicDir
-    from .scorer import encoder_settings_path, save_encoder_settings
+    from commentrank.io_utils import AtomicDir
+    from commentrank.score.scorer import encoder_settings_path, save_encoder_settings
 
     source = Path(model_path)
     with AtomicDir(dest) as tmp:

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .scoring import predicted_ranks
+from commentrank.score.inference import predicted_ranks
 
 COLUMNS = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@5", "pair_accuracy")
 
@@ -48,7 +48,7 @@ def plot_ndcg(results: dict[str, dict], path: str | os.PathLike, ks=(1, 2, 3, 4,
 def evaluate_rewards(rows: Sequence[dict], rewards: Sequence[Sequence[float]], n_seeds: int = 20, seed: int = 0):
     """{"model", "random", "longest_first"} -> `ranking_metrics` on the labeled posts with 2+ comments, or None
     when no post is labeled. The baselines rank the same posts."""
-    from .metrics import baseline_metrics, ranking_metrics
+    from commentrank.metrics import baseline_metrics, ranking_metrics
 
     posts = [
         {"ranks": row["ranks"], "votes": row.get("votes"), "comments": row["comments"], "scores": list(r)}
@@ -102,7 +102,7 @@ def report_markdown(results: dict, info: dict) -> str:
 
 def write_outputs(output_dir: str | os.PathLike, rows, rewards, results: dict | None, info: dict) -> list[Path]:
     """predictions.jsonl always; metrics.json, report.md and the NDCG plot when there are labels. Atomic writes."""
-    from .io_utils import atomic_write_text
+    from commentrank.io_utils import atomic_write_text
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import datasets
 
-from .readers import is_ranked_file_name
-from .tokenization import PairEncoder
+from commentrank.data.readers import is_ranked_file_name
+from commentrank.encoding import PairEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def load_view(
 @functools.lru_cache(maxsize=4)
 def _convert_raw_file(path: str, prompt_template: str, pair_strategy: str, seed: int) -> dict:
     """All views of a raw ranked file, converted once per run by the same code as data_prep (skipping invalid posts)."""
-    from .prepare import PrepConfig, prepare_views
+    from commentrank.data.prepare import PrepConfig, prepare_views
 
     config = PrepConfig(
         inputs=[path], prompt_template=prompt_template, pair_strategy=pair_strategy, seed=seed, skip_invalid=True

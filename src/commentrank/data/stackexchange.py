@@ -16,8 +16,8 @@ from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .records import Comment, RankedPost
-from .validation import Problem
+from commentrank.data.records import Comment, RankedPost
+from commentrank.data.validation import Problem
 
 _BLOCK_TAGS = {"p", "div", "ul", "ol", "li", "pre", "blockquote", "hr", "table", "tr", "dl", "dt", "dd"}
 _BLOCK_TAGS |= {f"h{i}" for i in range(1, 7)}

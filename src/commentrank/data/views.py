@@ -6,7 +6,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from .records import Comment, RankedPost
+from commentrank.data.records import Comment, RankedPost
 
 PAIR_STRATEGIES = ("adjacent", "all", "best_vs_rest")
 SFT_COMMENTS = ("all", "best", "top_k")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from trl.trainer.utils import pad
 
-from .tokenization import PairEncoder
+from commentrank.encoding import PairEncoder
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int, pad_to: int | None = None) -> dict:

@@ -42,7 +42,7 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl import RewardTrainer
 from trl.trainer.utils import pad
 
-from .tokenization import PairEncoder
+from commentrank.encoding import PairEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class ListwiseRewardTrainer(RewardTrainer):
         if {"prompt", "comments", "ranks"} <= set(columns) and isinstance(dataset, datasets.Dataset):
             from trl.trainer.utils import global_then_local_main_first
 
-            from .scorer import _model_max_positions
+            from commentrank.score.scorer import _model_max_positions
 
             length = args.max_length or 512
             limit = _model_max_positions(processing_class)

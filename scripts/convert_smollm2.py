@@ -4,10 +4,10 @@ float32 safetensors checkpoint that transformers, TRL and the scripts load like 
 Usage:
 
     # into the cache (~/.cache/commentrank/smollm2-135m-instruct, or $COMMENTRANK_CACHE); skipped when present
-    python data_prep/convert_smollm2.py
+    python scripts/convert_smollm2.py
 
     # somewhere else, replacing what is there
-    python data_prep/convert_smollm2.py --output_dir models/smollm2-135m-instruct --overwrite
+    python scripts/convert_smollm2.py --output_dir models/smollm2-135m-instruct --overwrite
 
 Prints the folder. Takes about a minute on 2 CPU cores, offline. Recipes may also name the model
 `bundled:smollm2`, which runs the same conversion on first use and then reads the cached folder.

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .records import RankedPost
+from commentrank.data.records import RankedPost
 
 
 @dataclass

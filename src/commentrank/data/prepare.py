@@ -6,11 +6,11 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from .io_utils import AtomicDir, atomic_write_text
-from .readers import Columns, read_source
-from .records import RankedPost
-from .validation import PrepSummary, collect_posts
-from .views import PAIR_STRATEGIES, PairOptions, build_prompt, listwise_row, make_pairs, sft_rows
+from commentrank.data.readers import Columns, read_source
+from commentrank.data.records import RankedPost
+from commentrank.data.validation import PrepSummary, collect_posts
+from commentrank.data.views import PAIR_STRATEGIES, PairOptions, build_prompt, listwise_row, make_pairs, sft_rows
+from commentrank.io_utils import AtomicDir, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def push_views(dataset_dicts: dict, summary: PrepSummary, repo_id: str, private:
 def main(argv: list[str] | None = None) -> PrepSummary:
     from trl import TrlParser
 
-    from .validation import InvalidInputError
+    from commentrank.data.validation import InvalidInputError
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     (config,) = TrlParser([PrepConfig]).parse_args_and_config(argv)

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import Comment, RankedPost
-from .validation import Problem, ReaderItem
+from commentrank.data.records import Comment, RankedPost
+from commentrank.data.validation import Problem, ReaderItem
 
 META_KEYS = ("site", "url", "license")
 
@@ -194,7 +194,7 @@ def is_ranked_file_name(name: str | os.PathLike) -> bool:
 
 def read_source(source: str, input_format: str = "auto", columns: Columns | None = None, split: str = "train"):
     """Dispatch on the source: a local file by suffix, a `Posts.xml` dump, or else a Hub dataset id."""
-    from .stackexchange import read_posts_xml
+    from commentrank.data.stackexchange import read_posts_xml
 
     path = Path(source)
     suffixes = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix

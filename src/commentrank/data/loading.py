@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io_utils import is_hub_id
-from .readers import is_ranked_file_name
+from commentrank.data.readers import is_ranked_file_name
+from commentrank.io_utils import is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +25,15 @@ class ScoringData:
 
 def _from_posts(posts, summary, source: str, split: str | None, prompt_template: str) -> ScoringData:
     """`RankedPost`s from data_prep's readers as listwise rows, with what the readers skipped."""
-    from .views import build_prompt, listwise_row
+    from commentrank.data.views import build_prompt, listwise_row
 
     rows = [{**listwise_row(p, build_prompt(p, prompt_template)), "text": p.title} for p in posts]
     return ScoringData(rows, source, split, dict(summary.posts_dropped))
 
 
 def _read_ranked_file(path: str, prompt_template: str, skip_invalid: bool) -> ScoringData:
-    from .prepare import PrepConfig, load_posts
-    from .validation import PrepSummary
+    from commentrank.data.prepare import PrepConfig, load_posts
+    from commentrank.data.validation import PrepSummary
 
     summary = PrepSummary()
     posts = load_posts(PrepConfig(inputs=[path], skip_invalid=skip_invalid, min_comments=1), summary)
@@ -43,9 +43,9 @@ def _read_ranked_file(path: str, prompt_template: str, skip_invalid: bool) -> Sc
 def _from_rows(rows: list[dict], source: str, split: str | None, prompt_template: str, skip_invalid: bool):
     """Rows of a dataset: listwise rows as they are (checked), CUP IT rows converted with data_prep's readers."""
     if rows and _is_raw_cupit(rows):
-        from .prepare import PrepConfig
-        from .readers import read_rows
-        from .validation import PrepSummary, collect_posts
+        from commentrank.data.prepare import PrepConfig
+        from commentrank.data.readers import read_rows
+        from commentrank.data.validation import PrepSummary, collect_posts
 
         summary = PrepSummary()
         items = read_rows(rows, source, PrepConfig().columns)
@@ -105,7 +105,7 @@ def validate_rows(rows: list[dict], source: str, skip_invalid: bool = False) -> 
     """Check listwise rows before scoring; errors name the row and field. Returns the kept rows and skip counts."""
     from collections import Counter
 
-    from .validation import InvalidInputError
+    from commentrank.data.validation import InvalidInputError
 
     if rows:
         missing = [key for key in ("prompt", "comments") if key not in rows[0]]
@@ -127,7 +127,7 @@ def validate_rows(rows: list[dict], source: str, skip_invalid: bool = False) -> 
 
 
 def _row_problem(row: dict):
-    from .validation import Problem
+    from commentrank.data.validation import Problem
 
     if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
         return Problem("empty_post_text", "prompt", "the prompt is missing or empty")

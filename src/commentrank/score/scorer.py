@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .io_utils import is_hub_id
-from .scoring import score_posts
-from .tokenization import PairEncoder
+from commentrank.encoding import PairEncoder
+from commentrank.io_utils import is_hub_id
+from commentrank.score.inference import score_posts
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ DEFAULT_ENCODER_SETTINGS = {
 
 def save_encoder_settings(output_dir: str | os.PathLike, **settings) -> Path:
     """Write `commentrank_config.json` (the defaults completed by `settings`) into a model folder, atomically."""
-    from .io_utils import atomic_write_text
+    from commentrank.io_utils import atomic_write_text
 
     unknown = set(settings) - set(DEFAULT_ENCODER_SETTINGS)
     if unknown:
@@ -137,7 +137,7 @@ def _check_model_source(model_path: str) -> None:
 
 def check_reward_head(config, name: str) -> None:
     """Refuse checkpoints without a one-label sequence-classification head (their scores would be random)."""
-    from .modeling import check_num_labels, is_classifier
+    from commentrank.modeling import check_num_labels, is_classifier
 
     check_num_labels(config, name)
     if not is_classifier(config):
@@ -161,7 +161,7 @@ def load_scorer(
     """
     from transformers import AutoConfig
 
-    from .modeling import load_reward_model, load_tokenizer
+    from commentrank.modeling import load_reward_model, load_tokenizer
 
     model_path = str(model_path)
     _check_model_source(model_path)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from .metrics import ranking_metrics
-from .scoring import encode_posts, score_ids, split_by_post
-from .tokenization import PairEncoder
+from commentrank.encoding import PairEncoder
+from commentrank.metrics import ranking_metrics
+from commentrank.score.inference import encode_posts, score_ids, split_by_post
 
 LOGGED = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@1", "ndcg_votes@5", "top1_ndcg@5", "pair_accuracy")
 
