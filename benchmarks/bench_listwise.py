@@ -67,11 +67,12 @@ def parse_args(argv):
 
 def load_data(args):
     """Listwise posts and the all / adjacent pairs of the same training posts, and the evaluation posts."""
-    from commentrank.data.prepare import PrepConfig, prepare_views
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import prepare_views
 
     views = {}
     for strategy in ("all", "adjacent"):
-        config = PrepConfig(inputs=[str(SAMPLE)], skip_invalid=True, pair_strategy=strategy, seed=42,
+        config = PrepArguments(inputs=[str(SAMPLE)], skip_invalid=True, pair_strategy=strategy, seed=42,
                             views=["pairwise", "listwise"] if strategy == "all" else ["pairwise"])  # fmt: skip
         views[strategy], _ = prepare_views(config)
     listwise = views["all"]["listwise"]
@@ -112,7 +113,7 @@ def run_method(key, args, data, tokenizer_path):
 
     train, pairs, eval_posts = data
     tokenizer = load_tokenizer(tokenizer_path)
-    encoder = PairEncoder(tokenizer, args.max_length)
+    encoder = PairEncoder(tokenizer, max_length=args.max_length)
     set_seed(args.seed)  # the same score head for every method
     model = load_reward_model(tokenizer_path, tokenizer)
     listwise = key.startswith("listwise")

@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization in (a) 
 import torch  # noqa: E402
 
 from commentrank.bundled_models import minilm_path  # noqa: E402
-from commentrank.data.loading import load_scoring_data  # noqa: E402
+from commentrank.data.loading import load_scoring_rows  # noqa: E402
 from commentrank.encoding import PairEncoder  # noqa: E402
 from commentrank.modeling import load_reward_model, load_tokenizer  # noqa: E402
 from commentrank.score.inference import length_sorted_batches, pad_batch, score_ids, score_posts  # noqa: E402
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     tokenizer = load_tokenizer(name)
     model = load_reward_model(name, tokenizer).to(args.device).eval()
     encoder = PairEncoder(tokenizer, max_length=args.max_length)
-    rows = take_comments(load_scoring_data(str(SAMPLE), skip_invalid=True).rows, args.n_comments)
+    rows = take_comments(load_scoring_rows(str(SAMPLE), skip_invalid=True).rows, args.n_comments)
     prompts = [r["prompt"] for r in rows for _ in r["comments"]]
     comments = [c for r in rows for c in r["comments"]]
     pad = tokenizer.pad_token_id

@@ -15,36 +15,33 @@ import argparse
 import json
 import sys
 
+from commentrank.configs import Columns
+from commentrank.data.readers import ProblemSignal, post_from_mapping
 from commentrank.data.records import RankedPost
+from commentrank.data.validation import SCORING, InvalidInputError, validate_post
 from commentrank.data.views import build_prompt
+from commentrank.io_utils import exits_on_bad_input
 
 
-def read_post(source: str) -> dict:
+def read_post(source: str) -> RankedPost:
+    """The post to rank, from a JSON file or stdin, checked like every scored post (one comment is enough)."""
     name = "stdin" if source == "-" else source
     try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8-sig").read()
     except OSError as err:
         raise ValueError(f"cannot read {name}: {err.strerror}") from None
     try:
-        post = json.loads(text)
+        obj = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{name}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    if not isinstance(post, dict):
-        raise ValueError(f'{name}: expected a JSON object {{"text", "comments"}}, got {type(post).__name__}')
-    for key in ("text", "comments"):
-        if key not in post:
-            raise ValueError(f'{name}: field \'{key}\' is missing (expected {{"text": ..., "comments": [...]}})')
-    if not isinstance(post["text"], str) or not post["text"].strip():
-        raise ValueError(f"{name}: field 'text' must be a non-empty string")
-    if not isinstance(post["comments"], list) or not post["comments"]:
-        raise ValueError(f"{name}: field 'comments' must be a non-empty list: no comments to rank")
-    comments = []
-    for i, comment in enumerate(post["comments"]):
-        value = comment.get("text") if isinstance(comment, dict) else comment
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{name}: field 'comments[{i}]' must be a non-empty string or an object with 'text'")
-        comments.append(value)
-    return {"text": post["text"], "post_body": post.get("post_body"), "comments": comments}
+    try:
+        post = post_from_mapping(obj, Columns(), "post", labels_required=False)
+    except ProblemSignal as signal:
+        raise InvalidInputError(name, signal.problem, hint=False) from None
+    problem = validate_post(post, SCORING)
+    if problem is not None:
+        raise InvalidInputError(name, problem, hint=False)
+    return post
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -56,21 +53,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="Print a JSON list instead of a table.")
     args = parser.parse_args(argv)
-    try:
+    with exits_on_bad_input("rank"):
         post = read_post(args.post)
         from commentrank.score.scorer import load_scorer
 
         scorer = load_scorer(args.model, args.max_length, args.device)
-        prompt = build_prompt(
-            RankedPost("post", post["text"], [], body=post["post_body"]), scorer.settings["prompt_template"]
-        )
-        ranked = scorer.rank(prompt, post["comments"], args.batch_size)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"rank: error: {err}") from None
-    rows = [
-        {"rank": rank, "reward": reward, "index": i, "text": post["comments"][i]}
-        for rank, (i, reward) in enumerate(ranked)
-    ]
+        texts = [c.text for c in post.comments]
+        ranked = scorer.rank(build_prompt(post, scorer.settings.prompt_template), texts, args.batch_size)
+    rows = [{"rank": rank, "reward": reward, "index": i, "text": texts[i]} for rank, (i, reward) in enumerate(ranked)]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
     else:

@@ -14,7 +14,7 @@ Usage:
         scripts/sft.py --config recipes/qwen2.5-0.5b/sft.yaml
 
 The dataset is data_prep's `sft` view (`text` = prompt + "\\n\\n" + comment; TRL appends EOS): a data_prep folder,
-a raw ranked file (converted on the fly) or a Hub dataset id whose config is the view. The output folder is a plain
+a raw ranked file (converted by data_prep's code) or a Hub dataset id whose config is the view. The output folder is a plain
 causal-LM checkpoint with its tokenizer and a model card: `scripts/reward.py --model_name_or_path <output_dir>`
 turns it into a one-label sequence-classification reward model. With `use_peft` and `merge_lora: true` the
 adapter is merged into the base weights (the adapter itself is kept under `<output_dir>/adapter`). A killed run
@@ -24,40 +24,18 @@ resumes from its last checkpoint with the same command; `--push_to_hub true` upl
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
 from commentrank.bundled_models import resolve_model_path
-from commentrank.model_card import push_to_hub
-from commentrank.train.pairwise import load_view
+from commentrank.configs import SFTArguments
+from commentrank.hub import push_model_folder, repo_name_for
+from commentrank.io_utils import exits_on_bad_input
+from commentrank.model_card import build_sft_card, save_model_card
+from commentrank.train.steps import checkpoint_to_resume, open_training_data, split_of, subset, take_hub_push
 
 logger = logging.getLogger("commentrank.sft")
-
-
-@dataclass
-class SFTScriptArguments:
-    dataset_name: str = field(metadata={"help": "data_prep output folder, raw ranked file, or Hub dataset id."})
-    dataset_config: str = field(default="sft", metadata={"help": "View trained on (data_prep's sft view)."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Training split."})
-    dataset_test_split: str = field(default="validation", metadata={"help": "Evaluation split (eval_strategy)."})
-    prompt_template: str = field(default="{title}", metadata={"help": "Prompt template for raw files."})
-    tokenizer_name_or_path: str | None = field(
-        default=None, metadata={"help": "Tokenizer, when the model folder has none (default: the model's)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded subset of texts."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N texts."})
-    merge_lora: bool = field(
-        default=False, metadata={"help": "With use_peft: merge the adapter on save (a plain checkpoint)."}
-    )
-
-
-def subset(dataset, n, seed=None):
-    if n is None or n >= len(dataset):
-        return dataset
-    return (dataset.shuffle(seed=seed) if seed is not None else dataset).select(range(n))
 
 
 def merge_adapter(output_dir: str, dtype) -> None:
@@ -77,17 +55,11 @@ def merge_adapter(output_dir: str, dtype) -> None:
     logger.info("merged the LoRA adapter into %s (adapter kept in %s)", output_dir, adapter_dir)
 
 
-def write_card(output_dir, script_args, training_args, model_args, dataset_id, merged, metrics) -> None:
-    """A short model card: base model, data, the settings that matter, final losses, and the next stage's command."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    base = model_args.model_name_or_path
-    data = ModelCardData(library_name="transformers", base_model=None if os.path.isdir(base) else base,
-                         datasets=[dataset_id] if dataset_id else None, pipeline_tag="text-generation",
-                         tags=["commentrank", "cup-it", "trl", "sft"] + (["lora-merged"] if merged else []))  # fmt: skip
+def card_settings(script_args, training_args, model_args, merged, metrics) -> dict:
+    """The settings that matter for an SFT model, and its final losses."""
     lora = f"LoRA r={model_args.lora_r} alpha={model_args.lora_alpha}" + (", merged" if merged else "")
-    settings = {
-        "base model": base, "dataset": f"{script_args.dataset_name} (view {script_args.dataset_config})",
+    return {
+        "dataset": f"{script_args.dataset_name} (view {script_args.dataset_config})",
         "training": lora if model_args.use_peft else "full fine-tuning", "max_length": training_args.max_length,
         "packing": training_args.packing, "learning_rate": training_args.learning_rate,
         "epochs / max_steps": f"{training_args.num_train_epochs} / {training_args.max_steps}",
@@ -95,28 +67,10 @@ def write_card(output_dir, script_args, training_args, model_args, dataset_id, m
         f"{training_args.gradient_accumulation_steps}",
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if "loss" in k or k == "epoch"},
     }  # fmt: skip
-    rows = "\n".join(f"| {k} | {v} |" for k, v in settings.items())
-    card = ModelCard(f"""---\n{data.to_yaml()}\n---\n
-# {os.path.basename(os.path.normpath(output_dir))}
-
-Causal-LM fine-tuning on ranked comments (`prompt + "\\n\\n" + comment`), the SFT stage of the CUP IT recipe,
-trained with commentrank's `scripts/sft.py` on TRL's `SFTTrainer`.
-
-| setting | value |
-|---|---|
-{rows}
-
-Next stage, a reward model started from this checkpoint (a one-label sequence-classification head is added):
-
-```bash
-python scripts/reward.py --config recipes/<model>/reward_no_context.yaml --model_name_or_path {output_dir}
-```
-""")
-    card.save(os.path.join(output_dir, "README.md"))
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    return TrlParser((SFTArguments, SFTConfig, ModelConfig))
 
 
 def main(argv=None):
@@ -135,33 +89,27 @@ def main(argv=None):
         trust_remote_code=training_args.trust_remote_code,
     )  # fmt: skip
 
-    view = load_view(script_args.dataset_name, script_args.dataset_config, script_args.prompt_template,
-                     seed=training_args.seed)  # fmt: skip
-    if view is None:
-        raise SystemExit(f"sft: {script_args.dataset_name} has no '{script_args.dataset_config}' view")
-    keep = [training_args.dataset_text_field]
-    if keep[0] not in view[script_args.dataset_train_split].column_names:
-        found = view[script_args.dataset_train_split].column_names
-        raise SystemExit(f"sft: no column '{keep[0]}' (dataset_text_field) in the view; found {found}")
-    train = subset(view[script_args.dataset_train_split], script_args.max_train_samples, training_args.seed)
-    eval_dataset = None
-    if training_args.eval_strategy != "no":
-        eval_dataset = subset(view[script_args.dataset_test_split], script_args.max_eval_samples).select_columns(keep)
-    logger.info("sft: %d training texts, %s eval texts", len(train), len(eval_dataset) if eval_dataset else 0)
+    with exits_on_bad_input("sft"):
+        data = open_training_data(script_args, training_args.seed)
+        view = data.require_view(script_args.view)
+        keep = [training_args.dataset_text_field]
+        train = split_of(view, script_args.dataset_train_split, data.source)
+        if keep[0] not in train.column_names:
+            raise ValueError(f"no column '{keep[0]}' (dataset_text_field) in the view; found {train.column_names}")
+        train = subset(train, script_args.max_train_samples, training_args.seed)
+        eval_dataset = None
+        if training_args.eval_strategy != "no":
+            eval_split = split_of(view, script_args.dataset_test_split, data.source)
+            eval_dataset = subset(eval_split, script_args.max_eval_samples).select_columns(keep)
+        logger.info("sft: %d training texts, %s eval texts", len(train), len(eval_dataset) if eval_dataset else 0)
 
-    # Push once at the end, the folder as saved with its card (the Trainer's own push would upload every checkpoint)
-    push_repo = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
-    push_repo = push_repo if training_args.push_to_hub else None
-    training_args.push_to_hub = False
+    push_repo = take_hub_push(training_args)
     trainer = SFTTrainer(
         model=model_args.model_name_or_path, args=training_args, train_dataset=train.select_columns(keep),
         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )  # fmt: skip
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)  # a killed run resumes with the same command
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     all_metrics = dict(result.metrics)
@@ -174,14 +122,18 @@ def main(argv=None):
     output_dir = training_args.output_dir
     trainer.save_model(output_dir)
     merge = model_args.use_peft and script_args.merge_lora
-    dataset_id = None if os.path.exists(script_args.dataset_name) else script_args.dataset_name
     if trainer.accelerator.is_main_process:
         if merge:
             merge_adapter(output_dir, model_args.dtype)
-        write_card(output_dir, script_args, training_args, model_args, dataset_id, merge, all_metrics)
+        card = build_sft_card(
+            model_id=push_repo or repo_name_for(output_dir), base_model=model_args.model_name_or_path,
+            dataset=script_args.dataset_name, merged=merge, output_dir=output_dir,
+            training=card_settings(script_args, training_args, model_args, merge, all_metrics),
+        )  # fmt: skip
+        save_model_card(card, output_dir)
         if push_repo:
-            push_to_hub(output_dir, push_repo, private=bool(training_args.hub_private_repo),
-                        commit_message="SFT model" + (" (LoRA merged)" if merge else ""))  # fmt: skip
+            push_model_folder(output_dir, push_repo, private=bool(training_args.hub_private_repo),
+                              commit_message="SFT model" + (" (LoRA merged)" if merge else ""))  # fmt: skip
     trainer.accelerator.wait_for_everyone()
     logger.info("saved the SFT model to %s", output_dir)
 

@@ -57,10 +57,11 @@ def tiny_bert(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def prepared_sample(tmp_path_factory) -> str:
     """data_prep output for 40 posts of the shipped sample (all three views)."""
-    from commentrank.data.prepare import PrepConfig, run_prepare
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
 
     folder = tmp_path_factory.mktemp("prepared") / "data"
-    run_prepare(PrepConfig(inputs=[str(SAMPLE)], output_dir=str(folder), skip_invalid=True, max_posts=40,
+    run_prepare(PrepArguments(inputs=[str(SAMPLE)], output_dir=str(folder), skip_invalid=True, max_posts=40,
                            test_size=0.2, validation_size=0.2))  # fmt: skip
     return str(folder)
 
@@ -97,7 +98,7 @@ def launch_reward_on_two_cpu_processes(stage: int, argv: list[str], out) -> dict
     assert proc.returncode == 0, proc.stderr[-3000:]
     tokenizer = load_tokenizer(str(out))
     model = load_reward_model(str(out), tokenizer)
-    rewards, _ = score_posts(model, PairEncoder(tokenizer, 64), [{"prompt": "q", "comments": ["a", "b c"]}])
+    rewards, _ = score_posts(model, PairEncoder(tokenizer, max_length=64), [{"prompt": "q", "comments": ["a", "b c"]}])
     assert torch.isfinite(torch.tensor(rewards[0])).all()
     return json.loads((out / "trainer_state.json").read_text())
 
@@ -121,7 +122,8 @@ class FakeHfApi:
         import huggingface_hub
 
         FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
-        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+        full_id = repo_id if "/" in repo_id else f"user/{repo_id}"  # the Hub puts a bare name under the user
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{full_id}")
 
     def upload_folder(self, **kwargs):
         from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects

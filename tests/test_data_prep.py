@@ -4,7 +4,8 @@ import json
 import datasets
 import pytest
 
-from commentrank.data.prepare import PrepConfig, main, run_prepare
+from commentrank.configs import PrepArguments
+from commentrank.data.prepare import main, run_prepare
 from commentrank.data.readers import read_cupit_jsonl, read_rows
 from commentrank.data.records import Comment, RankedPost
 from commentrank.data.validation import InvalidInputError, PrepSummary, collect_posts
@@ -101,7 +102,7 @@ def test_unlabeled_test_file_is_kept_for_scoring(tmp_path):
     rows = [{"text": f"t{i}", "comments": [{"text": f"a{i}", "score": None}, {"text": f"b{i}", "score": None}]}
             for i in range(3)]  # fmt: skip
     path = write_jsonl(tmp_path / "test.jsonl", rows)
-    summary = run_prepare(PrepConfig(inputs=[str(path)], output_dir=str(tmp_path / "out")))
+    summary = run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(tmp_path / "out")))
     assert summary.unlabeled_posts == 3
     listwise = datasets.load_from_disk(str(tmp_path / "out" / "listwise"))
     assert list(listwise) == ["unlabeled"] and listwise["unlabeled"][0]["ranks"] is None
@@ -120,8 +121,8 @@ def test_long_csv_with_votes_ranks_by_votes(tmp_path):
 def test_split_by_post_has_no_overlap_and_is_seeded(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [post(i, n=3 + i % 3) for i in range(50)])
     config = dict(inputs=[str(path)], test_size=0.2, validation_size=0.1, seed=3)
-    run_prepare(PrepConfig(**config, output_dir=str(tmp_path / "a")))
-    run_prepare(PrepConfig(**config, output_dir=str(tmp_path / "b")))
+    run_prepare(PrepArguments(**config, output_dir=str(tmp_path / "a")))
+    run_prepare(PrepArguments(**config, output_dir=str(tmp_path / "b")))
     ids = {}
     for view in ("pairwise", "listwise", "sft"):
         dd = datasets.load_from_disk(str(tmp_path / "a" / view))
@@ -174,7 +175,7 @@ def test_cli_error_exits_with_message(tmp_path, capsys):
 def test_output_is_atomic_on_failure(tmp_path, monkeypatch):
     path = write_jsonl(tmp_path / "in.jsonl", [post(i) for i in range(20)])
     out = tmp_path / "out"
-    run_prepare(PrepConfig(inputs=[str(path)], output_dir=str(out)))
+    run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(out)))
     before = sorted(p.name for p in out.iterdir())
 
     def boom(*args, **kwargs):
@@ -182,7 +183,7 @@ def test_output_is_atomic_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets.DatasetDict, "save_to_disk", boom)
     with pytest.raises(RuntimeError):
-        run_prepare(PrepConfig(inputs=[str(path)], output_dir=str(out)))
+        run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(out)))
     assert sorted(p.name for p in out.iterdir()) == before  # the old output is intact, no temp folder left
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -195,7 +196,7 @@ def test_push_to_hub_uploads_each_view_and_summary(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_file", lambda self, **kw: uploaded.append(kw))
     path = write_jsonl(tmp_path / "in.jsonl", [post(i) for i in range(20)])
-    run_prepare(PrepConfig(inputs=[str(path)], push_to_hub="me/ds"))
+    run_prepare(PrepArguments(inputs=[str(path)], push_to_hub="me/ds"))
     assert [(r, c) for r, c, _ in pushed] == [("me/ds", "pairwise"), ("me/ds", "listwise"), ("me/ds", "sft")]
     assert pushed[0][2] == ["test", "train", "validation"]
     assert uploaded[0]["path_in_repo"] == "summary.json" and uploaded[0]["repo_type"] == "dataset"

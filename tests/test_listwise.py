@@ -124,7 +124,7 @@ def listwise_rows():
 
 def test_prepare_listwise_tokenizes_caps_and_counts(tiny_bert):
     tokenizer = load_tokenizer(tiny_bert)
-    encoder = PairEncoder(tokenizer, 32, min_comment_tokens=8)
+    encoder = PairEncoder(tokenizer, max_length=32, min_comment_tokens=8)
     rows = listwise_rows()
     prepared, counts = prepare_listwise(rows, encoder, max_comments=5, seed=1)
     assert prepared.column_names == ["comment_ids", "ranks"]
@@ -205,7 +205,7 @@ def test_each_comment_is_forwarded_once_per_epoch(tiny_bert, prepared_sample, tm
 def test_batch_rewards_match_comment_by_comment_scoring(tiny_bert, tmp_path):
     """Padding and post boundaries: the loss of a flattened batch equals the loss of rewards scored one by one."""
     tokenizer = load_tokenizer(tiny_bert)
-    encoder = PairEncoder(tokenizer, 40, min_comment_tokens=8)
+    encoder = PairEncoder(tokenizer, max_length=40, min_comment_tokens=8)
     prepared, _ = prepare_listwise(listwise_rows(), encoder)
     for loss_type, use_margin in (("pairwise_all", False), ("pairwise_all", True), ("listmle", False)):
         trainer = make_trainer(tiny_bert, tmp_path, prepared, loss_type, use_margin=use_margin)
@@ -224,7 +224,7 @@ def test_batch_rewards_match_comment_by_comment_scoring(tiny_bert, tmp_path):
 
 def test_center_rewards_and_options(tiny_bert, tmp_path):
     tokenizer = load_tokenizer(tiny_bert)
-    prepared, _ = prepare_listwise(listwise_rows(), PairEncoder(tokenizer, 40))
+    prepared, _ = prepare_listwise(listwise_rows(), PairEncoder(tokenizer, max_length=40))
     plain = make_trainer(tiny_bert, tmp_path, prepared, "listmle")
     centered = make_trainer(tiny_bert, tmp_path, prepared, "listmle", center_rewards_coefficient=0.5)
     batch = plain.data_collator([prepared[i] for i in range(3)])
@@ -247,7 +247,7 @@ def test_center_rewards_and_options(tiny_bert, tmp_path):
 
 def test_gradient_accumulation_matches_the_full_batch(tiny_bert, tmp_path):
     tokenizer = load_tokenizer(tiny_bert)
-    prepared, _ = prepare_listwise(listwise_rows(), PairEncoder(tokenizer, 40))
+    prepared, _ = prepare_listwise(listwise_rows(), PairEncoder(tokenizer, max_length=40))
     prepared = datasets.concatenate_datasets([prepared, prepared.select([0])])  # 4 posts, K = 3, 8, 2, 3
     updated, losses = [], []
     for batch_size, steps in ((4, 1), (2, 2), (1, 4)):
@@ -290,9 +290,9 @@ def test_reward_script_trains_listmle_and_logs_ndcg(tiny_bert, prepared_sample, 
     summary = json.loads((out / "data_summary.json").read_text())
     assert summary["train"]["posts"] == 8 and summary["train"]["dropped"] == 0
     tokenizer = load_tokenizer(str(out))
-    rewards, _ = score_posts(load_reward_model(str(out), tokenizer), PairEncoder(tokenizer, 64),
+    rewards, _ = score_posts(load_reward_model(str(out), tokenizer), PairEncoder(tokenizer, max_length=64),
                              [{"prompt": "q", "comments": ["a", "b c"]}])  # fmt: skip
-    assert rewards[0] == pytest.approx(score_posts(trainer.model, PairEncoder(tokenizer, 64),
+    assert rewards[0] == pytest.approx(score_posts(trainer.model, PairEncoder(tokenizer, max_length=64),
                                                    [{"prompt": "q", "comments": ["a", "b c"]}])[0][0], abs=1e-5)  # fmt: skip
 
 

@@ -116,7 +116,8 @@ def _posts(with_votes: bool) -> list[dict]:
 
 def test_ranking_metrics_keys_and_values():
     out = M.ranking_metrics(_posts(with_votes=False), ks=(1, 3))
-    assert set(out) == {"ndcg@1", "ndcg@3", "top1_ndcg@5", "pair_accuracy", "n_posts", "n_comments"}
+    assert set(out) == {"ndcg@1", "ndcg@3", "top1_ndcg@5", "pair_accuracy", "grouped_ndcg@5", "paired_ndcg@2",
+                        "n_posts", "n_comments"}  # fmt: skip
     assert all(type(v) is float for v in out.values())
     assert out["ndcg@1"] == 1.0 and out["pair_accuracy"] == 1.0 and out["top1_ndcg@5"] == 1.0
     assert out["n_posts"] == 2 and out["n_comments"] == 5
@@ -124,6 +125,17 @@ def test_ranking_metrics_keys_and_values():
     out = M.ranking_metrics(_posts(with_votes=True), ks=(1, 3))
     assert {"ndcg_votes@1", "ndcg_votes@3"} <= set(out)
     assert out["ndcg_votes@3"] == pytest.approx(1.0)
+
+
+def test_ranking_metrics_report_the_cup_it_grouped_and_paired_ndcg():
+    posts = [{"ranks": [2, 0, 1, 3], "scores": [0.3, 0.9, 0.1, 0.0]}, {"ranks": [1, 0], "scores": [0.5, 0.5]}]
+    out = M.ranking_metrics(posts)
+    assert out["grouped_ndcg@5"] == out["ndcg@5"] == M.grouped_ndcg([p["ranks"] for p in posts],
+                                                                   [p["scores"] for p in posts], 5)  # fmt: skip
+    # adjacent pairs: post 1: 0>1 (0.9 vs 0.1, win), 1>2 (0.1 vs 0.3, loss), 2>3 (0.3 vs 0.0, win); post 2: a tie
+    chosen, rejected = M.adjacent_pair_rewards([p["ranks"] for p in posts], [p["scores"] for p in posts])
+    assert chosen.tolist() == [0.9, 0.1, 0.3, 0.5] and rejected.tolist() == [0.1, 0.3, 0.0, 0.5]
+    assert out["paired_ndcg@2"] == pytest.approx(ndcg_score([[1, 0]] * 4, np.stack([chosen, rejected], 1), k=2))
 
 
 def test_ranking_metrics_detects_bad_rankings():

@@ -13,8 +13,9 @@ from huggingface_hub import ModelCard
 from test_scoring import cupit_rows, tiny_model, write_jsonl
 
 from commentrank.bundled_models import minilm_path
+from commentrank.hub import push_model_folder
 from commentrank.metrics import baseline_metrics, ranking_metrics
-from commentrank.model_card import build_model_card, push_to_hub, save_model_card
+from commentrank.model_card import build_model_card, save_model_card
 from commentrank.score.scorer import load_scorer
 
 from conftest import ROOT, SAMPLE, TOKEN, load_script
@@ -46,6 +47,7 @@ def test_card_metadata_holds_the_ndcg_results_base_model_dataset_and_license(res
     card = build_model_card(
         model_id="me/minilm-comment-rm", base_model=minilm_path(), dataset=str(SAMPLE),
         results=results, split="test", training={"learning_rate": 5e-5, "separator": "\n\n", "hub_token": TOKEN},
+        loss_type="pairwise", text_pair=True,
     )  # fmt: skip
     path = save_model_card(card, tmp_path)
     text = path.read_text()
@@ -63,6 +65,8 @@ def test_card_metadata_holds_the_ndcg_results_base_model_dataset_and_license(res
     expected = {f"NDCG@{k}": model[f"ndcg@{k}"] for k in range(1, 6)}
     expected |= {f"NDCG@{k} (votes)": model[f"ndcg_votes@{k}"] for k in range(1, 6)}
     expected |= {"Top-1 NDCG@5": model["top1_ndcg@5"], "Pair accuracy": model["pair_accuracy"]}
+    expected |= {"Grouped NDCG@5 (CUP IT)": model["grouped_ndcg@5"],
+                 "Paired NDCG@2 (CUP IT, adjacent pairs)": model["paired_ndcg@2"]}  # fmt: skip
     assert model_index_values(meta) == {name: round(value, 4) for name, value in expected.items()}
     assert {m["type"] for m in result["metrics"]} == {"ndcg", "accuracy"}
     assert [m["args"]["k"] for m in result["metrics"] if m["name"].startswith("NDCG@")][:5] == [1, 2, 3, 4, 5]
@@ -78,7 +82,8 @@ def test_card_metadata_holds_the_ndcg_results_base_model_dataset_and_license(res
 
 def test_usage_snippet_scores_like_commentrank(tmp_path, capsys):
     model_dir = tiny_model(tmp_path / "rm")
-    card = build_model_card(model_id=str(model_dir), base_model="bundled:minilm", dataset=None, results={})
+    card = build_model_card(model_id=str(model_dir), base_model="bundled:minilm", dataset=None, results={},
+                            loss_type="listmle", text_pair=True)  # fmt: skip
     text = str(card)
     assert "model-index" not in metadata(text) and "No evaluation results" in text
     (snippet,) = re.findall(r"```python\n(.*?)```", text, re.S)
@@ -92,7 +97,8 @@ def test_usage_snippet_scores_like_commentrank(tmp_path, capsys):
 
 
 def test_decoder_card_shows_text_with_eos():
-    card = build_model_card(model_id="me/gpt2-rm", base_model="gpt2", dataset="me/cupit", results={})
+    card = build_model_card(model_id="me/gpt2-rm", base_model="gpt2", dataset="me/cupit", results={},
+                            loss_type="pairwise", text_pair=False)  # fmt: skip
     meta = metadata(str(card))
     assert meta["base_model"] == "gpt2" and meta["datasets"] == ["me/cupit"]
     assert "tokenizer.eos_token" in str(card) and "text pair" not in str(card)
@@ -141,9 +147,9 @@ def test_score_push_to_hub_uploads_model_tokenizer_settings_and_card(tmp_path, f
 
 def test_push_to_hub_needs_a_login_and_a_model_folder(tmp_path, fake_hub, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        push_to_hub(tmp_path, "me/x")
+        push_model_folder(tmp_path, "me/x")
     shutil.copy(minilm_path() + "/config.json", tmp_path / "config.json")
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     with pytest.raises(RuntimeError, match="hf auth login"):
-        push_to_hub(tmp_path, "me/x")
+        push_model_folder(tmp_path, "me/x")
     assert [c[0] for c in fake_hub] == []

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from commentrank.data.prepare import PrepConfig, run_prepare
+from commentrank.configs import PrepArguments
+from commentrank.data.prepare import run_prepare
 
 from conftest import ROOT, SAMPLE, load_script, single_final_upload
 
@@ -32,7 +33,7 @@ def gpt2_like_tokenizer(texts):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pipeline") / "data"
-    run_prepare(PrepConfig(inputs=[str(SAMPLE)], output_dir=str(folder), skip_invalid=True, max_posts=30,
+    run_prepare(PrepArguments(inputs=[str(SAMPLE)], output_dir=str(folder), skip_invalid=True, max_posts=30,
                            test_size=0.2, validation_size=0.2))  # fmt: skip
     return folder
 

@@ -40,10 +40,10 @@ def test_training_lowers_loss_changes_params_and_reloads(tiny_bert, prepared_sam
                  "train_results.json", "data_summary.json"):  # fmt: skip
         assert (out / name).exists(), name
     posts = [{"prompt": "Is IPA bitter?", "comments": ["Yes, hops.", "No idea", "It depends on the hops used."]}]
-    encoder = PairEncoder(trainer.processing_class, 64)
+    encoder = PairEncoder(trainer.processing_class, max_length=64)
     live, _ = score_posts(trainer.model, encoder, posts)
     tokenizer = load_tokenizer(str(out))
-    reloaded, _ = score_posts(load_reward_model(str(out), tokenizer), PairEncoder(tokenizer, 64), posts)
+    reloaded, _ = score_posts(load_reward_model(str(out), tokenizer), PairEncoder(tokenizer, max_length=64), posts)
     assert reloaded[0] == pytest.approx(live[0], abs=1e-5)
     assert json.loads((out / "commentrank_config.json").read_text())["max_length"] == 64
 
@@ -56,15 +56,15 @@ def test_overlong_pairs_are_truncated_and_counted_not_dropped(tiny_bert, prepare
         {"prompt": "word " * 400, "chosen": "long answer " * 300, "rejected": "short", "margin": 1.0},
         {"prompt": "title", "chosen": "fine", "rejected": "also fine", "margin": 1.0},
     ])  # fmt: skip
-    tokenized, counts = tokenize_pairs(pairs, PairEncoder(tokenizer, 32, min_comment_tokens=8))
-    assert counts == {"pairs": 2, "truncated_chosen": 1, "truncated_rejected": 1, "dropped": 0}
+    tokenized, counts = tokenize_pairs(pairs, PairEncoder(tokenizer, max_length=32, min_comment_tokens=8))
+    assert counts == {"pairs": 2, "truncated_chosen": 1, "truncated_rejected": 1}
     assert all(len(ids) <= 32 for ids in list(tokenized["chosen_ids"]) + list(tokenized["rejected_ids"]))
     assert tokenized.column_names == ["chosen_ids", "rejected_ids"]  # margin only with --use_margin
 
     out = tmp_path / "rm"
     trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--max_steps", "2", "--max_length", "48"))
     summary = json.loads((out / "data_summary.json").read_text())["train"]
-    assert summary["truncated_chosen"] > 0 and summary["dropped"] == 0
+    assert summary["truncated_chosen"] > 0
     assert len(trainer.train_dataset) == summary["pairs"]  # TRL's max_length filter dropped nothing
 
 
@@ -88,8 +88,8 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_bert, prepared_sample, tmp
     assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-4").exists()
     monkeypatch.setattr(reward, "RankingEvalCallback", original)
     resumed_from = []
-    train = reward.RewardTrainer.train
-    monkeypatch.setattr(reward.RewardTrainer, "train",
+    train = reward.PairwiseRewardTrainer.train
+    monkeypatch.setattr(reward.PairwiseRewardTrainer, "train",
                         lambda self, **kw: resumed_from.append(kw["resume_from_checkpoint"]) or train(self, **kw))  # fmt: skip
     trainer = reward.main(argv)
     assert resumed_from == [str(out / "checkpoint-2")]
@@ -168,8 +168,8 @@ def test_lora_trains_the_score_head_and_the_output_loads(merge, tiny_bert, prepa
     base = load_reward_model(tiny_bert, tokenizer)
     assert not torch.equal(model.classifier.weight, base.classifier.weight)  # the score head was trained and saved
     posts = [{"prompt": "q", "comments": ["first answer", "second, longer answer"]}]
-    live, _ = score_posts(trainer.model, PairEncoder(tokenizer, 64), posts)
-    loaded, _ = score_posts(model, PairEncoder(tokenizer, 64), posts)
+    live, _ = score_posts(trainer.model, PairEncoder(tokenizer, max_length=64), posts)
+    loaded, _ = score_posts(model, PairEncoder(tokenizer, max_length=64), posts)
     assert loaded[0] == pytest.approx(live[0], abs=1e-4)
 
 
@@ -188,14 +188,14 @@ def test_push_to_hub_uploads_the_final_model_once_with_the_ndcg_card(tiny_bert, 
 
 
 def test_raw_ranked_file_is_converted_once_on_the_fly(tiny_bert, tmp_path):
-    from commentrank.train import pairwise as reward_data
+    from commentrank.data import loading
 
     rows = [{"id": f"p{i}", "text": f"Question {i}?", "comments": [{"text": f"answer {i}.{j} " * (j + 1), "score": j}
                                                                    for j in range(3)]} for i in range(30)]  # fmt: skip
     raw = tmp_path / "ranked.jsonl"
     raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    reward_data._convert_raw_file.cache_clear()
+    loading._convert.cache_clear()
     trainer = reward.main(args_for(tiny_bert, str(raw), tmp_path / "rm", "--max_steps", "2"))
-    assert reward_data._convert_raw_file.cache_info().misses == 1  # pairwise and listwise views from one conversion
+    assert loading._convert.cache_info().misses == 1  # pairwise and listwise views from one conversion
     assert json.loads((tmp_path / "rm" / "data_summary.json").read_text())["train"]["pairs"] == 48  # 24 posts x 2
     assert any("eval_ndcg@5" in e for e in trainer.state.log_history)  # the validation posts were scored

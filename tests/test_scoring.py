@@ -9,12 +9,14 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
 from commentrank.bundled_models import minilm_path
-from commentrank.data.loading import load_scoring_data
-from commentrank.data.prepare import PrepConfig, load_posts, run_prepare
-from commentrank.data.validation import PrepSummary
+from commentrank.configs import EncoderSettings, PrepArguments
+from commentrank.data.loading import load_scoring_rows
+from commentrank.data.prepare import load_posts, run_prepare
+from commentrank.data.validation import SCORING, PrepSummary
+from commentrank.encoding import PairEncoder
 from commentrank.metrics import baseline_metrics, ranking_metrics
 from commentrank.score.inference import predicted_ranks, score_ids, score_posts
-from commentrank.score.scorer import load_encoder, load_scorer, save_encoder_settings
+from commentrank.score.scorer import load_scorer
 
 from conftest import SAMPLE, load_script
 
@@ -64,7 +66,7 @@ def test_scoring_the_sample_writes_predictions_metrics_report_and_plot(model_dir
     out = tmp_path / "scores"
     summary = score(["--model", str(model_dir), "--dataset", str(SAMPLE), "--output_dir", str(out), "--skip_invalid",
                      "--max_posts", "12", "--max_length", "64", "--no_progress"])  # fmt: skip
-    posts = load_posts(PrepConfig(inputs=[str(SAMPLE)], skip_invalid=True, min_comments=1), PrepSummary())[:12]
+    posts = load_posts(PrepArguments(inputs=[str(SAMPLE)], skip_invalid=True), PrepSummary(), SCORING)[:12]
     predictions = read_jsonl(out / "predictions.jsonl")
     assert len(predictions) == 12
     labeled = []
@@ -95,12 +97,12 @@ def test_scoring_the_sample_writes_predictions_metrics_report_and_plot(model_dir
 
 def test_length_sorted_dynamic_padding_matches_pad_to_max_length(model_dir):
     scorer = load_scorer(model_dir, max_length=48)
-    rows = load_scoring_data(str(SAMPLE), skip_invalid=True, max_posts=8).rows
+    rows = load_scoring_rows(str(SAMPLE), skip_invalid=True, max_posts=8).rows
     prompts = [r["prompt"] for r in rows for _ in r["comments"]]
     comments = [c for r in rows for c in r["comments"]]
     ids = scorer.encoder.encode(prompts, comments).input_ids
     assert len({len(x) for x in ids}) > 3  # lengths vary, so sorting and padding matter
-    pad = scorer.tokenizer.pad_token_id
+    pad = scorer.encoder.tokenizer.pad_token_id
     sorted_rewards = score_ids(scorer.model, ids, pad, batch_size=4)
     padded_rewards = score_ids(scorer.model, ids, pad, batch_size=4, sort_by_length=False, pad_to=48)
     assert np.allclose(sorted_rewards, padded_rewards, atol=1e-5, rtol=0)
@@ -119,15 +121,14 @@ def test_truncation_is_counted(model_dir):
 
 def test_encoder_settings_saved_with_the_model_are_used(model_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    default = load_encoder(model_dir, tokenizer)
+    default = PairEncoder(tokenizer, EncoderSettings.load(model_dir)).settings
     assert (default.max_length, default.truncation_side, default.min_comment_tokens) == (512, "right", 64)
-    save_encoder_settings(tmp_path, max_length=100, truncation_side="left", min_comment_tokens=8,
-                          prompt_template="{title}\n\n{body}")  # fmt: skip
+    EncoderSettings(max_length=100, truncation_side="left", min_comment_tokens=8,
+                    prompt_template="{title}\n\n{body}").save(tmp_path)  # fmt: skip
     saved = json.loads((tmp_path / "commentrank_config.json").read_text())
     assert saved["separator"] == "\n\n" and saved["prompt_template"] == "{title}\n\n{body}"
-    encoder = load_encoder(tmp_path, tokenizer)
-    assert (encoder.max_length, encoder.truncation_side, encoder.min_comment_tokens) == (100, "left", 8)
-    assert load_encoder(tmp_path, tokenizer, max_length=40).max_length == 40
+    settings = PairEncoder(tokenizer, EncoderSettings.load(tmp_path)).settings
+    assert (settings.max_length, settings.truncation_side, settings.min_comment_tokens) == (100, "left", 8)
 
 
 def test_unlabeled_file_and_prep_folder_fall_back_to_unlabeled(model_dir, score, tmp_path):
@@ -138,21 +139,21 @@ def test_unlabeled_file_and_prep_folder_fall_back_to_unlabeled(model_dir, score,
     assert [p["post_id"] for p in predictions] == ["p0", "p1", "p2"]
     assert all(sorted(c["score"] for c in p["comments"]) == list(range(len(p["comments"]))) for p in predictions)
     assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl"]  # no labels: no metrics
-    run_prepare(PrepConfig(inputs=[str(path)], output_dir=str(tmp_path / "prep")))
-    data = load_scoring_data(str(tmp_path / "prep"), split="test")
+    run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(tmp_path / "prep")))
+    data = load_scoring_rows(str(tmp_path / "prep"), split="test")
     assert data.split == "unlabeled" and [r["post_id"] for r in data.rows] == ["p0", "p1", "p2"]
 
 
 def test_prep_folder_csv_and_hub_sources(tmp_path, monkeypatch):
-    run_prepare(PrepConfig(inputs=[str(write_jsonl(tmp_path / "in.jsonl", cupit_rows(20)))],
+    run_prepare(PrepArguments(inputs=[str(write_jsonl(tmp_path / "in.jsonl", cupit_rows(20)))],
                            output_dir=str(tmp_path / "prep"), test_size=4))  # fmt: skip
-    data = load_scoring_data(str(tmp_path / "prep"))
+    data = load_scoring_rows(str(tmp_path / "prep"))
     assert data.split == "test" and len(data.rows) == 4 and all(r["ranks"] is not None for r in data.rows)
     with pytest.raises(ValueError, match="no split 'nope'.*--split"):
-        load_scoring_data(str(tmp_path / "prep"), split="nope")
+        load_scoring_rows(str(tmp_path / "prep"), split="nope")
     csv = tmp_path / "t.csv"
     csv.write_text("id,text,comment,votes\n1,Q1,low,1\n1,Q1,high,9\n2,Q2,x,3\n2,Q2,y,4\n")
-    rows = load_scoring_data(str(csv)).rows
+    rows = load_scoring_rows(str(csv)).rows
     assert rows[0]["comments"] == ["low", "high"] and rows[0]["ranks"] == [1, 0]
 
     listwise = datasets.DatasetDict({"test": datasets.Dataset.from_list(
@@ -162,15 +163,15 @@ def test_prep_folder_csv_and_hub_sources(tmp_path, monkeypatch):
 
     def fake_load_dataset(name, config=None, **kwargs):
         calls.append((name, config))
-        if name == "me/raw" and config == "listwise":
-            raise ValueError("BuilderConfig 'listwise' not found")
         return listwise if name == "me/listwise" else raw
 
+    configs = {"me/listwise": ["listwise", "pairwise"], "me/raw": ["default"]}
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    assert load_scoring_data("me/listwise").rows[0]["ranks"] == [1, 0]
-    hub_raw = load_scoring_data("me/raw").rows
+    monkeypatch.setattr(datasets, "get_dataset_config_names", lambda name, **kwargs: configs[name])
+    assert load_scoring_rows("me/listwise").rows[0]["ranks"] == [1, 0]
+    hub_raw = load_scoring_rows("me/raw").rows
     assert [r["prompt"] for r in hub_raw] == ["Question number 0 about beer?", "Question number 1 about beer?"]
-    assert calls == [("me/listwise", "listwise"), ("me/raw", "listwise"), ("me/raw", None)]
+    assert calls == [("me/listwise", "listwise"), ("me/raw", None)]
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +187,8 @@ def bad_models(tmp_path_factory):
         ("three_labels", "classifier with 3 labels; a reward model has a single-logit head"),
         ("no_head", "has no reward head .*BertModel"),
         ("missing_dataset", "dataset file not found: .*missing.jsonl"),
-        ("missing_fields", r"rows lack the field\(s\) \['prompt'\]"),
-        ("empty_post_listwise", r"row 1: field 'comments': the post has no comments to score"),
+        ("missing_fields", r"ds:row 0: field 'text': missing"),
+        ("empty_post_listwise", r"row 1: field 'comments': 0 comment\(s\), at least 1 needed"),
         ("empty_post_jsonl", r"in.jsonl:2: field 'comments': 0 comment\(s\)"),
     ],
 )
@@ -221,8 +222,8 @@ def test_skip_invalid_counts_empty_posts(tmp_path):
         {"prompt": "", "comments": ["c"]},
     ]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
-    data = load_scoring_data(str(tmp_path / "ds"), skip_invalid=True)
-    assert len(data.rows) == 1 and data.skipped == {"empty_post": 1, "empty_post_text": 1}
+    data = load_scoring_rows(str(tmp_path / "ds"), skip_invalid=True)
+    assert len(data.rows) == 1 and data.summary.posts_dropped == {"too_few_comments": 1, "empty_post_text": 1}
 
 
 def test_one_logit_is_required_of_the_forward():
@@ -251,7 +252,7 @@ def test_rank_one_post_from_stdin(model_dir, monkeypatch, capsys):
     assert [float(line.split()[1]) for line in lines] == pytest.approx([r for _, r in expected], abs=1e-4)
     assert [r["rank"] for r in rows] == [0, 1, 2] and lines[0].endswith(rows[0]["text"])
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"text": "Q", "comments": []})))
-    with pytest.raises(SystemExit, match="rank: error: stdin: field 'comments' must be a non-empty list"):
+    with pytest.raises(SystemExit, match=r"rank: error: stdin: field 'comments': 0 comment\(s\), at least 1 needed"):
         rank(["--model", str(model_dir)])
 
 

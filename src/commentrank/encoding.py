@@ -1,4 +1,4 @@
-"""Tokenization of (prompt, comment) inputs for reward models, with truncation that drops nothing.
+"""How a (prompt, comment) pair becomes a reward model's input ids, from the `EncoderSettings` saved with the model.
 
 TRL's RewardTrainer joins prompt and completion as plain strings and drops every pair longer than
 `max_length`. Here each (prompt, comment) is encoded on its own and truncated to fit, and the trainer gets
@@ -14,14 +14,30 @@ end of the text (the original CUP IT solution's behaviour for GPT-2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from commentrank.configs import EncoderSettings
 
-def is_encoder_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """True for tokenizers that build text pairs with CLS/SEP (BERT-like), False for causal LMs."""
+logger = logging.getLogger(__name__)
+
+
+def is_text_pair_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True for tokenizers that build text pairs with CLS/SEP (BERT-like encoders), False for causal LMs."""
     return tokenizer.sep_token is not None and tokenizer.cls_token is not None
+
+
+def model_max_length(tokenizer: PreTrainedTokenizerBase, model=None) -> int | None:
+    """The most tokens the model takes: the tokenizer's `model_max_length` and the model's position embeddings."""
+    limits = []
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
+        limits.append(int(tokenizer.model_max_length))
+    config = getattr(model, "config", None)
+    if getattr(config, "max_position_embeddings", None):
+        limits.append(int(config.max_position_embeddings))
+    return min(limits) if limits else None
 
 
 @dataclass
@@ -30,50 +46,47 @@ class EncodedBatch:
     truncated: list[bool]
 
 
-@dataclass
 class PairEncoder:
-    """Encodes (prompt, comment) pairs into input ids of at most `max_length` tokens."""
+    """Encodes (prompt, comment) pairs into input ids of at most `settings.max_length` tokens.
 
-    tokenizer: PreTrainedTokenizerBase
-    max_length: int = 512
-    separator: str = "\n\n"
-    min_comment_tokens: int = 64
-    truncation_side: str = "right"
-    prefix: str = ""
-    encoder: bool = field(default=None)
+        encoder = PairEncoder(tokenizer, EncoderSettings.load(model_dir))
+        encoder = PairEncoder(tokenizer, max_length=64)  # the default settings with these changes
 
-    def __post_init__(self):
-        if self.encoder is None:
-            self.encoder = is_encoder_tokenizer(self.tokenizer)
-        if self.truncation_side not in ("right", "left"):
-            raise ValueError(f"truncation_side must be 'right' or 'left', got {self.truncation_side!r}")
-        if not self.encoder and self.tokenizer.eos_token_id is None:
+    A `max_length` beyond what the model takes (`model_max_length`; pass `model` to include its position
+    embeddings) is lowered to it, with a warning; `settings.max_length` then holds the length actually used.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, settings: EncoderSettings | None = None, *, model=None,
+                 **changes):  # fmt: skip
+        settings = (settings or EncoderSettings()).replace(**changes)
+        limit = model_max_length(tokenizer, model)
+        if limit is not None and settings.max_length > limit:
+            logger.warning(
+                "max_length %d is more than the model takes (%d): using %d", settings.max_length, limit, limit
+            )
+            settings = settings.replace(max_length=limit)
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.text_pair = is_text_pair_tokenizer(tokenizer)
+        if not self.text_pair and tokenizer.eos_token_id is None:
             raise ValueError("a decoder reward model needs an EOS token to read the reward at (set eos_token)")
-        if self.encoder:
+        if self.text_pair:
             self.pair_template = self._pair_template()
             self.n_special = sum(len(part) for part in self.pair_template)
         else:
-            self.bos = [self.tokenizer.bos_token_id] if self._adds_bos() else []
+            self.bos = [tokenizer.bos_token_id] if self._adds_bos() else []
             self.n_special = len(self.bos) + 1  # BOS (when the tokenizer adds one) and the appended EOS
         if self.max_length <= self.n_special + 2:
             raise ValueError(f"max_length {self.max_length} leaves no room for text")
         # Whole texts are tokenized first and cut to max_length here (and counted); the tokenizer's "sequence length
         # is longer than the specified maximum ... indexing errors" warning would only mislead.
-        warned = getattr(self.tokenizer, "deprecation_warnings", None)
+        warned = getattr(tokenizer, "deprecation_warnings", None)
         if isinstance(warned, dict):
             warned["sequence-length-is-longer-than-the-specified-maximum"] = True
 
-    @classmethod
-    def from_settings(cls, tokenizer: PreTrainedTokenizerBase, settings: dict) -> PairEncoder:
-        """The encoder that encoder settings describe (the keys of `commentrank_config.json`, saved with a model)."""
-        return cls(
-            tokenizer,
-            max_length=int(settings["max_length"]),
-            separator=settings["separator"],
-            min_comment_tokens=int(settings["min_comment_tokens"]),
-            truncation_side=settings["truncation_side"],
-            prefix=settings["text_prefix"] or "",
-        )
+    @property
+    def max_length(self) -> int:
+        return self.settings.max_length
 
     def _pair_template(self) -> tuple[list[int], list[int], list[int]]:
         """The special tokens around a text pair (e.g. [CLS] / [SEP] / [SEP]), read off the tokenizer itself."""
@@ -93,11 +106,11 @@ class PairEncoder:
         budget = self.max_length - self.n_special
         if len(prompt) + len(comment) <= budget:
             return prompt, comment, False
-        if self.truncation_side == "left":
+        if self.settings.truncation_side == "left":
             joined = (prompt + comment)[-budget:]
             cut = max(0, len(prompt) - (len(prompt) + len(comment) - budget))
             return joined[:cut], joined[cut:], True
-        keep_comment = min(len(comment), max(budget - len(prompt), self.min_comment_tokens))
+        keep_comment = min(len(comment), max(budget - len(prompt), self.settings.min_comment_tokens))
         keep_comment = min(keep_comment, budget)
         return prompt[: budget - keep_comment], comment[:keep_comment], True
 
@@ -105,8 +118,8 @@ class PairEncoder:
         """Encode aligned lists of prompts and comments; report which inputs were truncated."""
         if len(prompts) != len(comments):
             raise ValueError("prompts and comments must have the same length")
-        if not self.encoder:
-            prompts = [f"{self.prefix}{p}{self.separator}" for p in prompts]
+        if not self.text_pair:
+            prompts = [f"{self.settings.text_prefix}{p}{self.settings.separator}" for p in prompts]
         unique = list(dict.fromkeys(prompts))  # a post's prompt comes once per comment: tokenize it once
         tokenized = dict(zip(unique, self._tokenize(unique)))
         prompt_ids = [tokenized[prompt] for prompt in prompts]
@@ -114,7 +127,7 @@ class PairEncoder:
         ids, truncated = [], []
         for p, c in zip(prompt_ids, comment_ids):
             p, c, cut = self._fit(p, c)
-            if self.encoder:
+            if self.text_pair:
                 head, middle, tail = self.pair_template
                 ids.append(head + p + middle + c + tail)
             else:

@@ -3,6 +3,7 @@ from a local path."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -65,3 +66,13 @@ class AtomicDir:
         os.replace(self.tmp, self.path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exits_on_bad_input(prog: str, *also: type[BaseException]):
+    """Bad input (a file, a folder, a field, a setting: FileNotFoundError and ValueError, which our named input errors
+    are) ends a script with one line that names it, `prog: error: ...`, instead of a traceback."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError, *also) as err:
+        raise SystemExit(f"{prog}: error: {err}") from None

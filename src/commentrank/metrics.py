@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "adjacent_pair_rewards",
     "baseline_metrics",
     "corpus_pair_accuracy",
     "dcg_at_k",
@@ -237,6 +238,22 @@ def top1_ndcg(ranks_list: Sequence[ArrayLike], scores_list: Sequence[ArrayLike],
     return float(np.mean(values))
 
 
+def adjacent_pair_rewards(
+    ranks_list: Sequence[ArrayLike], scores_list: Sequence[ArrayLike]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen, rejected) scores of the CUP IT pairs of every post: each comment against the next rank down
+    (0>1, 1>2, ...); tied ranks form no pair."""
+    chosen, rejected = [], []
+    for r, s in zip(ranks_list, scores_list):
+        r_arr, s_arr = np.asarray(r, dtype=np.float64), np.asarray(s, dtype=np.float64)
+        order = np.argsort(r_arr, kind="stable")
+        for a, b in zip(order[:-1], order[1:]):
+            if r_arr[a] < r_arr[b]:
+                chosen.append(s_arr[a])
+                rejected.append(s_arr[b])
+    return np.asarray(chosen), np.asarray(rejected)
+
+
 def paired_ndcg(chosen_rewards: ArrayLike, rejected_rewards: ArrayLike, k: int = 2) -> float:
     """Mean over (chosen, rejected) pairs of ``sklearn.metrics.ndcg_score([[1, 0]], [[r_c, r_r]], k=k)``.
 
@@ -268,8 +285,10 @@ def ranking_metrics(posts: Sequence[Mapping[str, Any]], ks: Iterable[int] = (1, 
     """Standard report over posts given as dicts with ``ranks``, ``scores`` (higher = better), optional ``votes``.
 
     Keys: ``ndcg@k`` (relevance from rank) for each k; ``ndcg_votes@k`` (relevance ``votes - min``) for each k, only
-    when every post has complete votes; ``top1_ndcg@5``; ``pair_accuracy`` (micro average over all pairs);
-    ``n_posts``; ``n_comments``.
+    when every post has complete votes; ``top1_ndcg@5``; ``pair_accuracy`` (micro average over all pairs); the CUP IT
+    solution's ``grouped_ndcg@5`` (:func:`grouped_ndcg`, the same value as ``ndcg@5``) and ``paired_ndcg@2``
+    (:func:`paired_ndcg` over the adjacent pairs of each post, :func:`adjacent_pair_rewards`); ``n_posts``;
+    ``n_comments``.
     """
     ks = tuple(ks)
     ranks = [np.asarray(p["ranks"], dtype=np.float64) for p in posts]
@@ -281,6 +300,8 @@ def ranking_metrics(posts: Sequence[Mapping[str, Any]], ks: Iterable[int] = (1, 
         out.update({f"ndcg_votes@{k}": mean_ndcg(rel_votes, scores, k) for k in ks})
     out["top1_ndcg@5"] = top1_ndcg(ranks, scores, 5)
     out["pair_accuracy"] = corpus_pair_accuracy(ranks, scores)
+    out["grouped_ndcg@5"] = grouped_ndcg(ranks, scores, 5)  # the CUP IT solution's names for its two metrics
+    out["paired_ndcg@2"] = paired_ndcg(*adjacent_pair_rewards(ranks, scores), k=2)
     out["n_posts"] = float(len(posts))
     out["n_comments"] = float(sum(r.size for r in ranks))
     return {key: float(value) for key, value in out.items()}

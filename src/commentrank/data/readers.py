@@ -10,78 +10,72 @@ import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from commentrank.data.records import Comment, RankedPost
+from commentrank.configs import Columns
+from commentrank.data.records import Comment, RankedPost, ranks_by
 from commentrank.data.validation import Problem, ReaderItem
 
 META_KEYS = ("site", "url", "license")
-
-
-@dataclass
-class Columns:
-    """Where the fields of a ranked list live in a source (CUP IT names by default).
-
-    Nested rows hold a list of comments (`comments` with `text`/`score` items). Long ("one row per comment")
-    tables, e.g. CSV, are grouped by `post_id` and hold `comment` and `score` (rank, 0 = best) or `votes`.
-    """
-
-    title: str = "text"
-    body: str = "post_body"
-    comments: str = "comments"
-    comment_text: str = "text"
-    comment_score: str = "score"
-    comment_votes: str = "votes"
-    comment_created: str = "created"
-    post_id: str = "id"
-    comment: str = "comment"  # long format only
 
 
 def _typed(obj: Mapping, key: str, types: tuple, field_name: str, required: bool = True):
     """Return obj[key] when it has one of `types`; raise a `Problem` naming the field otherwise."""
     if key not in obj or (obj[key] is None and required):
         if required:
-            raise _ProblemSignal(Problem("missing_field", field_name, "missing"))
+            raise ProblemSignal(Problem("missing_field", field_name, "missing"))
         return None
     value = obj[key]
     if value is None:
         return None
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         expected = "/".join(t.__name__ for t in types)
-        raise _ProblemSignal(Problem("wrong_type", field_name, f"expected {expected}, got {type(value).__name__}"))
+        raise ProblemSignal(Problem("wrong_type", field_name, f"expected {expected}, got {type(value).__name__}"))
     return value
 
 
-class _ProblemSignal(Exception):
+class ProblemSignal(Exception):
+    """Raised by the row readers' helpers with the structural `Problem` of a record."""
+
     def __init__(self, problem: Problem):
         self.problem = problem
 
 
 def _optional_int(obj: Mapping, key: str, field_name: str) -> int | None:
-    value = _typed(obj, key, (int, float), field_name, required=False)
+    return _int_or_none(_typed(obj, key, (int, float), field_name, required=False), field_name)
+
+
+def _int_or_none(value, field_name: str) -> int | None:
+    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+        raise ProblemSignal(Problem("wrong_type", field_name, f"expected an integer, got {type(value).__name__}"))
     if isinstance(value, float):
         if not value.is_integer():
-            raise _ProblemSignal(Problem("wrong_type", field_name, f"expected an integer, got {value}"))
+            raise ProblemSignal(Problem("wrong_type", field_name, f"expected an integer, got {value}"))
         value = int(value)
     return value
 
 
-def post_from_mapping(obj, columns: Columns, default_id: str) -> RankedPost:
-    """Build a post from one nested row (a CUP IT JSON object); raises `_ProblemSignal` on structural errors."""
+def post_from_mapping(obj, columns: Columns, default_id: str, labels_required: bool = True) -> RankedPost:
+    """Build a post from one nested row (a CUP IT JSON object); raises `ProblemSignal` on structural errors.
+
+    With `labels_required=False` (one post to rank) a comment may also be a plain string or lack its score.
+    """
     if not isinstance(obj, Mapping):
-        raise _ProblemSignal(Problem("wrong_type", "<record>", f"expected a JSON object, got {type(obj).__name__}"))
+        raise ProblemSignal(Problem("wrong_type", "<record>", f"expected a JSON object, got {type(obj).__name__}"))
     title = _typed(obj, columns.title, (str,), columns.title)
     body = _typed(obj, columns.body, (str,), columns.body, required=False)
     raw_comments = _typed(obj, columns.comments, (list,), columns.comments)
     comments = []
     for i, item in enumerate(raw_comments):
         where = f"{columns.comments}[{i}]"
+        if isinstance(item, str) and not labels_required:
+            comments.append(Comment(text=item, rank=None))
+            continue
         if not isinstance(item, Mapping):
-            raise _ProblemSignal(Problem("wrong_type", where, f"expected an object, got {type(item).__name__}"))
+            raise ProblemSignal(Problem("wrong_type", where, f"expected an object, got {type(item).__name__}"))
         text = _typed(item, columns.comment_text, (str,), f"{where}.{columns.comment_text}")
-        if columns.comment_score not in item:
-            raise _ProblemSignal(Problem("missing_field", f"{where}.{columns.comment_score}", "missing"))
+        if columns.comment_score not in item and labels_required:
+            raise ProblemSignal(Problem("missing_field", f"{where}.{columns.comment_score}", "missing"))
         rank = _optional_int(item, columns.comment_score, f"{where}.{columns.comment_score}")
         votes = _optional_int(item, columns.comment_votes, f"{where}.{columns.comment_votes}")
         created = _typed(item, columns.comment_created, (str,), f"{where}.{columns.comment_created}", required=False)
@@ -116,17 +110,13 @@ def read_cupit_jsonl(path: str | os.PathLike, columns: Columns | None = None) ->
                 continue
             try:
                 yield location, post_from_mapping(obj, columns, default_id=f"{path.name}:{line_no}")
-            except _ProblemSignal as signal:
+            except ProblemSignal as signal:
                 yield location, signal.problem
 
 
 def ranks_from_votes(votes: list[int], created: list[str | None]) -> list[int]:
     """Rank 0 = most votes; equal votes: the earlier answer ranks first (then the earlier position)."""
-    order = sorted(range(len(votes)), key=lambda i: (-votes[i], created[i] or "", i))
-    ranks = [0] * len(votes)
-    for rank, i in enumerate(order):
-        ranks[i] = rank
-    return ranks
+    return ranks_by([(-v, c or "") for v, c in zip(votes, created)])
 
 
 def read_rows(rows: Iterable[Mapping], source: str, columns: Columns | None = None) -> Iterator[ReaderItem]:
@@ -140,7 +130,7 @@ def read_rows(rows: Iterable[Mapping], source: str, columns: Columns | None = No
         for i, row in enumerate([first, *rows]):
             try:
                 yield f"{source}:row {i}", post_from_mapping(row, columns, default_id=f"{source}:{i}")
-            except _ProblemSignal as signal:
+            except ProblemSignal as signal:
                 yield f"{source}:row {i}", signal.problem
         return
     missing = [c for c in (columns.post_id, columns.title, columns.comment) if c not in first]
@@ -151,6 +141,37 @@ def read_rows(rows: Iterable[Mapping], source: str, columns: Columns | None = No
             f"'{columns.comment_votes}'; found {sorted(first)} (set the column names with --*_column options)"
         )
     yield from _group_long_rows([first, *rows], source, columns)
+
+
+def read_listwise_rows(rows: Iterable[Mapping], source: str) -> Iterator[ReaderItem]:
+    """Rows of a listwise view (`prompt`, `comments` as texts, `ranks` and `votes` lists or null) as posts whose
+    prompt is already built; `text` (the title), `post_id`, `site`, `url` and `license` are kept when present."""
+    for i, row in enumerate(rows):
+        location = f"{source}:row {i}"
+        try:
+            prompt = _typed(row, "prompt", (str,), "prompt")
+            texts = _typed(row, "comments", (list,), "comments")
+            labels = {}
+            for key in ("ranks", "votes"):
+                values = _typed(row, key, (list,), key, required=False)
+                if values is not None and len(values) != len(texts):
+                    raise ProblemSignal(Problem("wrong_length", key, f"{len(values)} {key} for {len(texts)} comments"))
+                labels[key] = values or [None] * len(texts)
+            comments = []
+            for j, text in enumerate(texts):
+                if not isinstance(text, str):
+                    raise ProblemSignal(
+                        Problem("wrong_type", f"comments[{j}]", f"expected a string, got {type(text).__name__}")
+                    )
+                rank = _int_or_none(labels["ranks"][j], f"ranks[{j}]")
+                votes = _int_or_none(labels["votes"][j], f"votes[{j}]")
+                comments.append(Comment(text, rank, votes))
+            title = row.get("text") if isinstance(row.get("text"), str) else prompt
+            meta = {k: row[k] for k in META_KEYS if isinstance(row.get(k), str)}
+            post_id = str(row["post_id"]) if row.get("post_id") is not None else f"{source}:{i}"
+            yield location, RankedPost(post_id, title, comments, None, meta, prompt=prompt)
+        except ProblemSignal as signal:
+            yield location, signal.problem
 
 
 def _group_long_rows(rows: list[Mapping], source: str, columns: Columns) -> Iterator[ReaderItem]:
@@ -176,7 +197,7 @@ def _group_long_rows(rows: list[Mapping], source: str, columns: Columns) -> Iter
             body = _typed(first, columns.body, (str,), columns.body, required=False)
             meta = {k: first[k] for k in META_KEYS if isinstance(first.get(k), str)}
             yield location, RankedPost(post_id, title, comments, body or None, meta)
-        except _ProblemSignal as signal:
+        except ProblemSignal as signal:
             yield location, signal.problem
 
 
@@ -193,16 +214,19 @@ def is_ranked_file_name(name: str | os.PathLike) -> bool:
 
 
 def read_source(source: str, input_format: str = "auto", columns: Columns | None = None, split: str = "train"):
-    """Dispatch on the source: a local file by suffix, a `Posts.xml` dump, or else a Hub dataset id."""
+    """Dispatch on the source: a local file by suffix, a `Posts.xml` dump, a folder saved with `save_to_disk`, or else
+    a Hub dataset id (`split` of a Hub or saved DatasetDict)."""
     from commentrank.data.stackexchange import read_posts_xml
 
     path = Path(source)
-    suffixes = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    suffixes = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     if input_format == "auto":
-        if path.suffix == ".xml":
+        if suffixes == ".xml":
             input_format = "stackexchange"
         elif suffixes in (".jsonl", ".jsonl.gz"):
             input_format = "cupit"
+        elif path.is_dir():
+            input_format = "saved"
         elif path.exists():
             input_format = "table"
         else:
@@ -216,12 +240,16 @@ def read_source(source: str, input_format: str = "auto", columns: Columns | None
     import datasets
 
     if input_format == "table":
-        builder = TABLE_BUILDERS.get(path.suffix)
+        builder = TABLE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"{source}: unknown table type '{path.suffix}' (use .csv, .parquet, .json or .jsonl)")
         rows = datasets.load_dataset(builder, data_files=str(path), split="train")
+    elif input_format == "saved":
+        rows = datasets.load_from_disk(str(path))
+        if isinstance(rows, datasets.DatasetDict):
+            rows = rows[split]
     elif input_format == "hub":
         rows = datasets.load_dataset(source, split=split)
     else:
-        raise ValueError(f"unknown input_format '{input_format}' (auto, cupit, stackexchange, table, hub)")
+        raise ValueError(f"unknown input_format '{input_format}' (auto, cupit, stackexchange, table, saved, hub)")
     return read_rows(rows, source, columns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -29,6 +30,7 @@ class RankedPost:
     comments: list[Comment]
     body: str | None = None
     meta: dict = field(default_factory=dict)  # site, url, license: carried to outputs, never model inputs
+    prompt: str | None = None  # the model's prompt when the source holds it already built (a listwise view's row)
 
     @property
     def labeled(self) -> bool:
@@ -37,3 +39,12 @@ class RankedPost:
     def ordered(self) -> list[Comment]:
         """Comments best first (labeled posts only)."""
         return sorted(self.comments, key=lambda c: c.rank)
+
+
+def ranks_by(keys: Sequence) -> list[int]:
+    """The rank of each item when sorted by `keys` (rank 0 = the smallest key); equal keys keep their input order."""
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    ranks = [0] * len(keys)
+    for rank, i in enumerate(order):
+        ranks[i] = rank
+    return ranks

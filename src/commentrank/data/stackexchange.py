@@ -16,7 +16,7 @@ from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
-from commentrank.data.records import Comment, RankedPost
+from commentrank.data.records import Comment, RankedPost, ranks_by
 from commentrank.data.validation import Problem
 
 _BLOCK_TAGS = {"p", "div", "ul", "ol", "li", "pre", "blockquote", "hr", "table", "tr", "dl", "dt", "dd"}
@@ -118,10 +118,9 @@ def _build(
             if not re.fullmatch(r"[+-]?\d+", answer[name].strip()):
                 return Problem("wrong_type", name, f"answer {answer['Id']}: {name} {answer[name]!r} is not an integer")
         keys.append((-int(answer["Score"]), answer["CreationDate"], int(answer["Id"])))
-    order = sorted(range(len(answers)), key=keys.__getitem__)  # most votes first; ties: the earlier answer
-    rank = {i: r for r, i in enumerate(order)}
+    ranks = ranks_by(keys)  # most votes first; ties: the earlier answer, then the lower Id
     comments = [
-        Comment(html_to_text(a["Body"]), rank[i], votes=-keys[i][0], created=a["CreationDate"])
+        Comment(html_to_text(a["Body"]), ranks[i], votes=-keys[i][0], created=a["CreationDate"])
         for i, a in enumerate(answers)
     ]
     created = question.get("CreationDate", "")

@@ -22,31 +22,54 @@ class Problem:
 class InvalidInputError(ValueError):
     """Bad input that stops the run; the message names the file, line (or row) and field."""
 
-    def __init__(self, location: str, problem: Problem):
+    def __init__(self, location: str, problem: Problem, hint: bool = True):
         self.location = location
         self.problem = problem
-        hint = " (pass --skip_invalid to skip and count such posts)"
+        hint = " (pass --skip_invalid to skip and count such posts)" if hint else ""
         super().__init__(f"{location}: field '{problem.field}': {problem.message}{hint}")
 
 
-def validate_post(post: RankedPost, min_comments: int = 2) -> Problem | None:
-    """Semantic checks of one post; structural checks (types, missing fields) are the readers' job."""
-    if not post.title.strip():
-        return Problem("empty_post_text", "text", "the post text is empty")
-    if len(post.comments) < min_comments:
-        return Problem(
-            "too_few_comments", "comments", f"{len(post.comments)} comment(s), at least {min_comments} needed"
-        )
+@dataclass(frozen=True)
+class ValidationRules:
+    """What makes a post usable. Training needs two comments to compare and distinct texts (the same text cannot be
+    both better and worse); scoring takes any post with a comment, and scores every copy of a repeated text ("+1")."""
+
+    min_comments: int = 2
+    allow_duplicate_texts: bool = False
+
+
+TRAINING = ValidationRules()
+SCORING = ValidationRules(min_comments=1, allow_duplicate_texts=True)
+
+
+def duplicate_texts(post: RankedPost) -> list[tuple[int, int]]:
+    """(i, j) for each comment i whose text (stripped) repeats that of an earlier comment j of the post."""
     seen: dict[str, int] = {}
+    repeats = []
+    for i, comment in enumerate(post.comments):
+        key = comment.text.strip()
+        if key in seen:
+            repeats.append((i, seen[key]))
+        else:
+            seen[key] = i
+    return repeats
+
+
+def validate_post(post: RankedPost, rules: ValidationRules = TRAINING) -> Problem | None:
+    """Semantic checks of one post under `rules`; structural checks (types, missing fields) are the readers' job."""
+    text_field = "prompt" if post.prompt is not None else "text"
+    if not (post.prompt if post.prompt is not None else post.title).strip():
+        return Problem("empty_post_text", text_field, "the post text is empty")
+    if len(post.comments) < rules.min_comments:
+        return Problem(
+            "too_few_comments", "comments", f"{len(post.comments)} comment(s), at least {rules.min_comments} needed"
+        )
     for i, comment in enumerate(post.comments):
         if not comment.text.strip():
             return Problem("empty_comment_text", f"comments[{i}].text", "the comment text is empty")
-        key = comment.text.strip()
-        if key in seen:
-            return Problem(
-                "duplicate_comment", f"comments[{i}].text", f"the same text as comments[{seen[key]}] in this post"
-            )
-        seen[key] = i
+    if not rules.allow_duplicate_texts:
+        for i, j in duplicate_texts(post)[:1]:
+            return Problem("duplicate_comment", f"comments[{i}].text", f"the same text as comments[{j}] in this post")
     ranks = [c.rank for c in post.comments]
     labeled = [r is not None for r in ranks]
     if any(labeled) and not all(labeled):
@@ -77,6 +100,7 @@ class PrepSummary:
     unlabeled_posts: int = 0
     posts_dropped: Counter = field(default_factory=Counter)
     comments_dropped: Counter = field(default_factory=Counter)
+    duplicate_texts: int = 0  # comments kept whose text repeats another of their post (scoring rules)
     pairs: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)
     sources: list = field(default_factory=list)
@@ -96,6 +120,7 @@ class PrepSummary:
             "unlabeled_posts": self.unlabeled_posts,
             "posts_dropped": dict(self.posts_dropped),
             "comments_dropped": dict(self.comments_dropped),
+            "duplicate_texts": self.duplicate_texts,
             "pairs": self.pairs,
             "splits": self.splits,
         }
@@ -125,7 +150,7 @@ ReaderItem = tuple[str, "RankedPost | Problem"]
 
 
 def collect_posts(
-    items: Iterable[ReaderItem], summary: PrepSummary, skip_invalid: bool = False, min_comments: int = 2
+    items: Iterable[ReaderItem], summary: PrepSummary, skip_invalid: bool = False, rules: ValidationRules = TRAINING
 ) -> Iterator[RankedPost]:
     """Validate what a reader yields: raise on the first problem, or skip and count it with `skip_invalid`.
 
@@ -136,7 +161,7 @@ def collect_posts(
         summary.posts_read += 1
         n_comments = len(record.comments) if isinstance(record, RankedPost) else 0
         summary.comments_read += n_comments
-        problem = record if isinstance(record, Problem) else validate_post(record, min_comments)
+        problem = record if isinstance(record, Problem) else validate_post(record, rules)
         if problem is not None:
             if not skip_invalid:
                 raise InvalidInputError(location, problem)
@@ -145,4 +170,5 @@ def collect_posts(
         summary.posts_kept += 1
         summary.comments_kept += n_comments
         summary.unlabeled_posts += not record.labeled
+        summary.duplicate_texts += len(duplicate_texts(record)) if rules.allow_duplicate_texts else 0
         yield record

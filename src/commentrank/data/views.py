@@ -6,14 +6,15 @@ import itertools
 import random
 from dataclasses import dataclass
 
+from commentrank.configs import DEFAULT_PROMPT_TEMPLATE, PAIR_STRATEGIES, SFT_COMMENTS
 from commentrank.data.records import Comment, RankedPost
 
-PAIR_STRATEGIES = ("adjacent", "all", "best_vs_rest")
-SFT_COMMENTS = ("all", "best", "top_k")
 
-
-def build_prompt(post: RankedPost, template: str = "{title}") -> str:
-    """The model's prompt from a post: `{title}` ("no context") or e.g. `{title}\\n\\n{body}` ("with context")."""
+def build_prompt(post: RankedPost, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
+    """The model's prompt from a post: `{title}` ("no context") or e.g. `{title}\\n\\n{body}` ("with context"); the
+    prompt itself when the post comes with one (a listwise view's row)."""
+    if post.prompt is not None:
+        return post.prompt
     return template.format(title=post.title.strip(), body=(post.body or "").strip()).strip()
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from trl.trainer.utils import pad
 
+from commentrank.data.records import ranks_by
 from commentrank.encoding import PairEncoder
 
 
@@ -109,8 +110,4 @@ def score_posts(
 
 def predicted_ranks(rewards: Sequence[float]) -> list[int]:
     """Rank of each comment from its reward: 0 = highest reward; equal rewards keep their input order."""
-    order = sorted(range(len(rewards)), key=lambda i: -rewards[i])
-    ranks = [0] * len(rewards)
-    for rank, i in enumerate(order):
-        ranks[i] = rank
-    return ranks
+    return ranks_by([-r for r in rewards])

@@ -45,16 +45,24 @@ def plot_ndcg(results: dict[str, dict], path: str | os.PathLike, ks=(1, 2, 3, 4,
     os.replace(tmp, path)
 
 
+def labeled_posts(rows: Sequence[dict], rewards: Sequence[Sequence[float]] | None = None) -> list[dict]:
+    """The rows that can be evaluated (labeled, two or more comments) as `ranking_metrics` posts, with their
+    rewards as `scores` when given."""
+    rewards = rewards if rewards is not None else [None] * len(rows)
+    return [
+        {"ranks": row["ranks"], "votes": row.get("votes"), "comments": row["comments"],
+         **({"scores": list(r)} if r is not None else {})}
+        for row, r in zip(rows, rewards)
+        if row.get("ranks") is not None and all(v is not None for v in row["ranks"]) and len(row["comments"]) > 1
+    ]  # fmt: skip
+
+
 def evaluate_rewards(rows: Sequence[dict], rewards: Sequence[Sequence[float]], n_seeds: int = 20, seed: int = 0):
     """{"model", "random", "longest_first"} -> `ranking_metrics` on the labeled posts with 2+ comments, or None
     when no post is labeled. The baselines rank the same posts."""
     from commentrank.metrics import baseline_metrics, ranking_metrics
 
-    posts = [
-        {"ranks": row["ranks"], "votes": row.get("votes"), "comments": row["comments"], "scores": list(r)}
-        for row, r in zip(rows, rewards)
-        if row.get("ranks") is not None and all(v is not None for v in row["ranks"]) and len(row["comments"]) > 1
-    ]
+    posts = labeled_posts(rows, rewards)
     if not posts:
         return None
     return {"model": ranking_metrics(posts), **baseline_metrics(posts, n_seeds=n_seeds, seed=seed)}
@@ -96,6 +104,14 @@ def report_markdown(results: dict, info: dict) -> str:
     ]
     if any(votes[0] in metrics for metrics in results.values()):
         lines += ["", "Relevance from votes:", "", markdown_table(results, votes)]
+    lines += [
+        "",
+        "The original CUP IT solution's metrics: grouped NDCG@5 (NDCG@5 over each post's list, the same value as "
+        "ndcg@5 above) and paired NDCG@2 (sklearn's NDCG@2 of each adjacent (chosen, rejected) pair, 0>1, 1>2, ...: "
+        "an affine map of adjacent-pair accuracy).",
+        "",
+        markdown_table(results, ("grouped_ndcg@5", "paired_ndcg@2")),
+    ]
     lines += ["", f"![NDCG@k]({PLOT_NAME})", ""]
     return "\n".join(lines)
 

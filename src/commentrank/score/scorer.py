@@ -1,117 +1,34 @@
-"""A reward model ready to score: the model, its tokenizer and the encoder settings it was trained with.
+"""A reward model ready to score: the model and the `PairEncoder` built from the encoder settings it was trained with.
 
-The training script writes `commentrank_config.json` next to the model (how inputs were encoded: length, separator,
-truncation, prompt template); loading here reads it back so that scoring encodes inputs the same way.
+The training script writes `commentrank_config.json` (`EncoderSettings`) next to the model; `load_scorer` reads it
+back so that scoring encodes inputs exactly as training did.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from commentrank.configs import EncoderSettings
 from commentrank.encoding import PairEncoder
 from commentrank.io_utils import is_hub_id
 from commentrank.score.inference import score_posts
 
-logger = logging.getLogger(__name__)
-
-encoder_settings_path = "commentrank_config.json"
-DEFAULT_ENCODER_SETTINGS = {
-    "max_length": 512,
-    "separator": "\n\n",
-    "min_comment_tokens": 64,
-    "truncation_side": "right",
-    "text_prefix": "",
-    "prompt_template": "{title}",
-    "pad_at_eos": True,
-}
-
-
-def save_encoder_settings(output_dir: str | os.PathLike, **settings) -> Path:
-    """Write `commentrank_config.json` (the defaults completed by `settings`) into a model folder, atomically."""
-    from commentrank.io_utils import atomic_write_text
-
-    unknown = set(settings) - set(DEFAULT_ENCODER_SETTINGS)
-    if unknown:
-        logger.info("encoder settings: keeping extra keys %s", sorted(unknown))
-    values = {**DEFAULT_ENCODER_SETTINGS, **{k: v for k, v in settings.items() if v is not None}}
-    path = Path(output_dir) / encoder_settings_path
-    atomic_write_text(path, json.dumps(values, indent=2) + "\n")
-    return path
-
-
-def _settings_file(model_dir_or_id: str) -> Path | None:
-    """The settings file of a local folder, or of a Hub model (downloaded or cached); None when there is none."""
-    local = Path(model_dir_or_id)
-    if local.is_dir():
-        path = local / encoder_settings_path
-        return path if path.is_file() else None
-    if not is_hub_id(str(model_dir_or_id)):
-        return None
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(str(model_dir_or_id), encoder_settings_path))
-    except Exception as err:  # not on the Hub, offline, or no such file: the defaults apply
-        logger.info(
-            "no %s for %s (%s): default encoder settings", encoder_settings_path, model_dir_or_id, type(err).__name__
-        )
-        return None
-
-
-def read_encoder_settings(model_dir_or_id: str | os.PathLike) -> dict:
-    """The encoder settings saved with a model, completed with the defaults (the defaults alone when none saved)."""
-    path = _settings_file(str(model_dir_or_id))
-    if path is None:
-        return dict(DEFAULT_ENCODER_SETTINGS)
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: expected a JSON object of encoder settings, got {type(saved).__name__}")
-    return {**DEFAULT_ENCODER_SETTINGS, **{k: v for k, v in saved.items() if v is not None}}
-
-
-def _model_max_positions(tokenizer, model=None) -> int | None:
-    limits = []
-    if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
-        limits.append(int(tokenizer.model_max_length))
-    config = getattr(model, "config", None)
-    if getattr(config, "max_position_embeddings", None):
-        limits.append(int(config.max_position_embeddings))
-    return min(limits) if limits else None
-
-
-def load_encoder(
-    model_dir_or_id: str | os.PathLike, tokenizer, max_length: int | None = None, model=None, settings=None
-) -> PairEncoder:
-    """A `PairEncoder` built from the model's `commentrank_config.json` (defaults when absent; `settings` when
-    already read); `max_length` overrides the saved one. A length beyond what the model can embed is lowered."""
-    settings = settings if settings is not None else read_encoder_settings(model_dir_or_id)
-    length = int(max_length or settings["max_length"] or DEFAULT_ENCODER_SETTINGS["max_length"])
-    limit = _model_max_positions(tokenizer, model)
-    if limit is not None and length > limit:
-        logger.warning("max_length %d is more than the model takes (%d): using %d", length, limit, limit)
-        length = limit
-    return PairEncoder.from_settings(tokenizer, {**settings, "max_length": length})
-
 
 @dataclass
 class Scorer:
-    """A reward model ready to score: model, tokenizer, encoder and the encoder settings it was trained with."""
+    """A reward model with its encoder (`encoder.tokenizer`, `encoder.settings`: how inputs were encoded)."""
 
     model: torch.nn.Module
-    tokenizer: object
     encoder: PairEncoder
-    settings: dict = field(default_factory=dict)
-    name_or_path: str = ""
+
+    @property
+    def settings(self) -> EncoderSettings:
+        return self.encoder.settings
 
     def score(self, posts: Sequence[dict], batch_size: int = 32, progress: bool = False):
         """`score_posts` with this model: (rewards per post, number of truncated inputs)."""
@@ -152,10 +69,9 @@ def load_scorer(
     max_length: int | None = None,
     device: str | torch.device | None = None,
     dtype: str = "float32",
-    settings: dict | None = None,
 ) -> Scorer:
-    """Model, tokenizer and encoder of a reward model folder or Hub id, with the encoder settings saved next to it
-    (`settings`: those already read with `read_encoder_settings`).
+    """Model and encoder of a reward model folder or Hub id, with the encoder settings saved next to it
+    (`max_length` overrides the saved one; a length beyond what the model takes is lowered to it).
 
     Clear errors for a missing model, a checkpoint without a single-logit head and a multi-label classifier.
     """
@@ -173,12 +89,12 @@ def load_scorer(
             f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from None
     check_reward_head(config, model_path)
-    settings = dict(settings) if settings is not None else read_encoder_settings(model_path)
-    tokenizer = load_tokenizer(model_path, pad_at_eos=bool(settings["pad_at_eos"]))
+    settings = EncoderSettings.load(model_path)
+    if max_length:
+        settings = settings.replace(max_length=max_length)
+    tokenizer = load_tokenizer(model_path, pad_at_eos=settings.pad_at_eos)
     model = load_reward_model(model_path, tokenizer, dtype=dtype)
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
-    encoder = load_encoder(model_path, tokenizer, max_length, model, settings)
-    settings["max_length"] = encoder.max_length
-    return Scorer(model, tokenizer, encoder, settings, model_path)
+    return Scorer(model, PairEncoder(tokenizer, settings, model=model))

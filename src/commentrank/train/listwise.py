@@ -37,16 +37,17 @@ from typing import Any
 
 import datasets
 import torch
-import torch.nn.functional as F
 from transformers.data.data_collator import DataCollatorMixin
 from trl import RewardTrainer
 from trl.trainer.utils import pad
 
+from commentrank.configs import LISTWISE_LOSSES, EncoderSettings
 from commentrank.encoding import PairEncoder
+from commentrank.train.losses import listmle_loss, pair_mask, pairwise_all_loss
+from commentrank.train.pairwise import PairwiseRewardTrainer
 
 logger = logging.getLogger(__name__)
 
-LOSS_TYPES = ("pairwise_all", "listmle")
 LISTWISE_COLUMNS = ("comment_ids", "ranks")
 
 
@@ -149,63 +150,11 @@ class DataCollatorForListwise(DataCollatorMixin):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Losses over the flattened rewards of a batch of posts
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def pair_mask(post_index: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
-    """`mask[i, j]`: comments i and j are in the same post and i is ranked strictly better (smaller rank)."""
-    same_post = post_index[:, None] == post_index[None, :]
-    return same_post & (ranks[:, None] < ranks[None, :])
-
-
-def _post_sums(values: torch.Tensor, post_index: torch.Tensor) -> torch.Tensor:
-    """Per-post sums of per-row values (posts are numbered 0..B-1 by the collator)."""
-    n_posts = int(post_index.max()) + 1 if post_index.numel() else 0
-    return values.new_zeros(n_posts).index_add(0, post_index, values)
-
-
-def pairwise_all_loss(
-    rewards: torch.Tensor, post_index: torch.Tensor, ranks: torch.Tensor, margin_scale: float | None = None
-) -> torch.Tensor:
-    """Mean over posts of the mean over the post's ordered pairs of `-log sigmoid(r_i - r_j - m_ij)`.
-
-    `m_ij = margin_scale * (rank_j - rank_i)` when `margin_scale` is set, else 0. Posts without a pair (all ranks
-    tied) are left out of the mean.
-    """
-    mask = pair_mask(post_index, ranks)
-    diff = rewards[:, None] - rewards[None, :]
-    if margin_scale:
-        diff = diff - margin_scale * (ranks[None, :] - ranks[:, None]).to(rewards.dtype)
-    pair_losses = torch.where(mask, -F.logsigmoid(diff), torch.zeros_like(diff))
-    sums = _post_sums(pair_losses.sum(1), post_index)
-    n_pairs = _post_sums(mask.sum(1).to(rewards.dtype), post_index)
-    valid = n_pairs > 0
-    if not bool(valid.any()):
-        return rewards.sum() * 0.0  # keeps the graph: every process runs a backward
-    return (sums[valid] / n_pairs[valid]).mean()
-
-
-def listmle_loss(rewards: torch.Tensor, post_index: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
-    """Mean over posts of the Plackett-Luce NLL of the observed order, `sum_i [logsumexp_{rank_j >= rank_i} r_j - r_i]`.
-
-    Tied comments share their risk set (each denominator includes the ties). Posts of one comment are left out.
-    """
-    risk = (post_index[:, None] == post_index[None, :]) & (ranks[None, :] >= ranks[:, None])
-    masked = rewards[None, :].expand(len(rewards), -1).masked_fill(~risk, float("-inf"))
-    nll = _post_sums(torch.logsumexp(masked, dim=1) - rewards, post_index)
-    valid = _post_sums(torch.ones_like(rewards), post_index) >= 2
-    if not bool(valid.any()):
-        return rewards.sum() * 0.0
-    return nll[valid].mean()
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class ListwiseRewardTrainer(RewardTrainer):
+class ListwiseRewardTrainer(PairwiseRewardTrainer):
     """TRL's `RewardTrainer` on whole posts: each comment is forwarded once, the loss sees all the post's comments.
 
     Takes the same arguments as `RewardTrainer`, plus:
@@ -214,9 +163,11 @@ class ListwiseRewardTrainer(RewardTrainer):
         use_margin: `pairwise_all` only: subtract `margin_scale * rank gap` inside the sigmoid.
         margin_scale: the margin per rank of gap.
         max_comments_per_post: cap applied when the trainer tokenizes a raw listwise view itself.
+        encoder_settings: how it encodes a raw listwise view (the recipe's `EncoderSettings`, also saved with every
+            checkpoint); default: the default settings at `args.max_length`.
 
     Datasets are either `prepare_listwise` outputs (`comment_ids`, `ranks`) or raw listwise views (`prompt`,
-    `comments`, `ranks`), then encoded here with a `PairEncoder` of `args.max_length` (truncated, never dropped).
+    `comments`, `ranks`), then encoded here with a `PairEncoder` of `encoder_settings` (truncated, never dropped).
     The loss is a mean over the posts of a micro-batch, divided by the gradient accumulation steps as in TRL.
     """
 
@@ -231,8 +182,8 @@ class ListwiseRewardTrainer(RewardTrainer):
         max_comments_per_post: int | None = None,
         **kwargs,
     ):
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"unknown listwise loss_type '{loss_type}' (choose from {', '.join(LOSS_TYPES)})")
+        if loss_type not in LISTWISE_LOSSES:
+            raise ValueError(f"unknown listwise loss_type '{loss_type}' (choose from {', '.join(LISTWISE_LOSSES)})")
         if use_margin and loss_type != "pairwise_all":
             raise ValueError("use_margin applies to loss_type pairwise_all only (ListMLE has no margin)")
         if max_comments_per_post is not None and max_comments_per_post < 2:
@@ -240,7 +191,8 @@ class ListwiseRewardTrainer(RewardTrainer):
         self.loss_type = loss_type
         self.margin_scale = float(margin_scale) if use_margin else None
         self.max_comments_per_post = max_comments_per_post
-        bound = inspect.signature(RewardTrainer.__init__).bind_partial(self, *args, **kwargs).arguments
+        trl_kwargs = {k: v for k, v in kwargs.items() if k != "encoder_settings"}
+        bound = inspect.signature(RewardTrainer.__init__).bind_partial(self, *args, **trl_kwargs).arguments
         super().__init__(*args, **kwargs)
         if bound.get("data_collator") is None:
             self.data_collator = DataCollatorForListwise(
@@ -254,11 +206,8 @@ class ListwiseRewardTrainer(RewardTrainer):
         if {"prompt", "comments", "ranks"} <= set(columns) and isinstance(dataset, datasets.Dataset):
             from trl.trainer.utils import global_then_local_main_first
 
-            from commentrank.score.scorer import _model_max_positions
-
-            length = args.max_length or 512
-            limit = _model_max_positions(processing_class)
-            encoder = PairEncoder(processing_class, min(length, limit) if limit else length)
+            settings = self.encoder_settings or EncoderSettings(max_length=args.max_length or 512)
+            encoder = PairEncoder(processing_class, settings, model=getattr(self, "model", None))
             with global_then_local_main_first():
                 dataset, counts = prepare_listwise(dataset, encoder, self.max_comments_per_post, args.seed)
             logger.info("%s dataset: %s", dataset_name, counts)

@@ -1,0 +1,419 @@
+"""Every setting of commentrank, declared once: the scripts' arguments and the encoder settings saved with a model.
+
+The scripts' arguments are dataclasses with `help` metadata, parsed by `TrlParser` next to TRL's own configs, as in
+TRL and alignment-handbook: each field is a YAML key of a recipe and a `--flag` of its script.
+
+| class | script | parsed with |
+|---|---|---|
+| `PrepArguments` | `data_prep/prepare.py` | - |
+| `RewardArguments` | `scripts/reward.py` | `trl.RewardConfig`, `trl.ModelConfig` |
+| `SFTArguments` | `scripts/sft.py` | `trl.SFTConfig`, `trl.ModelConfig` |
+| `ScoreArguments` | `scripts/score.py` | - |
+
+`RewardArguments` and `SFTArguments` share `TrainingScriptArguments` (TRL's `ScriptArguments` plus the data options of
+commentrank). `EncoderSettings` is how a (prompt, comment) pair becomes the model's input: the reward script writes it
+as `commentrank_config.json` into the model folder and into each checkpoint, and every scorer reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import ScriptArguments
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROMPT_TEMPLATE = "{title}"
+PROMPT_TEMPLATE_HELP = "'{title}' (no context, as in CUP IT) or '{title}\\n\\n{body}' (with context)"
+ENCODER_SETTINGS_FILE = "commentrank_config.json"
+TRUNCATION_SIDES = ("right", "left")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# How inputs are encoded (saved with every model)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextFormat:
+    """How a (prompt, comment) pair is joined and cut into one input, apart from its length."""
+
+    separator: str = field(default="\n\n", metadata={"help": "Decoders: text between prompt and comment."})
+    min_comment_tokens: int = field(
+        default=64, metadata={"help": "Tokens kept for the comment before the prompt is cut."}
+    )
+    truncation_side: str = field(
+        default="right", metadata={"help": "right: cut the tails; left: keep the end of the text (the CUP IT way)."}
+    )
+    text_prefix: str = field(default="", metadata={"help": "Decoders: plain text before the prompt."})
+    pad_at_eos: bool = field(
+        default=True, metadata={"help": "Decoders: pad with EOS (false: add a pad token, the reward read at EOS)."}
+    )
+
+    def __post_init__(self):
+        if self.truncation_side not in TRUNCATION_SIDES:
+            raise ValueError(f"truncation_side must be 'right' or 'left', got {self.truncation_side!r}")
+
+
+@dataclass
+class EncoderSettings(TextFormat):
+    """The text format, the token limit and the prompt template a model was trained with (`commentrank_config.json`).
+
+    `prompt_template` is the one the training data was built with (data_prep records it with the data), so that a
+    raw file scored later gets the same prompts.
+    """
+
+    max_length: int = field(default=512, metadata={"help": "Tokens per (prompt, comment) input."})
+    prompt_template: str = field(default=DEFAULT_PROMPT_TEMPLATE, metadata={"help": PROMPT_TEMPLATE_HELP})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> EncoderSettings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "encoder settings") -> EncoderSettings:
+        """Settings from saved values: missing or null keys take the defaults, unknown keys are logged and ignored."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a JSON object of encoder settings, got {type(values).__name__}")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            logger.info("%s: ignoring unknown keys %s", source, unknown)
+        known = {k: v for k, v in values.items() if k in names and v is not None}
+        for key, value in known.items():
+            expected = type(getattr(cls(), key))
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(f"{source}: '{key}' must be {expected.__name__}, got {value!r}")
+        return cls(**known)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write `commentrank_config.json` into a model (or checkpoint) folder, atomically."""
+        from .io_utils import atomic_write_text
+
+        path = Path(folder) / ENCODER_SETTINGS_FILE
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, model_dir_or_id: str | os.PathLike) -> EncoderSettings:
+        """The settings saved with a model folder or Hub model; the defaults when it has none (logged)."""
+        path = _settings_file(str(model_dir_or_id))
+        if path is None:
+            logger.warning("%s has no %s: default encoder settings", model_dir_or_id, ENCODER_SETTINGS_FILE)
+            return cls()
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(values, str(path))
+
+
+def _settings_file(model_dir_or_id: str) -> Path | None:
+    """The settings file of a local folder or of a Hub model (downloaded or cached); None when there is none."""
+    from .io_utils import is_hub_id
+
+    local = Path(model_dir_or_id)
+    if local.is_dir():
+        path = local / ENCODER_SETTINGS_FILE
+        return path if path.is_file() else None
+    if not is_hub_id(model_dir_or_id):
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(model_dir_or_id, ENCODER_SETTINGS_FILE))
+    except EntryNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# data_prep
+# --------------------------------------------------------------------------------------------------------------------
+
+PAIR_STRATEGIES = ("adjacent", "all", "best_vs_rest")
+VIEWS = ("pairwise", "listwise", "sft")
+SFT_COMMENTS = ("all", "best", "top_k")
+
+
+@dataclass
+class Columns:
+    """Where the fields of a ranked list live in a source (CUP IT names by default).
+
+    Nested rows hold a list of comments (`comments` with `text`/`score` items). Long ("one row per comment")
+    tables, e.g. CSV, are grouped by `post_id` and hold `comment` and `score` (rank, 0 = best) or `votes`.
+    """
+
+    title: str = "text"
+    body: str = "post_body"
+    comments: str = "comments"
+    comment_text: str = "text"
+    comment_score: str = "score"
+    comment_votes: str = "votes"
+    comment_created: str = "created"
+    post_id: str = "id"
+    comment: str = "comment"  # long format only
+
+
+_COLUMNS = Columns()
+
+
+@dataclass
+class PrepArguments:
+    """Options of `data_prep/prepare.py` (also YAML keys with `--config`)."""
+
+    inputs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Input files (CUP IT .jsonl[.gz], Stack Exchange Posts.xml, .csv/.parquet/.json) or Hub "
+            "dataset ids."
+        },
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Folder for the views (save_to_disk), summary.json and prep_config.json."}
+    )
+    input_format: str = field(default="auto", metadata={"help": "auto, cupit, stackexchange, table or hub."})
+    hub_split: str = field(default="train", metadata={"help": "Split read from a Hub dataset id."})
+    title_column: str = field(default=_COLUMNS.title, metadata={"help": "Field with the post text (title)."})
+    body_column: str = field(default=_COLUMNS.body, metadata={"help": "Field with the post body (context), optional."})
+    comments_column: str = field(
+        default=_COLUMNS.comments, metadata={"help": "Field with the list of comments (nested)."}
+    )
+    comment_text_field: str = field(
+        default=_COLUMNS.comment_text, metadata={"help": "Comment text key inside each comment."}
+    )
+    comment_score_field: str = field(
+        default=_COLUMNS.comment_score, metadata={"help": "Rank key (0 = best; null = unlabeled)."}
+    )
+    comment_votes_field: str = field(
+        default=_COLUMNS.comment_votes, metadata={"help": "Vote count key (optional, graded NDCG)."}
+    )
+    post_id_column: str = field(
+        default=_COLUMNS.post_id, metadata={"help": "Post id field (long tables group rows by it)."}
+    )
+    comment_column: str = field(default=_COLUMNS.comment, metadata={"help": "Comment text column of long tables."})
+    prompt_template: str = field(
+        default=DEFAULT_PROMPT_TEMPLATE, metadata={"help": f"Prompt from the post: {PROMPT_TEMPLATE_HELP}."}
+    )
+    pair_strategy: str = field(
+        default="adjacent", metadata={"help": "adjacent (CUP IT), all (InstructGPT) or best_vs_rest."}
+    )
+    max_pairs_per_post: int | None = field(default=None, metadata={"help": "Cap on pairs per post (seeded sample)."})
+    visibility_filter: bool = field(
+        default=False, metadata={"help": "Keep a pair only if the preferred answer was written later (SHP rule)."}
+    )
+    sft_comments: str = field(default="all", metadata={"help": "Comments in the sft view: all, best or top_k."})
+    sft_top_k: int = field(default=1, metadata={"help": "k for sft_comments=top_k."})
+    test_size: float = field(default=0.1, metadata={"help": "Test fraction of posts (or a count if >= 1)."})
+    validation_size: float = field(default=0.1, metadata={"help": "Validation fraction of posts (or a count)."})
+    split_by: str = field(default="post", metadata={"help": "Unit of the split: post, or site (unseen sites)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the split and of pair sampling."})
+    max_posts: int | None = field(default=None, metadata={"help": "Keep only this many valid posts (seeded)."})
+    min_comments: int = field(default=2, metadata={"help": "Posts with fewer comments are invalid."})
+    skip_invalid: bool = field(default=False, metadata={"help": "Skip and count invalid posts instead of stopping."})
+    views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "Views to write."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to push the views to."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self):
+        if isinstance(self.inputs, str):
+            self.inputs = [self.inputs]
+        if self.pair_strategy not in PAIR_STRATEGIES:
+            raise ValueError(f"pair_strategy '{self.pair_strategy}' is not one of {', '.join(PAIR_STRATEGIES)}")
+        if self.sft_comments not in SFT_COMMENTS:
+            raise ValueError(f"sft_comments '{self.sft_comments}' is not one of {', '.join(SFT_COMMENTS)}")
+        unknown = set(self.views) - set(VIEWS)
+        if unknown:
+            raise ValueError(f"unknown views {sorted(unknown)} (choose from {', '.join(VIEWS)})")
+        if self.split_by not in ("post", "site"):
+            raise ValueError(f"split_by '{self.split_by}' must be post or site")
+
+    @property
+    def columns(self) -> Columns:
+        return Columns(
+            title=self.title_column, body=self.body_column, comments=self.comments_column,
+            comment_text=self.comment_text_field, comment_score=self.comment_score_field,
+            comment_votes=self.comment_votes_field, post_id=self.post_id_column, comment=self.comment_column,
+        )  # fmt: skip
+
+    def recorded(self) -> dict:
+        """What a data_prep output records about how it was built (`prep_config.json`): no Hub settings."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("push_to_hub", "hub_private")}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training scripts
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss as a model card states it: its name, formula and what it is trained on."""
+
+    name: str
+    formula: str
+    description: str
+
+
+LOSSES = {
+    "pairwise": Loss(
+        "pairwise (Bradley-Terry)",
+        "-log sigmoid(r_chosen - r_rejected)",
+        "TRL's RewardTrainer on (chosen, rejected) comment pairs of the same post, the CUP IT / InstructGPT recipe",
+    ),
+    "pairwise_all": Loss(
+        "pairwise over all pairs of a post",
+        "mean over posts of the mean over ranked pairs (i better than j) of -log sigmoid(r_i - r_j - m_ij)",
+        "all the comments of a post in one batch element, each forwarded once (InstructGPT sec. 3.5); m_ij is the "
+        "rank gap with use_margin, else 0",
+    ),
+    "listmle": Loss(
+        "ListMLE (Plackett-Luce)",
+        "mean over posts of sum_i [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i]",
+        "the negative log-likelihood of each post's observed order (Xia et al. 2008), all its comments in one batch "
+        "element",
+    ),
+}
+LISTWISE_LOSSES = tuple(name for name in LOSSES if name != "pairwise")
+
+
+@dataclass
+class TrainingScriptArguments(ScriptArguments):
+    """TRL's `ScriptArguments` with commentrank's data options: shared by `scripts/reward.py` and `scripts/sft.py`."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "data_prep output folder, raw ranked file (.jsonl[.gz], Posts.xml, .csv...) or Hub dataset."
+        },
+    )
+    dataset_test_split: str = field(default="validation", metadata={"help": "Evaluation split."})
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Prompt of the posts: {PROMPT_TEMPLATE_HELP}. Default: the template the data was built with "
+            "(recorded by data_prep; '{title}' for a raw file); a value that disagrees with the data is an error."
+        },
+    )
+    pair_strategy: str = field(
+        default="adjacent", metadata={"help": "Raw ranked files: pairs built (adjacent, all, best_vs_rest)."}
+    )
+    skip_invalid: bool = field(
+        default=False, metadata={"help": "Raw ranked files: skip and count invalid posts instead of stopping."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded subset of rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N rows."})
+    merge_lora: bool = field(
+        default=False, metadata={"help": "With use_peft: save the merged full model instead of the adapter."}
+    )
+
+    def __post_init__(self):
+        if not self.dataset_name:
+            raise ValueError("dataset_name is required: a data_prep folder, a raw ranked file or a Hub dataset id")
+        if self.dataset_streaming:
+            raise ValueError("dataset_streaming is not supported: commentrank reads whole posts")
+        if self.pair_strategy not in PAIR_STRATEGIES:
+            raise ValueError(f"pair_strategy '{self.pair_strategy}' is not one of {', '.join(PAIR_STRATEGIES)}")
+
+
+@dataclass
+class RewardArguments(TrainingScriptArguments, TextFormat):
+    """Options of `scripts/reward.py` (with TRL's `RewardConfig`, whose `max_length` is the encoder's)."""
+
+    dataset_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "View trained on (pairwise or listwise; default: pairwise for loss_type pairwise, else listwise), "
+            "or the config of a Hub dataset that is not a data_prep output."
+        },
+    )
+    loss_type: str = field(
+        default="pairwise",
+        metadata={
+            "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all or listmle: the listwise "
+            "trainer on whole posts (configs.LOSSES)."
+        },
+    )
+    max_comments_per_post: int | None = field(default=None, metadata={"help": "Listwise: cap on comments per post."})
+    use_margin: bool = field(default=False, metadata={"help": "Use the rank gap as margin in the loss."})
+    freeze_fraction: float = field(
+        default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}
+    )
+    ndcg_eval_posts: int | None = field(
+        default=None, metadata={"help": "Validation posts scored by the NDCG callback (default: all; 0: none)."}
+    )
+
+    def __post_init__(self):
+        TrainingScriptArguments.__post_init__(self)
+        TextFormat.__post_init__(self)
+        if self.loss_type not in LOSSES:
+            raise ValueError(f"unknown loss_type '{self.loss_type}' (choose from {', '.join(LOSSES)})")
+
+    @property
+    def view(self) -> str:
+        if self.dataset_config in VIEWS:
+            return self.dataset_config
+        return "pairwise" if self.loss_type == "pairwise" else "listwise"
+
+    def encoder_settings(self, max_length: int | None, prompt_template: str) -> EncoderSettings:
+        text_format = {f.name: getattr(self, f.name) for f in dataclasses.fields(TextFormat)}
+        return EncoderSettings(**text_format, max_length=max_length or 512, prompt_template=prompt_template)
+
+
+@dataclass
+class SFTArguments(TrainingScriptArguments):
+    """Options of `scripts/sft.py` (with TRL's `SFTConfig`)."""
+
+    dataset_config: str | None = field(
+        default="sft",
+        metadata={"help": "View trained on (data_prep's sft view), or the config of a Hub dataset of texts."},
+    )
+
+    @property
+    def view(self) -> str:
+        return self.dataset_config if self.dataset_config in VIEWS else "sft"
+
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer, when the model folder has none (default: the model's)."}
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreArguments:
+    """Options of `scripts/score.py`."""
+
+    model: str = field(metadata={"help": "Reward model folder (e.g. the output of scripts/reward.py) or Hub id."})
+    dataset: str = field(
+        metadata={"help": "CUP IT .jsonl[.gz] / Posts.xml / .csv file, data_prep output folder, or Hub dataset id."}
+    )
+    output_dir: str = field(metadata={"help": "Folder for predictions.jsonl, metrics.json, report.md and the plot."})
+    split: str = field(default="test", metadata={"help": "Split of a folder or Hub dataset (else 'unlabeled')."})
+    prompt_template: str | None = field(
+        default=None, metadata={"help": f"Prompt of raw files: {PROMPT_TEMPLATE_HELP} (default: the model's own)."}
+    )
+    skip_invalid: bool = field(default=False, metadata={"help": "Skip and count invalid posts instead of stopping."})
+    max_posts: int | None = field(default=None, metadata={"help": "Score only the first N posts."})
+    max_length: int | None = field(default=None, metadata={"help": "Token limit per input (default: the model's)."})
+    batch_size: int = field(default=32, metadata={"help": "Inputs per forward pass."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1..."})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16."})
+    n_seeds: int = field(default=20, metadata={"help": "Seeds the random baseline is averaged over."})
+    no_progress: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload model + card to."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    base_model: str | None = field(
+        default=None, metadata={"help": "Base model named in the card (default: read from the model's card)."}
+    )
+    license: str = field(default="apache-2.0", metadata={"help": "License in the card's metadata."})
