@@ -138,3 +138,14 @@ def test_every_checkpoint_carries_the_encoder_settings(tiny_bert, prepared_sampl
     assert final["max_length"] == 48 and final["min_comment_tokens"] == 16
     for step in (1, 2):
         assert json.loads((out / f"checkpoint-{step}" / "commentrank_config.json").read_text()) == final
+
+
+def test_the_public_api_resolves_lazily():
+    import subprocess
+    import sys
+
+    import commentrank
+
+    assert all(getattr(commentrank, name) is not None for name in commentrank.__all__)
+    code = "import sys, commentrank; print('torch' in sys.modules)"  # a bare import stays light
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
