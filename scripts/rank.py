@@ -52,12 +52,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="Print a JSON list instead of a table.")
+    parser.add_argument("--allow_pickle_weights", action="store_true", help="Load pickle-only weights (can run code).")
     args = parser.parse_args(argv)
     with exits_on_bad_input("rank"):
         post = read_post(args.post)
         from commentrank.score.scorer import load_scorer
 
-        scorer = load_scorer(args.model, args.max_length, args.device)
+        scorer = load_scorer(args.model, args.max_length, args.device, allow_pickle=args.allow_pickle_weights)
         texts = [c.text for c in post.comments]
         ranked = scorer.rank(build_prompt(post, scorer.settings.prompt_template), texts, args.batch_size)
     rows = [{"rank": rank, "reward": reward, "index": i, "text": texts[i]} for rank, (i, reward) in enumerate(ranked)]

@@ -32,17 +32,10 @@ from commentrank.io_utils import exits_on_bad_input
 from commentrank.metrics import baseline_metrics
 from commentrank.model_card import build_model_card, save_model_card
 from commentrank.modeling import load_reward_model, load_tokenizer
+from commentrank.train import steps
 from commentrank.train.callbacks import RankingEvalCallback
 from commentrank.train.listwise import ListwiseRewardTrainer, prepare_listwise
 from commentrank.train.pairwise import PairwiseRewardTrainer, tokenize_pairs
-from commentrank.train.steps import (
-    checkpoint_to_resume,
-    open_training_data,
-    split_of,
-    subset,
-    take_hub_push,
-    write_json,
-)
 
 logger = logging.getLogger("commentrank.reward")
 
@@ -58,11 +51,12 @@ def main(argv=None) -> PairwiseRewardTrainer:
     set_seed(training_args.seed)  # before the score head is created: every process must start from the same weights
 
     with exits_on_bad_input("reward"):  # data, model and settings: a clear message, not a traceback
-        data = open_training_data(script_args, training_args.seed)
+        data = steps.open_training_data(script_args, training_args.seed)
         tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=script_args.pad_at_eos)
         model = load_reward_model(
             model_args.model_name_or_path, tokenizer, dtype=model_args.dtype or "float32",
             freeze_fraction=script_args.freeze_fraction, attn_implementation=model_args.attn_implementation,
+            allow_pickle=script_args.allow_pickle_weights,
         )  # fmt: skip
         settings = script_args.encoder_settings(training_args.max_length, data.prompt_template)
         encoder = PairEncoder(tokenizer, settings, model=model)
@@ -81,24 +75,26 @@ def main(argv=None) -> PairwiseRewardTrainer:
             trainer_cls = ListwiseRewardTrainer
             extra = {"loss_type": script_args.loss_type, "use_margin": script_args.use_margin}
         view = data.require_view(script_args.view)
-        train = split_of(view, script_args.dataset_train_split, data.source).shuffle(seed=training_args.seed)
-        train, counts = prepare(subset(train, script_args.max_train_samples))
+        train = steps.split_of(view, script_args.dataset_train_split, data.source).shuffle(seed=training_args.seed)
+        train, counts = prepare(steps.subset(train, script_args.max_train_samples))
         eval_dataset, eval_counts = None, None
         if training_args.eval_strategy != "no" and script_args.dataset_test_split in view:
             eval_dataset, eval_counts = prepare(
-                subset(view[script_args.dataset_test_split], script_args.max_eval_samples)
+                steps.subset(view[script_args.dataset_test_split], script_args.max_eval_samples)
             )
+        inputs = [script_args.dataset_name, model_args.model_name_or_path]
+        steps.claim_training_output(training_args, "reward_model", inputs, script_args.overwrite_output)
         data_summary = {"source": data.summary, "prompt_template": settings.prompt_template, "train": counts,
                         "eval": eval_counts}  # fmt: skip
         logger.info("data: %s", {k: v for k, v in data_summary.items() if k != "source"})
 
-    push_repo = take_hub_push(training_args)
+    push_repo = steps.take_hub_push(training_args)
     trainer = trainer_cls(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset, processing_class=tokenizer,
         peft_config=get_peft_config(model_args), callbacks=[callback], encoder_settings=settings, **extra,
     )  # fmt: skip
     callback.trainer = trainer
-    result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
+    result = trainer.train(resume_from_checkpoint=steps.checkpoint_to_resume(training_args))
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
@@ -114,7 +110,7 @@ def main(argv=None) -> PairwiseRewardTrainer:
         trainer.model = trainer.model.merge_and_unload()
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
-        write_json(training_args.output_dir, "data_summary.json", data_summary)
+        steps.write_json(training_args.output_dir, "data_summary.json", data_summary)
         write_card(trainer, script_args, model_args, callback, encoder, push_repo)
         if push_repo:
             push_model_folder(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo))

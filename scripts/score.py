@@ -26,6 +26,7 @@ from pathlib import Path
 from commentrank.configs import ScoreArguments
 from commentrank.data.loading import load_scoring_rows
 from commentrank.io_utils import exits_on_bad_input
+from commentrank.outputs import OutputDir, check_output_dir
 from commentrank.score.report import evaluate_rewards, markdown_table, write_outputs
 from commentrank.score.scorer import load_scorer
 
@@ -49,7 +50,9 @@ def publish(config: ScoreArguments, scorer, data, results) -> str:
 
 
 def run(config: ScoreArguments) -> dict:
-    scorer = load_scorer(config.model, config.max_length, config.device, config.dtype)
+    ours = dict(inputs=[config.dataset, config.model], overwrite=config.overwrite_output)
+    check_output_dir(config.output_dir, "scores", **ours)  # before any work: never replace what we did not write
+    scorer = load_scorer(config.model, config.max_length, config.device, config.dtype, config.allow_pickle_weights)
     template = config.prompt_template or scorer.settings.prompt_template
     data = load_scoring_rows(config.dataset, config.split, template, config.skip_invalid, config.max_posts)
     n_comments = sum(len(row["comments"]) for row in data.rows)
@@ -67,13 +70,14 @@ def run(config: ScoreArguments) -> dict:
         "duplicate_texts": data.summary.duplicate_texts, "n_seeds": config.n_seeds, "seconds": round(elapsed, 3),
         "comments_per_s": round(n_comments / max(elapsed, 1e-9), 1),
     }  # fmt: skip
-    written = write_outputs(config.output_dir, data.rows, rewards, results, info)
+    with OutputDir(config.output_dir, "scores", **ours) as tmp:  # the whole set lands at once
+        written = write_outputs(tmp, data.rows, rewards, results, info)
     print(f"scored {n_comments} comments of {len(data.rows)} posts in {elapsed:.1f}s ({n_truncated} truncated)")
     if results is None:
         print("no labels: predictions only")
     else:
         print(markdown_table(results))
-    print("wrote " + ", ".join(str(p) for p in written))
+    print(f"wrote {', '.join(written)} to {config.output_dir}")
     if config.push_to_hub:
         repo_id = publish(config, scorer, data, results)
         print(f"uploaded to https://huggingface.co/{repo_id}")

@@ -14,8 +14,8 @@ Usage:
         scripts/sft.py --config recipes/qwen2.5-0.5b/sft.yaml
 
 The dataset is data_prep's `sft` view (`text` = prompt + "\\n\\n" + comment; TRL appends EOS): a data_prep folder,
-a raw ranked file (converted by data_prep's code) or a Hub dataset id whose config is the view. The output folder is a plain
-causal-LM checkpoint with its tokenizer and a model card: `scripts/reward.py --model_name_or_path <output_dir>`
+a raw ranked file (converted by data_prep's code) or a Hub dataset id whose config is the view. The output folder is a
+plain causal-LM checkpoint with its tokenizer and a model card: `scripts/reward.py --model_name_or_path <output_dir>`
 turns it into a one-label sequence-classification reward model. With `use_peft` and `merge_lora: true` the
 adapter is merged into the base weights (the adapter itself is kept under `<output_dir>/adapter`). A killed run
 resumes from its last checkpoint with the same command; `--push_to_hub true` uploads the folder as saved.
@@ -26,14 +26,15 @@ import os
 import shutil
 
 from transformers import AutoTokenizer
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from commentrank.bundled_models import resolve_model_path
 from commentrank.configs import SFTArguments
 from commentrank.hub import push_model_folder, repo_name_for
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.model_card import build_sft_card, save_model_card
-from commentrank.train.steps import checkpoint_to_resume, open_training_data, split_of, subset, take_hub_push
+from commentrank.train import steps
+from commentrank.train.sft import SafeSFTTrainer
 
 logger = logging.getLogger("commentrank.sft")
 
@@ -90,26 +91,28 @@ def main(argv=None):
     )  # fmt: skip
 
     with exits_on_bad_input("sft"):
-        data = open_training_data(script_args, training_args.seed)
+        data = steps.open_training_data(script_args, training_args.seed)
         view = data.require_view(script_args.view)
         keep = [training_args.dataset_text_field]
-        train = split_of(view, script_args.dataset_train_split, data.source)
+        train = steps.split_of(view, script_args.dataset_train_split, data.source)
         if keep[0] not in train.column_names:
             raise ValueError(f"no column '{keep[0]}' (dataset_text_field) in the view; found {train.column_names}")
-        train = subset(train, script_args.max_train_samples, training_args.seed)
+        train = steps.subset(train, script_args.max_train_samples, training_args.seed)
         eval_dataset = None
         if training_args.eval_strategy != "no":
-            eval_split = split_of(view, script_args.dataset_test_split, data.source)
-            eval_dataset = subset(eval_split, script_args.max_eval_samples).select_columns(keep)
+            eval_split = steps.split_of(view, script_args.dataset_test_split, data.source)
+            eval_dataset = steps.subset(eval_split, script_args.max_eval_samples).select_columns(keep)
         logger.info("sft: %d training texts, %s eval texts", len(train), len(eval_dataset) if eval_dataset else 0)
+        inputs = [script_args.dataset_name, model_args.model_name_or_path]
+        steps.claim_training_output(training_args, "sft_model", inputs, script_args.overwrite_output)
 
-    push_repo = take_hub_push(training_args)
-    trainer = SFTTrainer(
+    push_repo = steps.take_hub_push(training_args)
+    trainer = SafeSFTTrainer(
         model=model_args.model_name_or_path, args=training_args, train_dataset=train.select_columns(keep),
         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )  # fmt: skip
-    result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
+    result = trainer.train(resume_from_checkpoint=steps.checkpoint_to_resume(training_args))
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     all_metrics = dict(result.metrics)

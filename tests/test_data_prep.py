@@ -9,7 +9,7 @@ from commentrank.data.prepare import main, run_prepare
 from commentrank.data.readers import read_cupit_jsonl, read_rows
 from commentrank.data.records import Comment, RankedPost
 from commentrank.data.validation import InvalidInputError, PrepSummary, collect_posts
-from commentrank.data.views import PairOptions, build_prompt, candidate_pairs, make_pairs, sft_rows
+from commentrank.data.views import PairOptions, build_prompt, candidate_pairs, make_pairs, pair_counts, sft_rows
 
 from conftest import POSTS_XML, SAMPLE
 
@@ -39,15 +39,46 @@ def test_pair_strategies_count_and_order():
 
 def test_pairs_margin_cap_and_visibility():
     p = ranked(4, created=["2020-01-04", "2020-01-03", "2020-01-02", "2020-01-01"])  # better = later everywhere
-    counts = {}
-    rows = make_pairs(p, "prompt", PairOptions("all", max_pairs_per_post=2, visibility_filter=True), counts)
-    assert len(rows) == 2 and counts == {"candidates": 6, "dropped_older_preferred": 0, "dropped_no_timestamp": 0,
-                                         "dropped_cap": 4, "kept": 2}  # fmt: skip
+    options = PairOptions("all", max_pairs_per_post=2, visibility_filter=True)
+    rows = make_pairs(p, "prompt", options)
+    assert len(rows) == 2 and pair_counts(p, options) == {
+        "candidates": 6, "dropped_older_preferred": 0, "dropped_no_timestamp": 0, "dropped_cap": 4, "kept": 2}  # fmt: skip
     assert all(r["margin"] >= 1 and r["prompt"] == "prompt" for r in rows)
     older_best = ranked(3, created=["2020-01-01", "2020-01-02", "2020-01-03"])  # best answer was the first one
-    counts = {}
-    assert make_pairs(older_best, "x", PairOptions("all", visibility_filter=True), counts) == []
-    assert counts["dropped_older_preferred"] == 3
+    assert make_pairs(older_best, "x", PairOptions("all", visibility_filter=True)) == []
+    assert pair_counts(older_best, PairOptions("all", visibility_filter=True))["dropped_older_preferred"] == 3
+
+
+@pytest.mark.parametrize("strategy", ["adjacent", "all", "best_vs_rest"])
+def test_pair_counts_match_the_pairs_built_and_never_build_them(strategy):
+    import random
+    import tracemalloc
+
+    from commentrank.data.views import visible
+
+    rng = random.Random(0)
+    for n in (2, 3, 7, 30):
+        created = [rng.choice([None, "2020-01-0" + str(rng.randint(1, 9))]) for _ in range(n)]  # ties, gaps
+        post = ranked(n, created=created)
+        for cap, shown in ((None, True), (5, False), (5, True)):
+            options = PairOptions(strategy, max_pairs_per_post=cap, visibility_filter=shown)
+            counts, rows = pair_counts(post, options), make_pairs(post, "q", options)
+            pairs = candidate_pairs(post, strategy)
+            flags = [visible(a, b) for a, b in pairs]
+            assert counts["candidates"] == len(pairs) and counts["kept"] == len(rows)
+            if shown:
+                assert counts["dropped_older_preferred"] == flags.count(False)
+                assert counts["dropped_no_timestamp"] == flags.count(None)
+            pool = [(a, b) for (a, b), f in zip(pairs, flags) if f or not shown]
+            expected = random.Random(f"42:{post.post_id}").sample(pool, cap) if cap and len(pool) > cap else pool
+            assert [(r["chosen"], r["rejected"]) for r in rows] == [(a.text, b.text) for a, b in expected]
+    huge = ranked(20_000, created=[f"2020-{i % 12 + 1:02d}-{i % 28 + 1:02d}" for i in range(20_000)])
+    tracemalloc.start()
+    counts = pair_counts(huge, PairOptions(strategy, max_pairs_per_post=8, visibility_filter=True))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert counts["candidates"] == (20_000 * 19_999 // 2 if strategy == "all" else 19_999)
+    assert peak < 20 * 2**20  # 200M "all" pairs counted in a few MB: memory linear in comments
 
 
 def test_prompt_templates_and_sft():

@@ -76,7 +76,8 @@ def test_sft_push_uploads_the_final_folder_once_without_checkpoints(tiny_lm, dat
     out = tmp_path / "sft"
     load_script("sft").main(sft_args(tiny_lm, data, out, "--max_steps", "2", "--save_strategy", "steps",
                                      "--save_steps", "1", "--push_to_hub", "true", "--hub_model_id", "me/sft"))  # fmt: skip
-    assert (out / "checkpoint-1").is_dir() and (out / "training_args.bin").is_file()
+    assert (out / "checkpoint-1").is_dir() and (out / "training_args.json").is_file()
+    assert not list(out.rglob("training_args.bin"))  # no pickle (it would hold the token), checkpoints included
     files = single_final_upload(fake_hub, "me/sft")
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= set(files)
 

@@ -138,7 +138,7 @@ def test_unlabeled_file_and_prep_folder_fall_back_to_unlabeled(model_dir, score,
     predictions = read_jsonl(out / "predictions.jsonl")
     assert [p["post_id"] for p in predictions] == ["p0", "p1", "p2"]
     assert all(sorted(c["score"] for c in p["comments"]) == list(range(len(p["comments"]))) for p in predictions)
-    assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl"]  # no labels: no metrics
+    assert sorted(p.name for p in out.iterdir()) == [".commentrank-output.json", "predictions.jsonl"]  # no metrics
     run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(tmp_path / "prep")))
     data = load_scoring_rows(str(tmp_path / "prep"), split="test")
     assert data.split == "unlabeled" and [r["post_id"] for r in data.rows] == ["p0", "p1", "p2"]
@@ -187,8 +187,8 @@ def bad_models(tmp_path_factory):
         ("three_labels", "classifier with 3 labels; a reward model has a single-logit head"),
         ("no_head", "has no reward head .*BertModel"),
         ("missing_dataset", "dataset file not found: .*missing.jsonl"),
-        ("missing_fields", r"ds:row 0: field 'text': missing"),
-        ("empty_post_listwise", r"row 1: field 'comments': 0 comment\(s\), at least 1 needed"),
+        ("missing_fields", r"ds:row 1: field 'text': missing"),
+        ("empty_post_listwise", r"row 2: field 'comments': 0 comment\(s\), at least 1 needed"),
         ("empty_post_jsonl", r"in.jsonl:2: field 'comments': 0 comment\(s\)"),
     ],
 )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from commentrank.io_utils import AtomicDir
+from commentrank.outputs import OutputDir, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,10 @@ def convert_smollm2(output_dir: str | os.PathLike | None = None, overwrite: bool
     if (output_dir / "config.json").exists() and not overwrite:
         logger.info("SmolLM2 checkpoint already at %s", output_dir)
         return output_dir
+    check_output_dir(output_dir, "smollm2_checkpoint", overwrite=overwrite)  # before the minutes of work
     logger.info("converting %s to a float32 checkpoint (takes minutes on 2 cores)", SMOLLM2_GGUF_FILE)
     model, tokenizer = load_smollm2_from_gguf()
-    with AtomicDir(output_dir) as tmp:
+    with OutputDir(output_dir, "smollm2_checkpoint", overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return output_dir

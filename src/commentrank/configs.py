@@ -135,6 +135,27 @@ def _settings_file(model_dir_or_id: str) -> Path | None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Options several scripts share (keyword-only, so that they can follow any script's required fields)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class OutputOptions:
+    overwrite_output: bool = field(
+        default=False,
+        metadata={"help": "Replace an output folder another kind of commentrank run wrote (never foreign files)."},
+    )
+
+
+@dataclass(kw_only=True)
+class ModelLoadingOptions:
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={"help": "Load a model whose weights are only a pickle (pytorch_model.bin): it can run code."},
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # data_prep
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -166,7 +187,7 @@ _COLUMNS = Columns()
 
 
 @dataclass
-class PrepArguments:
+class PrepArguments(OutputOptions):
     """Options of `data_prep/prepare.py` (also YAML keys with `--config`)."""
 
     inputs: list[str] = field(
@@ -285,7 +306,7 @@ LISTWISE_LOSSES = tuple(name for name in LOSSES if name != "pairwise")
 
 
 @dataclass
-class TrainingScriptArguments(ScriptArguments):
+class TrainingScriptArguments(ScriptArguments, OutputOptions, ModelLoadingOptions):
     """TRL's `ScriptArguments` with commentrank's data options: shared by `scripts/reward.py` and `scripts/sft.py`."""
 
     dataset_name: str | None = field(
@@ -391,7 +412,7 @@ class SFTArguments(TrainingScriptArguments):
 
 
 @dataclass
-class ScoreArguments:
+class ScoreArguments(OutputOptions, ModelLoadingOptions):
     """Options of `scripts/score.py`."""
 
     model: str = field(metadata={"help": "Reward model folder (e.g. the output of scripts/reward.py) or Hub id."})

@@ -82,10 +82,11 @@ def stage_model_folder(model_path: str | os.PathLike, dest: str | os.PathLike, *
     from huggingface_hub.utils import filter_repo_objects
 
     from commentrank.configs import ENCODER_SETTINGS_FILE
-    from commentrank.io_utils import AtomicDir, atomic_write_text
+    from commentrank.io_utils import atomic_write_text
+    from commentrank.outputs import OutputDir
 
     source = Path(model_path)
-    with AtomicDir(dest) as tmp:
+    with OutputDir(dest, "hub_upload") as tmp:
         if source.is_dir():
             files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
             for rel in filter_repo_objects(files, ignore_patterns=[*HUB_IGNORE_PATTERNS, "README.md"]):

@@ -1,12 +1,11 @@
-"""Paths: atomic outputs (a crash never leaves a half-written file or dataset folder behind), and telling a Hub id
-from a local path."""
+"""Small file helpers: atomic text files (a crash never leaves a half-written file), telling a Hub id from a local
+path, and one-line errors for bad input. Whole output folders: `commentrank.outputs`."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,46 +25,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes owner-only files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-class AtomicDir:
-    """A folder built under a temporary name and swapped into place only when the block succeeds.
-
-    with AtomicDir("out/prepared") as tmp:
-        dataset.save_to_disk(tmp / "pairwise")
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.tmp-"))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = None
-        if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-            os.replace(self.path, old)
-        os.chmod(self.tmp, 0o777 & ~_umask())
-        os.replace(self.tmp, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -210,7 +210,8 @@ def build_model_card(
     card_data = ModelCardData(
         model_name=model_id.split("/")[-1], base_model=hub_model_id(base_model),
         datasets=[dataset_name] if dataset_name else None, license=license, library_name="transformers",
-        pipeline_tag="text-classification", tags=list(dict.fromkeys([*REWARD_TAGS, *([loss_type] if loss else []), *(tags or [])])),
+        pipeline_tag="text-classification",
+        tags=list(dict.fromkeys([*REWARD_TAGS, *([loss_type] if loss else []), *(tags or [])])),
         metrics=sorted({r.metric_type for r in evals}) or None, eval_results=evals or None,
     )  # fmt: skip
     sections = [

@@ -47,25 +47,49 @@ def check_num_labels(config, name: str) -> None:
         )
 
 
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+
+
+def check_weights_format(name_or_path: str, allow_pickle: bool = False) -> None:
+    """Refuse a model folder whose weights are only a pickle (`pytorch_model.bin`): loading one can run any code.
+    `allow_pickle` opts in for weights you trust."""
+    folder = Path(name_or_path)
+    if allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = [name for name in PICKLE_WEIGHTS if (folder / name).is_file()]
+    if pickles:
+        raise ValueError(
+            f"{name_or_path} holds pickle weights ({', '.join(pickles)}) and no safetensors: loading a pickle can run "
+            "any code. Convert it (model.save_pretrained writes safetensors), or pass --allow_pickle_weights true if "
+            "you trust its source"
+        )
+
+
 def load_reward_model(
     name_or_path: str,
     tokenizer=None,
     dtype: str | torch.dtype | None = "float32",
     freeze_fraction: float = 0.0,
+    allow_pickle: bool = False,
     **kwargs,
 ) -> PreTrainedModel:
     """A one-label `AutoModelForSequenceClassification` from a folder or Hub id (a causal-LM checkpoint, e.g. an
     SFT output, gets a new score head). The pad token id is set from the tokenizer so that decoders pool at the
-    last non-pad token. A LoRA output folder loads its base model and merges the adapter."""
+    last non-pad token. A LoRA output folder loads its base model and merges the adapter. Weights load from
+    safetensors only, unless `allow_pickle` (see `check_weights_format`)."""
     adapter_config = Path(name_or_path) / "adapter_config.json"
     if adapter_config.exists():  # a LoRA output: the base model plus the adapter (and its trained score head)
         from peft import PeftModel
 
+        check_weights_format(name_or_path, allow_pickle)
         base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        model = load_reward_model(base, tokenizer, dtype, freeze_fraction, **kwargs)
+        model = load_reward_model(base, tokenizer, dtype, freeze_fraction, allow_pickle, **kwargs)
         return PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
+    check_weights_format(name_or_path, allow_pickle)
     config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "revision"})
     check_num_labels(config, name_or_path)
+    if not allow_pickle:
+        kwargs.setdefault("use_safetensors", True)  # a Hub model without safetensors is refused by transformers
     model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=dtype, **kwargs)
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:

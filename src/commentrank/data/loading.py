@@ -79,9 +79,11 @@ def open_ranked_data(
     skip_invalid: bool = False,
     hub_config: str | None = None,
 ) -> RankedData:
-    """Ranked data for training (`hub_config`: the config of a Hub dataset that is not a data_prep output). Raw ranked posts (a file, or a dataset of CUP IT rows) are converted once, by
-    data_prep's code, with `prompt_template` (default `{title}`), `pair_strategy`, `seed` and `skip_invalid`; for a
-    data_prep folder or Hub dataset an explicit `prompt_template` must agree with the one it records."""
+    """Ranked data for training (`hub_config`: the config of a Hub dataset that is not a data_prep output).
+
+    Raw posts (a file, or a dataset of CUP IT rows) are converted once, by data_prep's code, with `prompt_template`
+    (default `{title}`), `pair_strategy`, `seed` and `skip_invalid`; for a data_prep folder or Hub dataset an explicit
+    `prompt_template` must agree with the one it records."""
     data = _open(source, hub_config)
     if data.kind == "raw":
         return _convert(source, prompt_template or DEFAULT_PROMPT_TEMPLATE, pair_strategy, seed, skip_invalid)
@@ -221,7 +223,8 @@ def load_scoring_rows(
 ) -> ScoringRows:
     """Every post of a raw file (in file order), or of one split of a data_prep folder, Hub dataset or saved dataset
     (`split`, else its `unlabeled` split), checked by the one validator under the scoring rules (one comment is
-    enough, repeated texts are scored and counted). Raw posts get prompts from `prompt_template` (default `{title}`)."""
+    enough, repeated texts are scored and counted). Raw posts get prompts from `prompt_template` (default
+    `{title}`)."""
     from commentrank.data.prepare import load_posts
 
     summary = PrepSummary()

@@ -10,8 +10,9 @@ from commentrank.configs import PAIR_STRATEGIES, PrepArguments
 from commentrank.data.readers import read_source
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import PrepSummary, ValidationRules, collect_posts
-from commentrank.data.views import PairOptions, build_prompt, listwise_row, make_pairs, sft_rows
-from commentrank.io_utils import AtomicDir, atomic_write_text
+from commentrank.data.views import PairOptions, build_prompt, listwise_row, make_pairs, pair_counts, sft_rows
+from commentrank.io_utils import atomic_write_text
+from commentrank.outputs import OutputDir, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def split_posts(posts: list[RankedPost], config: PrepArguments) -> dict[str, lis
 
 
 def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summary: PrepSummary) -> dict:
-    """{view: {split: rows}}; counts pairs for every strategy so the summary can compare them."""
+    """{view: {split: rows}}; counts the pairs of every strategy (without building them) so the summary can compare
+    them."""
     views: dict[str, dict[str, list[dict]]] = {view: {} for view in config.views}
     counts = {s: {} for s in PAIR_STRATEGIES}
     for split, posts in splits.items():
@@ -81,11 +83,12 @@ def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summ
                 rows["listwise"].append(listwise_row(post, prompt))
             if not post.labeled:
                 continue
-            for strategy in PAIR_STRATEGIES:
+            for strategy in PAIR_STRATEGIES:  # counted for every strategy, built for the selected one only
                 options = PairOptions(strategy, config.max_pairs_per_post, config.visibility_filter, config.seed)
-                pairs = make_pairs(post, prompt, options, counts[strategy])
+                for key, n in pair_counts(post, options).items():
+                    counts[strategy][key] = counts[strategy].get(key, 0) + n
                 if strategy == config.pair_strategy and "pairwise" in rows:
-                    rows["pairwise"].extend(pairs)
+                    rows["pairwise"].extend(make_pairs(post, prompt, options))
             if "sft" in rows:
                 rows["sft"].extend(sft_rows(post, prompt, config.sft_comments, config.sft_top_k))
         for view, view_rows in rows.items():
@@ -126,10 +129,14 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
     The output folder (and the Hub repo) holds the views, `summary.json` (the counts) and `prep_config.json` (how the
     data was built: training reads its prompt template from there).
     """
+    if not config.output_dir and not config.push_to_hub:
+        raise ValueError("no output: give --output_dir FOLDER (or --push_to_hub REPO)")
+    if config.output_dir:  # before the work: never replace an input or what commentrank did not write
+        check_output_dir(config.output_dir, "data_prep", inputs=config.inputs, overwrite=config.overwrite_output)
     dataset_dicts, summary = prepare_views(config)
     files = {SUMMARY_FILE: summary.to_json() + "\n", PREP_CONFIG_FILE: json.dumps(config.recorded(), indent=2) + "\n"}
     if config.output_dir:
-        with AtomicDir(config.output_dir) as tmp:
+        with OutputDir(config.output_dir, "data_prep", inputs=config.inputs, overwrite=config.overwrite_output) as tmp:
             for view, dataset_dict in dataset_dicts.items():
                 dataset_dict.save_to_disk(str(tmp / view))
             for name, text in files.items():

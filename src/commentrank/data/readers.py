@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -65,6 +66,14 @@ def post_from_mapping(obj, columns: Columns, default_id: str, labels_required: b
     title = _typed(obj, columns.title, (str,), columns.title)
     body = _typed(obj, columns.body, (str,), columns.body, required=False)
     raw_comments = _typed(obj, columns.comments, (list,), columns.comments)
+    try:
+        return _post_with_comments(obj, columns, default_id, labels_required, title, body, raw_comments)
+    except ProblemSignal as signal:
+        signal.problem.n_comments = len(raw_comments)  # counted as read and dropped
+        raise
+
+
+def _post_with_comments(obj, columns, default_id, labels_required, title, body, raw_comments) -> RankedPost:
     comments = []
     for i, item in enumerate(raw_comments):
         where = f"{columns.comments}[{i}]"
@@ -86,27 +95,41 @@ def post_from_mapping(obj, columns: Columns, default_id: str, labels_required: b
 
 
 def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
 
 
 def read_cupit_jsonl(path: str | os.PathLike, columns: Columns | None = None) -> Iterator[ReaderItem]:
-    """CUP IT JSONL (`.jsonl` or `.jsonl.gz`): one post per line; `score: null` everywhere marks an unlabeled post."""
+    """CUP IT JSONL (`.jsonl` or `.jsonl.gz`, a UTF-8 BOM allowed): one post per line; `score: null` everywhere marks
+    an unlabeled post. A gzip file that ends early stops the run with its name and the last line read."""
     columns = columns or Columns()
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a CUP IT JSONL file")
+    line_no = 0
     with _open_binary(path) as handle:
-        for line_no, raw in enumerate(handle, start=1):
+        lines = enumerate(handle, start=1)
+        while True:
+            try:
+                line_no, raw = next(lines)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zlib.error) as err:  # a truncated or corrupt .gz
+                raise ValueError(
+                    f"{path}: the gzip file ends early (truncated) after line {line_no} ({type(err).__name__}: {err})"
+                ) from None
             location = f"{path}:{line_no}"
             if not raw.strip():
                 continue
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 yield location, Problem("not_utf8", "<line>", f"not valid UTF-8 (byte {err.start})")
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                yield location, Problem("malformed_json", "<line>", f"malformed JSON: {err.msg} at column {err.colno}")
+                reason = err.msg.removesuffix(" at")  # e.g. "Invalid control character at"
+                yield location, Problem("malformed_json", "<line>", f"malformed JSON: {reason} (column {err.colno})")
                 continue
             try:
                 yield location, post_from_mapping(obj, columns, default_id=f"{path.name}:{line_no}")
@@ -119,9 +142,19 @@ def ranks_from_votes(votes: list[int], created: list[str | None]) -> list[int]:
     return ranks_by([(-v, c or "") for v, c in zip(votes, created)])
 
 
-def read_rows(rows: Iterable[Mapping], source: str, columns: Columns | None = None) -> Iterator[ReaderItem]:
-    """Rows of a table or Hub dataset: nested (a comments column) or long (one row per comment, by post id)."""
+def read_rows(
+    rows: Iterable[Mapping], source: str, columns: Columns | None = None, first_line: int | None = None
+) -> Iterator[ReaderItem]:
+    """Rows of a table or dataset: nested (a comments column) or long (one row per comment, grouped by post id).
+
+    Locations are `source:row N` (1-based), or `source:LINE` when the rows are the lines of a text table whose first
+    row is on line `first_line` (a CSV: 2, after its header).
+    """
     columns = columns or Columns()
+
+    def where(i: int) -> str:
+        return f"{source}:{i + first_line}" if first_line is not None else f"{source}:row {i + 1}"
+
     rows = iter(rows)
     first = next(rows, None)
     if first is None:
@@ -129,9 +162,9 @@ def read_rows(rows: Iterable[Mapping], source: str, columns: Columns | None = No
     if columns.comments in first:
         for i, row in enumerate([first, *rows]):
             try:
-                yield f"{source}:row {i}", post_from_mapping(row, columns, default_id=f"{source}:{i}")
+                yield where(i), post_from_mapping(row, columns, default_id=f"{source}:{i + 1}")
             except ProblemSignal as signal:
-                yield f"{source}:row {i}", signal.problem
+                yield where(i), signal.problem
         return
     missing = [c for c in (columns.post_id, columns.title, columns.comment) if c not in first]
     if missing or not (columns.comment_score in first or columns.comment_votes in first):
@@ -140,14 +173,14 @@ def read_rows(rows: Iterable[Mapping], source: str, columns: Columns | None = No
             f"'{columns.post_id}', '{columns.title}', '{columns.comment}' and '{columns.comment_score}' or "
             f"'{columns.comment_votes}'; found {sorted(first)} (set the column names with --*_column options)"
         )
-    yield from _group_long_rows([first, *rows], source, columns)
+    yield from _group_long_rows([first, *rows], columns, where)
 
 
 def read_listwise_rows(rows: Iterable[Mapping], source: str) -> Iterator[ReaderItem]:
     """Rows of a listwise view (`prompt`, `comments` as texts, `ranks` and `votes` lists or null) as posts whose
     prompt is already built; `text` (the title), `post_id`, `site`, `url` and `license` are kept when present."""
     for i, row in enumerate(rows):
-        location = f"{source}:row {i}"
+        location = f"{source}:row {i + 1}"
         try:
             prompt = _typed(row, "prompt", (str,), "prompt")
             texts = _typed(row, "comments", (list,), "comments")
@@ -168,27 +201,30 @@ def read_listwise_rows(rows: Iterable[Mapping], source: str) -> Iterator[ReaderI
                 comments.append(Comment(text, rank, votes))
             title = row.get("text") if isinstance(row.get("text"), str) else prompt
             meta = {k: row[k] for k in META_KEYS if isinstance(row.get(k), str)}
-            post_id = str(row["post_id"]) if row.get("post_id") is not None else f"{source}:{i}"
+            post_id = str(row["post_id"]) if row.get("post_id") is not None else f"{source}:{i + 1}"
             yield location, RankedPost(post_id, title, comments, None, meta, prompt=prompt)
         except ProblemSignal as signal:
             yield location, signal.problem
 
 
-def _group_long_rows(rows: list[Mapping], source: str, columns: Columns) -> Iterator[ReaderItem]:
+def _group_long_rows(rows: list[Mapping], columns: Columns, where) -> Iterator[ReaderItem]:
+    """Posts of a long table; a problem's location is that of the offending row."""
     groups: dict[str, list[tuple[int, Mapping]]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(str(row[columns.post_id]), []).append((i, row))
     for post_id, members in groups.items():
-        location = f"{source}:row {members[0][0]}"
+        location = where(members[0][0])
         try:
             first = members[0][1]
             comments = []
             for i, row in members:
-                text = _typed(row, columns.comment, (str,), f"row {i}.{columns.comment}")
-                rank = _optional_int(row, columns.comment_score, f"row {i}.{columns.comment_score}")
-                votes = _optional_int(row, columns.comment_votes, f"row {i}.{columns.comment_votes}")
+                location = where(i)
+                text = _typed(row, columns.comment, (str,), columns.comment)
+                rank = _optional_int(row, columns.comment_score, columns.comment_score)
+                votes = _optional_int(row, columns.comment_votes, columns.comment_votes)
                 created = _typed(row, columns.comment_created, (str,), columns.comment_created, required=False)
                 comments.append(Comment(text, rank, votes, created))
+            location = where(members[0][0])
             if all(c.rank is None for c in comments) and all(c.votes is not None for c in comments):
                 ranks = ranks_from_votes([c.votes for c in comments], [c.created for c in comments])
                 for comment, rank in zip(comments, ranks):
@@ -198,6 +234,7 @@ def _group_long_rows(rows: list[Mapping], source: str, columns: Columns) -> Iter
             meta = {k: first[k] for k in META_KEYS if isinstance(first.get(k), str)}
             yield location, RankedPost(post_id, title, comments, body or None, meta)
         except ProblemSignal as signal:
+            signal.problem.n_comments = len(members)
             yield location, signal.problem
 
 
@@ -243,13 +280,22 @@ def read_source(source: str, input_format: str = "auto", columns: Columns | None
         builder = TABLE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"{source}: unknown table type '{path.suffix}' (use .csv, .parquet, .json or .jsonl)")
-        rows = datasets.load_dataset(builder, data_files=str(path), split="train")
+        options = {"encoding": "utf-8-sig"} if builder == "csv" else {}  # a spreadsheet's BOM is not a column name
+        rows = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+        return read_rows(rows, source, columns, first_line=2 if builder == "csv" else None)
     elif input_format == "saved":
         rows = datasets.load_from_disk(str(path))
         if isinstance(rows, datasets.DatasetDict):
             rows = rows[split]
     elif input_format == "hub":
-        rows = datasets.load_dataset(source, split=split)
+        try:
+            rows = datasets.load_dataset(source, split=split)
+        except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise FileNotFoundError(
+                f"{source}: not a local file or folder, and the Hub dataset is not available ({type(err).__name__}: "
+                f"{first})"
+            ) from None
     else:
         raise ValueError(f"unknown input_format '{input_format}' (auto, cupit, stackexchange, table, saved, hub)")
     return read_rows(rows, source, columns)

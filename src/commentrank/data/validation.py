@@ -12,11 +12,13 @@ from commentrank.data.records import RankedPost
 
 @dataclass
 class Problem:
-    """Why one input record cannot be used. `reason` is the summary key, `field` the offending field."""
+    """Why one input record cannot be used. `reason` is the summary key, `field` the offending field, `n_comments`
+    the comments the record holds when it is known (counted as read and dropped)."""
 
     reason: str
     field: str
     message: str
+    n_comments: int = 0
 
 
 class InvalidInputError(ValueError):
@@ -159,7 +161,7 @@ def collect_posts(
     """
     for location, record in items:
         summary.posts_read += 1
-        n_comments = len(record.comments) if isinstance(record, RankedPost) else 0
+        n_comments = len(record.comments) if isinstance(record, RankedPost) else record.n_comments
         summary.comments_read += n_comments
         problem = record if isinstance(record, Problem) else validate_post(record, rules)
         if problem is not None:

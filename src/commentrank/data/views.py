@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ def build_prompt(post: RankedPost, template: str = DEFAULT_PROMPT_TEMPLATE) -> s
 
 def candidate_pairs(post: RankedPost, strategy: str) -> list[tuple[Comment, Comment]]:
     """(preferred, other) pairs of a labeled post under one strategy; `adjacent` is the CUP IT solution's."""
-    ordered = post.ordered()
+    return candidate_pairs_of(post.ordered(), strategy)
+
+
+def candidate_pairs_of(ordered: list[Comment], strategy: str) -> list[tuple[Comment, Comment]]:
     if strategy == "adjacent":
         return list(zip(ordered, ordered[1:]))
     if strategy == "all":
@@ -46,31 +50,77 @@ class PairOptions:
     seed: int = 42
 
 
-def make_pairs(post: RankedPost, prompt: str, options: PairOptions, counts: dict | None = None) -> list[dict]:
-    """Pairwise rows of one post, after the visibility filter and the per-post cap; `counts` tallies each step."""
-    counts = counts if counts is not None else {}
-    pairs = candidate_pairs(post, options.strategy)
-    counts["candidates"] = counts.get("candidates", 0) + len(pairs)
+def _visible_counts(ordered: list[Comment], strategy: str) -> tuple[int, int]:
+    """(visible pairs, pairs without a timestamp) of a strategy, counted without building the pairs: O(n log n) for
+    `all` (an inversion count over the creation times in rank order), O(n) otherwise."""
+    if strategy != "all":
+        flags = [visible(a, b) for a, b in candidate_pairs_of(ordered, strategy)]
+        return flags.count(True), flags.count(None)
+    n = len(ordered)
+    timed = [c.created for c in ordered if c.created]
+    no_timestamp = n * (n - 1) // 2 - len(timed) * (len(timed) - 1) // 2
+    earlier: list[str] = []  # creation times of the better-ranked comments seen so far, sorted
+    n_visible = 0
+    for created in timed:  # a pair (better, worse) is visible when the better one was written later
+        n_visible += len(earlier) - bisect.bisect_right(earlier, created)
+        bisect.insort(earlier, created)
+    return n_visible, no_timestamp
+
+
+def pair_counts(post: RankedPost, options: PairOptions) -> dict:
+    """What `make_pairs` keeps and drops at each step, counted without building a pair (memory linear in comments):
+    candidates, dropped_older_preferred and dropped_no_timestamp (with the visibility filter), dropped_cap, kept."""
+    ordered = post.ordered()
+    n = len(ordered)
+    counts = {"candidates": n * (n - 1) // 2 if options.strategy == "all" else max(n - 1, 0)}
+    remaining = counts["candidates"]
     if options.visibility_filter:
-        flags = [visible(a, b) for a, b in pairs]
-        counts["dropped_older_preferred"] = counts.get("dropped_older_preferred", 0) + flags.count(False)
-        counts["dropped_no_timestamp"] = counts.get("dropped_no_timestamp", 0) + flags.count(None)
-        pairs = [pair for pair, flag in zip(pairs, flags) if flag]
-    if options.max_pairs_per_post is not None and len(pairs) > options.max_pairs_per_post:
-        rng = random.Random(f"{options.seed}:{post.post_id}")
-        counts["dropped_cap"] = counts.get("dropped_cap", 0) + len(pairs) - options.max_pairs_per_post
-        pairs = rng.sample(pairs, options.max_pairs_per_post)
-    counts["kept"] = counts.get("kept", 0) + len(pairs)
+        remaining, no_timestamp = _visible_counts(ordered, options.strategy)
+        counts["dropped_older_preferred"] = counts["candidates"] - remaining - no_timestamp
+        counts["dropped_no_timestamp"] = no_timestamp
+    if options.max_pairs_per_post is not None and remaining > options.max_pairs_per_post:
+        counts["dropped_cap"] = remaining - options.max_pairs_per_post
+        remaining = options.max_pairs_per_post
+    counts["kept"] = remaining
+    return counts
+
+
+def _all_pairs_at(n: int, indices: list[int]) -> list[tuple[int, int]]:
+    """The (i, j) of the given positions in `itertools.combinations(range(n), 2)` order, without listing them all."""
+
+    def start(i: int) -> int:  # position of (i, i + 1)
+        return i * (2 * n - i - 1) // 2
+
+    pairs = []
+    for t in indices:
+        lo, hi = 0, n - 2
+        while lo < hi:  # the last i with start(i) <= t
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if start(mid) <= t else (lo, mid - 1)
+        pairs.append((lo, lo + 1 + t - start(lo)))
+    return pairs
+
+
+def make_pairs(post: RankedPost, prompt: str, options: PairOptions) -> list[dict]:
+    """Pairwise rows of one post, after the visibility filter and the per-post cap (a sample seeded by the seed and
+    the post id). `all` pairs under a cap and no filter are sampled by position, never all built."""
+    ordered = post.ordered()
+    cap = options.max_pairs_per_post
+    rng = random.Random(f"{options.seed}:{post.post_id}")
+    n_all = len(ordered) * (len(ordered) - 1) // 2
+    if options.strategy == "all" and not options.visibility_filter and cap is not None and n_all > cap:
+        pairs = [(ordered[i], ordered[j]) for i, j in _all_pairs_at(len(ordered), rng.sample(range(n_all), cap))]
+    else:
+        pairs = candidate_pairs_of(ordered, options.strategy)
+        if options.visibility_filter:
+            pairs = [(a, b) for a, b in pairs if visible(a, b)]
+        if cap is not None and len(pairs) > cap:
+            pairs = rng.sample(pairs, cap)  # the same draw as sampling positions: random.sample picks by index
     return [
-        {
-            "post_id": post.post_id,
-            "prompt": prompt,
-            "chosen": a.text,
-            "rejected": b.text,
-            "margin": float(b.rank - a.rank),
-        }
+        {"post_id": post.post_id, "prompt": prompt, "chosen": a.text, "rejected": b.text,
+         "margin": float(b.rank - a.rank)}
         for a, b in pairs
-    ]
+    ]  # fmt: skip
 
 
 def listwise_row(post: RankedPost, prompt: str) -> dict:

@@ -24,7 +24,7 @@ def markdown_table(results: dict[str, dict], columns=COLUMNS) -> str:
 
 
 def plot_ndcg(results: dict[str, dict], path: str | os.PathLike, ks=(1, 2, 3, 4, 5)) -> None:
-    """NDCG@k curves of each ranker, saved as a PNG."""
+    """NDCG@k curves of each ranker, saved as a PNG (into an output set's temporary folder)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,10 +39,8 @@ def plot_ndcg(results: dict[str, dict], path: str | os.PathLike, ks=(1, 2, 3, 4,
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
+    fig.savefig(path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def labeled_posts(rows: Sequence[dict], rewards: Sequence[Sequence[float]] | None = None) -> list[dict]:
@@ -116,18 +114,19 @@ def report_markdown(results: dict, info: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(output_dir: str | os.PathLike, rows, rewards, results: dict | None, info: dict) -> list[Path]:
-    """predictions.jsonl always; metrics.json, report.md and the NDCG plot when there are labels. Atomic writes."""
+def write_outputs(folder: str | os.PathLike, rows, rewards, results: dict | None, info: dict) -> list[str]:
+    """predictions.jsonl always; metrics.json, report.md and the NDCG plot when there are labels. Writes into
+    `folder` (scripts/score.py passes the temporary folder of its `OutputDir`, so the set lands at once); returns the
+    names written."""
     from commentrank.io_utils import atomic_write_text
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(folder)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in prediction_records(rows, rewards))
     atomic_write_text(out / "predictions.jsonl", lines)
-    written = [out / "predictions.jsonl"]
+    written = ["predictions.jsonl"]
     if results is not None:
         atomic_write_text(out / "metrics.json", json.dumps({"results": results, **info}, indent=2) + "\n")
         atomic_write_text(out / "report.md", report_markdown(results, info))
         plot_ndcg(results, out / PLOT_NAME)
-        written += [out / "metrics.json", out / "report.md", out / PLOT_NAME]
+        written += ["metrics.json", "report.md", PLOT_NAME]
     return written

@@ -69,6 +69,7 @@ def load_scorer(
     max_length: int | None = None,
     device: str | torch.device | None = None,
     dtype: str = "float32",
+    allow_pickle: bool = False,
 ) -> Scorer:
     """Model and encoder of a reward model folder or Hub id, with the encoder settings saved next to it
     (`max_length` overrides the saved one; a length beyond what the model takes is lowered to it).
@@ -93,7 +94,7 @@ def load_scorer(
     if max_length:
         settings = settings.replace(max_length=max_length)
     tokenizer = load_tokenizer(model_path, pad_at_eos=settings.pad_at_eos)
-    model = load_reward_model(model_path, tokenizer, dtype=dtype)
+    model = load_reward_model(model_path, tokenizer, dtype=dtype, allow_pickle=allow_pickle)
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()

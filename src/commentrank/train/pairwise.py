@@ -1,5 +1,5 @@
 """Pairwise reward training: data_prep's `pairwise` view tokenized here, and TRL's RewardTrainer that saves the encoder
-settings with every checkpoint and with the final model."""
+settings with every checkpoint and with the final model, and no pickled training arguments."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from trl import RewardTrainer
 
 from commentrank.configs import EncoderSettings
 from commentrank.encoding import PairEncoder
+from commentrank.train.checkpoints import SafeSavingMixin
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +45,13 @@ def tokenize_pairs(dataset: datasets.Dataset, encoder: PairEncoder, keep_margin:
     return tokenized.remove_columns(["chosen_truncated", "rejected_truncated"]), counts
 
 
-class PairwiseRewardTrainer(RewardTrainer):
+class PairwiseRewardTrainer(SafeSavingMixin, RewardTrainer):
     """TRL's `RewardTrainer`, plus `encoder_settings`: written as `commentrank_config.json` next to every saved model,
-    checkpoints included, so that any checkpoint scores exactly as it was trained."""
+    checkpoints included, so that any checkpoint scores exactly as it was trained; the training arguments are saved
+    as JSON without tokens, never as a pickle (`SafeSavingMixin`)."""
 
     _tag_names = ["trl", "reward-trainer", "commentrank"]
 
     def __init__(self, *args, encoder_settings: EncoderSettings | None = None, **kwargs):
         self.encoder_settings = encoder_settings
         super().__init__(*args, **kwargs)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        super().save_model(output_dir, _internal_call)
-        if self.encoder_settings is not None and self.args.should_save:
-            self.encoder_settings.save(output_dir or self.args.output_dir)

@@ -11,6 +11,8 @@ import datasets
 from commentrank.configs import TrainingScriptArguments
 from commentrank.data.loading import RankedData, open_ranked_data
 from commentrank.io_utils import atomic_write_text
+from commentrank.outputs import check_output_dir, claim_output_dir
+from commentrank.train.checkpoints import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +40,24 @@ def subset(dataset: datasets.Dataset, n: int | None, seed: int | None = None) ->
 
 
 def checkpoint_to_resume(training_args) -> str | None:
-    """`resume_from_checkpoint`, else the last checkpoint in `output_dir`: a killed run resumes with the same
-    command."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """`resume_from_checkpoint`, else the last complete checkpoint in `output_dir` (newer incomplete ones, left by a
+    kill while saving, are skipped with a warning): a killed run resumes with the same command."""
     checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint is None:
+        checkpoint = last_complete_checkpoint(
+            training_args.output_dir, needs_optimizer=not training_args.save_only_model
+        )
         if checkpoint:
             logger.info("resuming from %s", checkpoint)
     return checkpoint
+
+
+def claim_training_output(training_args, kind: str, inputs, overwrite: bool) -> None:
+    """The output folder is ours before training writes into it: absent, empty, or an earlier run of this `kind` (to
+    resume); never an input or a folder of files commentrank did not write. Marked by the main process."""
+    check_output_dir(training_args.output_dir, kind, inputs=inputs, overwrite=overwrite)
+    if training_args.process_index == 0:
+        claim_output_dir(training_args.output_dir, kind, inputs=inputs, overwrite=overwrite)
 
 
 def take_hub_push(training_args) -> str | None:
