@@ -191,3 +191,22 @@ def test_evaluate_module_loads_and_agrees():
         assert set(out) == {f"ndcg@{k}"}
         assert out[f"ndcg@{k}"] == pytest.approx(M.mean_ndcg(rels, scores, k), abs=1e-9)
     assert out["ndcg@5"] < 1.0  # random rewards: a module returning a constant would be caught
+
+
+def test_metrics_of_a_huge_thread_need_memory_linear_in_comments():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    ranks, scores = rng.permutation(n), rng.normal(size=n)
+    tracemalloc.start()
+    out = M.ranking_metrics([{"ranks": ranks, "scores": scores, "votes": (n - ranks) // 3}])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * 2**20  # n x n arrays would take 400 MB (bool) to 3.2 GB (float64)
+    assert out["pair_accuracy"] == pytest.approx(0.5, abs=0.01)
+    small = rng.permutation(1500), rng.integers(0, 5, size=1500).astype(float)  # spans two blocks, score ties
+    r, s = small
+    better = r[:, None] < r[None, :]
+    expected = (better & (s[:, None] > s[None, :])).sum() + 0.5 * (better & (s[:, None] == s[None, :])).sum()
+    assert M.post_pair_accuracy(r, s) == pytest.approx(expected / better.sum())

@@ -132,7 +132,7 @@ def relevance_from_ranks(ranks: ArrayLike) -> np.ndarray:
     r = np.asarray(ranks, dtype=np.float64)
     if r.ndim != 1:
         raise ValueError(f"expected a 1-D array of ranks, got shape {r.shape}")
-    dense = (r[None, :] < r[:, None]).sum(axis=1)
+    dense = np.searchsorted(np.sort(r), r, side="left")  # comments with a strictly better rank: O(n log n) memory O(n)
     return (r.size - 1 - dense).astype(np.float64)
 
 
@@ -149,15 +149,22 @@ def relevance_from_votes(votes: ArrayLike) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+_PAIR_BLOCK = 1024
+
+
 def _pair_counts(ranks: ArrayLike, scores: ArrayLike) -> tuple[float, int]:
     """(credit, number of label-ordered pairs) of one post; a win is 1, a score tie 0.5, a loss 0."""
     r = np.asarray(ranks, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     if r.ndim != 1 or r.shape != s.shape:
         raise ValueError(f"ranks and scores must be 1-D of equal length, got {r.shape} and {s.shape}")
-    better = r[:, None] < r[None, :]  # i has a better (smaller) rank than j; tied ranks form no pair
-    credit = (better & (s[:, None] > s[None, :])).sum() + 0.5 * (better & (s[:, None] == s[None, :])).sum()
-    return float(credit), int(better.sum())
+    credit, n_pairs = 0.0, 0
+    for start in range(0, r.size, _PAIR_BLOCK):  # blocks of rows: memory O(block x n), also for huge threads
+        rows = slice(start, start + _PAIR_BLOCK)
+        better = r[rows, None] < r[None, :]  # i has a better (smaller) rank than j; tied ranks form no pair
+        credit += (better & (s[rows, None] > s[None, :])).sum() + 0.5 * (better & (s[rows, None] == s[None, :])).sum()
+        n_pairs += int(better.sum())
+    return float(credit), n_pairs
 
 
 def post_pair_accuracy(ranks: ArrayLike, scores: ArrayLike) -> float:
