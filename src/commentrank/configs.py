@@ -301,8 +301,24 @@ LOSSES = {
         "the negative log-likelihood of each post's observed order (Xia et al. 2008), all its comments in one batch "
         "element",
     ),
+    "plistmle": Loss(
+        "position-aware ListMLE (PListMLE)",
+        "mean over posts of sum_i a(i) [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i], a(i) = 2^(n-i) - 1 normalized",
+        "ListMLE with the top positions weighted more, as NDCG weighs them (Lan et al. 2014)",
+    ),
+    "listnet": Loss(
+        "ListNet (top-one cross-entropy)",
+        "mean over posts of -sum_i softmax(g)_i log softmax(r)_i, g the graded relevance",
+        "the cross-entropy between the top-one probabilities of the labels and of the rewards (Cao et al. 2007)",
+    ),
+    "lambdaloss": Loss(
+        "LambdaLoss, NDCG-Loss2++",
+        "mean over posts of -sum_{g_i > g_j} log2(sigmoid(r_i - r_j)) * (rho_ij + mu * delta_ij) |G_i - G_j|",
+        "a bound on NDCG's loss, weighting each pair by the NDCG it costs when swapped (Wang et al. 2018, mu = 5)",
+    ),
 }
 LISTWISE_LOSSES = tuple(name for name in LOSSES if name != "pairwise")
+RELEVANCES = ("ranks", "votes")
 
 
 @dataclass
@@ -363,6 +379,13 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
         },
     )
     max_comments_per_post: int | None = field(default=None, metadata={"help": "Listwise: cap on comments per post."})
+    relevance: str = field(
+        default="ranks",
+        metadata={
+            "help": "Listwise losses with graded gains (listnet, lambdaloss; the order for the others): ranks "
+            "(n - 1 - rank) or votes (log1p of the vote gap to the post's lowest, where the data has votes)."
+        },
+    )
     use_margin: bool = field(default=False, metadata={"help": "Use the rank gap as margin in the loss."})
     freeze_fraction: float = field(
         default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}
@@ -376,6 +399,8 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
         TextFormat.__post_init__(self)
         if self.loss_type not in LOSSES:
             raise ValueError(f"unknown loss_type '{self.loss_type}' (choose from {', '.join(LOSSES)})")
+        if self.relevance not in RELEVANCES:
+            raise ValueError(f"relevance '{self.relevance}' is not one of {', '.join(RELEVANCES)}")
 
     @property
     def view(self) -> str:
@@ -431,6 +456,9 @@ class ScoreArguments(OutputOptions, ModelLoadingOptions):
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1..."})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16."})
     n_seeds: int = field(default=20, metadata={"help": "Seeds the random baseline is averaged over."})
+    n_bootstrap: int = field(
+        default=1000, metadata={"help": "Bootstrap resamples of the posts for the 95% intervals (0: no intervals)."}
+    )
     no_progress: bool = field(default=False, metadata={"help": "Hide the progress bar."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload model + card to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
