@@ -236,8 +236,10 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
 
         if self.loss_type == "pairwise_all":
             loss = pairwise_all_loss(rewards, post_index, ranks, self.margin_scale)
-        else:
+        elif self.loss_type == "listmle":
             loss = listmle_loss(rewards, post_index, ranks)
+        else:
+            raise NotImplementedError(f"loss_type {self.loss_type} is not implemented yet")
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean(rewards**2)
 
