@@ -23,17 +23,22 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+
 from commentrank.configs import ScoreArguments
 from commentrank.data.loading import load_scoring_rows
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.outputs import OutputDir, check_output_dir
-from commentrank.score.report import evaluate_rewards, markdown_table, write_outputs
+from commentrank.score.inference import merge_shards
+from commentrank.score.report import evaluate_rewards, evaluation_details, markdown_table, write_outputs
 from commentrank.score.scorer import load_scorer
 
 logger = logging.getLogger("commentrank.score")
 
 
-def publish(config: ScoreArguments, scorer, data, results) -> str:
+def publish(config: ScoreArguments, scorer, data, results, details) -> str:
     from commentrank.hub import push_model_folder, stage_model_folder
     from commentrank.model_card import build_model_card, card_facts
 
@@ -42,7 +47,7 @@ def publish(config: ScoreArguments, scorer, data, results) -> str:
     card = build_model_card(
         model_id=config.push_to_hub, base_model=config.base_model or facts["base_model"], dataset=config.dataset,
         results=results or {}, split=data.split or "test", license=config.license, loss_type=facts["loss_type"],
-        text_pair=scorer.encoder.text_pair, settings=scorer.settings,
+        text_pair=scorer.encoder.text_pair, settings=scorer.settings, evaluation=details,
     )  # fmt: skip
     stage_model_folder(config.model, staged, scorer=scorer, card=card)
     logger.info("staged the upload (model, tokenizer, encoder settings, card) in %s", staged)
@@ -50,36 +55,49 @@ def publish(config: ScoreArguments, scorer, data, results) -> str:
 
 
 def run(config: ScoreArguments) -> dict:
+    # One process, or one of `accelerate launch`'s: each scores a share of the batches (gloo on CPU-only machines)
+    state = PartialState(cpu=config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()))
     ours = dict(inputs=[config.dataset, config.model], overwrite=config.overwrite_output)
     check_output_dir(config.output_dir, "scores", **ours)  # before any work: never replace what we did not write
-    scorer = load_scorer(config.model, config.max_length, config.device, config.dtype, config.allow_pickle_weights)
+    device = state.device if config.device == "auto" and state.num_processes > 1 else config.device
+    device = "cpu" if str(device).startswith("cpu") else device
+    scorer = load_scorer(config.model, config.max_length, device, config.dtype, config.allow_pickle_weights,
+                         config.onnx_file)  # fmt: skip
+    logger.info("scoring in %s (%s)", scorer.dtype, scorer.dtype_reason)
     template = config.prompt_template or scorer.settings.prompt_template
     data = load_scoring_rows(config.dataset, config.split, template, config.skip_invalid, config.max_posts)
     n_comments = sum(len(row["comments"]) for row in data.rows)
     start = time.perf_counter()
-    rewards, n_truncated = scorer.score(data.rows, config.batch_size, progress=not config.no_progress)
+    shard = (state.process_index, state.num_processes)
+    progress = not config.no_progress and state.is_main_process
+    rewards, n_truncated = scorer.score(data.rows, config.batch_size, progress=progress, shard=shard)
+    if state.num_processes > 1:
+        rewards = merge_shards(gather_object([rewards]))
     elapsed = time.perf_counter() - start
+    if not state.is_main_process:  # the main process writes the outputs
+        return {}
     if n_truncated:
         logger.warning("%d of %d inputs were longer than %d tokens and truncated", n_truncated, n_comments,
                        scorer.encoder.max_length)  # fmt: skip
     results = evaluate_rewards(data.rows, rewards, config.n_seeds)
+    details = evaluation_details(data.rows, rewards, config.n_seeds, n_bootstrap=config.n_bootstrap)
     info = {
         "model": config.model, "dataset": config.dataset, "split": data.split, "prompt_template": data.prompt_template,
         "n_posts": len(data.rows), "n_comments": n_comments, "n_truncated": n_truncated,
-        "max_length": scorer.encoder.max_length, "skipped": dict(data.summary.posts_dropped),
+        "max_length": scorer.encoder.max_length, "dtype": scorer.dtype, "skipped": dict(data.summary.posts_dropped),
         "duplicate_texts": data.summary.duplicate_texts, "n_seeds": config.n_seeds, "seconds": round(elapsed, 3),
         "comments_per_s": round(n_comments / max(elapsed, 1e-9), 1),
     }  # fmt: skip
     with OutputDir(config.output_dir, "scores", **ours) as tmp:  # the whole set lands at once
-        written = write_outputs(tmp, data.rows, rewards, results, info)
+        written = write_outputs(tmp, data.rows, rewards, results, info, details)
     print(f"scored {n_comments} comments of {len(data.rows)} posts in {elapsed:.1f}s ({n_truncated} truncated)")
     if results is None:
         print("no labels: predictions only")
     else:
-        print(markdown_table(results))
+        print(markdown_table(results, intervals=details.get("intervals")))
     print(f"wrote {', '.join(written)} to {config.output_dir}")
     if config.push_to_hub:
-        repo_id = publish(config, scorer, data, results)
+        repo_id = publish(config, scorer, data, results, details)
         print(f"uploaded to https://huggingface.co/{repo_id}")
     return {"results": results, **info}
 

@@ -212,7 +212,9 @@ def test_batch_rewards_match_comment_by_comment_scoring(tiny_bert, tmp_path):
         trainer.model.eval()
         batch = trainer.data_collator([prepared[i] for i in range(len(prepared))])
         loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
-        alone = score_ids(trainer.model, [ids for post in prepared["comment_ids"] for ids in post], 0, batch_size=1)
+        flat_ids = [ids for post in prepared["comment_ids"] for ids in post]
+        alone = score_ids(trainer.model, flat_ids, 0, batch_size=1, segment_sep_id=encoder.segment_sep_id)
+        assert "token_type_ids" in batch  # the same segment ids as scoring
         assert outputs.logits.squeeze(-1).tolist() == pytest.approx(alone, abs=1e-5)
         posts = [(alone[0:3], prepared["ranks"][0]), (alone[3:11], prepared["ranks"][1]), (alone[11:], [1, 0])]
         if loss_type == "pairwise_all":

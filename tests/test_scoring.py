@@ -96,15 +96,18 @@ def test_scoring_the_sample_writes_predictions_metrics_report_and_plot(model_dir
 
 
 def test_length_sorted_dynamic_padding_matches_pad_to_max_length(model_dir):
-    scorer = load_scorer(model_dir, max_length=48)
+    scorer = load_scorer(model_dir, max_length=48, dtype="float32")
     rows = load_scoring_rows(str(SAMPLE), skip_invalid=True, max_posts=8).rows
     prompts = [r["prompt"] for r in rows for _ in r["comments"]]
     comments = [c for r in rows for c in r["comments"]]
     ids = scorer.encoder.encode(prompts, comments).input_ids
     assert len({len(x) for x in ids}) > 3  # lengths vary, so sorting and padding matter
     pad = scorer.encoder.tokenizer.pad_token_id
-    sorted_rewards = score_ids(scorer.model, ids, pad, batch_size=4)
-    padded_rewards = score_ids(scorer.model, ids, pad, batch_size=4, sort_by_length=False, pad_to=48)
+    sep = scorer.encoder.segment_sep_id
+    sorted_rewards = score_ids(scorer.model, ids, pad, batch_size=4, segment_sep_id=sep)
+    padded_rewards = score_ids(
+        scorer.model, ids, pad, batch_size=4, sort_by_length=False, pad_to=48, segment_sep_id=sep
+    )
     assert np.allclose(sorted_rewards, padded_rewards, atol=1e-5, rtol=0)
     assert np.std(sorted_rewards) > 1e-3
     per_post, _ = score_posts(scorer.model, scorer.encoder, rows, batch_size=5)

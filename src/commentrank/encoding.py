@@ -29,6 +29,21 @@ def is_text_pair_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
     return tokenizer.sep_token is not None and tokenizer.cls_token is not None
 
 
+def segment_sep_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The [SEP] id that splits a text pair's segments, for models that take `token_type_ids` (BERT, MiniLM); None for
+    those that do not (RoBERTa, MPNet, decoders)."""
+    takes_segments = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+    return tokenizer.sep_token_id if is_text_pair_tokenizer(tokenizer) and takes_segments else None
+
+
+def segment_ids(input_ids, attention_mask, sep_token_id: int):
+    """`token_type_ids` of right-padded text pairs `[CLS] prompt [SEP] comment [SEP]`, as `tokenizer(prompt, comment)`
+    makes them: 0 up to the first [SEP], 1 after it (the last [SEP] too), 0 on padding. Texts never hold a [SEP] of
+    their own (`PairEncoder` tokenizes them with special tokens split), so the first one is the pair's middle."""
+    is_sep = (input_ids == sep_token_id).long()
+    return ((is_sep.cumsum(dim=1) - is_sep) >= 1).long() * attention_mask
+
+
 def model_max_length(tokenizer: PreTrainedTokenizerBase, model=None) -> int | None:
     """The most tokens the model takes: the tokenizer's `model_max_length` and the model's position embeddings."""
     limits = []
@@ -68,6 +83,9 @@ class PairEncoder:
         self.tokenizer = tokenizer
         self.settings = settings
         self.text_pair = is_text_pair_tokenizer(tokenizer)
+        # Segment ids for models that take them (BERT, MiniLM), exactly as CrossEncoder, TEI and tokenizer(a, b) pass
+        # them, so a published model ranks the same everywhere; None for RoBERTa/MPNet-like encoders and decoders.
+        self.segment_sep_id = segment_sep_id(tokenizer)
         if not self.text_pair and tokenizer.eos_token_id is None:
             raise ValueError("a decoder reward model needs an EOS token to read the reward at (set eos_token)")
         if self.text_pair:
@@ -100,7 +118,8 @@ class PairEncoder:
         return bos is not None and self.tokenizer("x")["input_ids"][:1] == [bos]
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        # split_special_tokens: a "[SEP]" or "<|endoftext|>" typed in a comment is text, never a special token
+        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def _fit(self, prompt: list[int], comment: list[int]) -> tuple[list[int], list[int], bool]:
         budget = self.max_length - self.n_special

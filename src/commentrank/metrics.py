@@ -1,4 +1,4 @@
-"""Ranking metrics for reward models that rank the comments under a post (pure numpy).
+"""Ranking metrics for reward models that rank the comments under a post (numpy; scipy for the bootstrap).
 
 Conventions
 -----------
@@ -11,29 +11,48 @@ including its tie handling (``ignore_ties=False``): comments with tied predicted
 gains over the discounts of the positions the tied block occupies (McSherry & Najork, 2008). A post whose ideal
 DCG is 0 (all relevance 0) scores 0, as in sklearn. Unlike sklearn, a post with a single comment is allowed
 (NDCG 1.0 if its relevance is positive, else 0.0).
+
+Intervals: :func:`post_stats` keeps every metric as per-post numerators and denominators (computed once), so a
+bootstrap resample of posts is two sums (:func:`ratio_statistic`; pair accuracies stay micro averages).
+:func:`bootstrap_interval` and :func:`paired_difference_interval` run ``scipy.stats.bootstrap`` (paired, vectorized,
+BCa, percentile where BCa is degenerate) with ``np.random.default_rng(seed)``. :func:`length_metrics` asks whether a
+ranker just measures comment length.
 """
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "Interval",
+    "PostStats",
     "adjacent_pair_rewards",
     "baseline_metrics",
+    "baseline_post_stats",
+    "bootstrap_interval",
+    "bootstrap_report",
     "corpus_pair_accuracy",
     "dcg_at_k",
     "grouped_ndcg",
+    "length_metrics",
     "longest_first_scores",
     "mean_ndcg",
     "ndcg_at_k",
     "pair_accuracy",
+    "paired_difference_interval",
     "paired_ndcg",
+    "per_site_metrics",
     "post_pair_accuracy",
+    "post_stats",
     "random_scores",
+    "ratio_statistic",
     "ranking_metrics",
     "relevance_from_ranks",
     "relevance_from_votes",
@@ -347,3 +366,390 @@ def baseline_metrics(
     random_avg = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
     longest = ranking_metrics([{**p, "scores": longest_first_scores(p["comments"])} for p in posts], ks)
     return {"random": random_avg, "longest_first": longest}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Per-post statistics, length-controlled metrics
+# --------------------------------------------------------------------------------------------------------------------
+
+LENGTH_KEYS = ("length_spearman", "shorter_better_pair_accuracy")
+LENGTH_COUNTS = {
+    "length_spearman": "length_spearman_n_posts",
+    "shorter_better_pair_accuracy": "shorter_better_n_pairs",
+}
+
+
+@dataclass(frozen=True)
+class PostStats:
+    """Each metric of a ranker as per-post numerators and denominators: over any set of posts (all, a site, a
+    bootstrap resample) the metric is ``num[key][posts].sum() / den[key][posts].sum()``.
+
+    Macro averages (NDCG@k, top-1 NDCG) have denominator 1 per post; micro averages (pair accuracy, paired NDCG@2,
+    shorter-better pair accuracy) have credit over pairs; ``length_spearman`` has the post's Spearman correlation
+    over 1, or 0 over 0 for a post it leaves out.
+    """
+
+    num: dict[str, np.ndarray]
+    den: dict[str, np.ndarray]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The metrics held."""
+        return tuple(self.num)
+
+    @property
+    def n_posts(self) -> int:
+        """The number of posts (counted or not)."""
+        return int(next(iter(self.num.values())).size) if self.num else 0
+
+    def value(self, key: str) -> float:
+        """The metric over all posts (NaN where no post counts)."""
+        total = self.den[key].sum()
+        return float(self.num[key].sum() / total) if total > 0 else float("nan")
+
+    def values(self) -> dict[str, float]:
+        """Every metric over all posts, with the counts of the length-controlled ones."""
+        out = {key: self.value(key) for key in self.keys}
+        out.update({LENGTH_COUNTS[key]: float(self.den[key].sum()) for key in LENGTH_KEYS if key in self.num})
+        return out
+
+    def subset(self, index: ArrayLike) -> PostStats:
+        """The statistics of the posts ``index`` (a boolean mask or positions, repeats allowed)."""
+        index = np.asarray(index)
+        return PostStats({k: v[index] for k, v in self.num.items()}, {k: v[index] for k, v in self.den.items()})
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """What a post's metrics need that does not depend on the scores, computed once per post."""
+
+    ranks: np.ndarray
+    rel_ranks: np.ndarray
+    rel_votes: np.ndarray | None
+    lengths: np.ndarray | None
+    adjacent: tuple[np.ndarray, np.ndarray]  # (better, worse) positions of the adjacent label pairs
+
+
+def _labels(post: Mapping[str, Any], with_votes: bool) -> _Labels:
+    """The score-independent part of one post (``ranks``, ``votes`` when ``with_votes``, ``comments`` if any)."""
+    ranks = np.asarray(post["ranks"], dtype=np.float64)
+    order = np.argsort(ranks, kind="stable")
+    keep = ranks[order[:-1]] < ranks[order[1:]]  # tied ranks form no pair, as in adjacent_pair_rewards
+    comments = post.get("comments")
+    return _Labels(
+        ranks=ranks,
+        rel_ranks=relevance_from_ranks(ranks),
+        rel_votes=relevance_from_votes(post["votes"]) if with_votes else None,
+        lengths=None if comments is None else longest_first_scores(comments),
+        adjacent=(order[:-1][keep], order[1:][keep]),
+    )
+
+
+def _discount_table(n: int, ks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(discounts, their cumulative sums) of ``n`` positions, one row per k (:func:`_discount`); cached for the
+    usual post sizes."""
+    return _cached_discount_table(n, ks) if n <= 1024 else _make_discount_table(n, ks)
+
+
+def _make_discount_table(n: int, ks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    table = np.stack([_discount(n, k) for k in ks])
+    cumulative = np.cumsum(table, axis=1)
+    table.flags.writeable = cumulative.flags.writeable = False  # shared through the cache: read-only
+    return table, cumulative
+
+
+_cached_discount_table = functools.lru_cache(maxsize=256)(_make_discount_table)
+
+
+def _ndcg_at_ks(rel: np.ndarray, ks: tuple[int, ...], blocks: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """:func:`ndcg_at_k` of one post for each k at once, from the tie blocks ``(inverse, counts)`` of its scores."""
+    inv, counts = blocks
+    table, cumulative = _discount_table(rel.size, ks)
+    block_gain = np.bincount(inv, weights=rel, minlength=counts.size) / counts
+    block_end = np.cumsum(counts) - 1
+    block_discount = np.diff(cumulative[:, block_end], axis=1, prepend=0.0)
+    ideal = table @ np.sort(rel)[::-1]
+    dcg = block_discount @ block_gain
+    return np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal != 0)
+
+
+def _pair_stats(ranks: np.ndarray, scores: np.ndarray, lengths: np.ndarray | None) -> tuple[float, int, float, int]:
+    """(credit, pairs) over all label-ordered pairs of one post and over those whose better comment is strictly
+    shorter; a win is 1, a score tie 0.5. Blocks of rows of boolean masks keep memory O(block x n)."""
+    credit, n_pairs, short_credit, n_short = 0.0, 0, 0.0, 0
+    for start in range(0, ranks.size, _PAIR_BLOCK):
+        rows = slice(start, start + _PAIR_BLOCK)
+        better = ranks[rows, None] < ranks[None, :]
+        wins, ties = scores[rows, None] > scores[None, :], scores[rows, None] == scores[None, :]
+        credit += int((better & wins).sum()) + 0.5 * int((better & ties).sum())
+        n_pairs += int(better.sum())
+        if lengths is not None:
+            better &= lengths[rows, None] < lengths[None, :]  # now: the better comment is the shorter one
+            short_credit += int((better & wins).sum()) + 0.5 * int((better & ties).sum())
+            n_short += int(better.sum())
+    return credit, n_pairs, short_credit, n_short
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``, ties sharing their average rank (``scipy.stats.rankdata``'s default)."""
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2)[inv.reshape(-1)]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation (Pearson of average ranks); NaN when either is constant."""
+    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    ra, rb = _average_ranks(a) - (a.size + 1) / 2, _average_ranks(b) - (b.size + 1) / 2
+    return float(ra.dot(rb) / np.sqrt(ra.dot(ra) * rb.dot(rb)))
+
+
+def _top1_value(labels: _Labels, scores: np.ndarray, k: int = 5) -> float:
+    """:func:`top1_ndcg` of one post: ``1 / log2(p + 2)`` for the best comment's optimistic position ``p < k``."""
+    p = int((scores > scores[np.argmin(labels.ranks)]).sum())
+    return 1.0 / np.log2(p + 2) if p < k else 0.0
+
+
+def _paired_ndcg_sum(labels: _Labels, scores: np.ndarray) -> tuple[float, float]:
+    """(sum, count) of :func:`paired_ndcg` (k=2) over the post's adjacent label pairs."""
+    chosen, rejected = scores[labels.adjacent[0]], scores[labels.adjacent[1]]
+    d0, d1 = _discount(2, 2)
+    per_pair = np.where(chosen > rejected, d0, np.where(chosen < rejected, d1, (d0 + d1) / 2))
+    return float(per_pair.sum()), float(chosen.size)
+
+
+def _post_values(labels: _Labels, scores: np.ndarray, ks: Sequence[int]) -> dict[str, tuple[float, float]]:
+    """(numerator, denominator) of every metric for one post."""
+    if scores.shape != labels.ranks.shape:
+        raise ValueError(f"ranks and scores differ in shape: {labels.ranks.shape} and {scores.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite")
+    _, inv, counts = np.unique(-scores, return_inverse=True, return_counts=True)
+    blocks = (inv.reshape(-1), counts)
+    out = {f"ndcg@{k}": (float(v), 1.0) for k, v in zip(ks, _ndcg_at_ks(labels.rel_ranks, ks, blocks))}
+    if labels.rel_votes is not None:
+        votes = _ndcg_at_ks(labels.rel_votes, ks, blocks)
+        out.update({f"ndcg_votes@{k}": (float(v), 1.0) for k, v in zip(ks, votes)})
+    out["top1_ndcg@5"] = (_top1_value(labels, scores), 1.0)
+    credit, n_pairs, short_credit, n_short = _pair_stats(labels.ranks, scores, labels.lengths)
+    out["pair_accuracy"] = (credit, float(n_pairs))
+    grouped = out["ndcg@5"][0] if 5 in ks else float(_ndcg_at_ks(labels.rel_ranks, (5,), blocks)[0])
+    out["grouped_ndcg@5"] = (grouped, 1.0)
+    out["paired_ndcg@2"] = _paired_ndcg_sum(labels, scores)
+    if labels.lengths is not None:
+        rho = _spearman(scores, labels.lengths)
+        out["length_spearman"] = (0.0, 0.0) if np.isnan(rho) else (rho, 1.0)
+        out["shorter_better_pair_accuracy"] = (short_credit, float(n_short))
+    return out
+
+
+def _stack(per_post: Sequence[Mapping[str, tuple[float, float]]]) -> PostStats:
+    keys = per_post[0].keys() if per_post else ()
+    return PostStats(
+        {k: np.array([p[k][0] for p in per_post], dtype=np.float64) for k in keys},
+        {k: np.array([p[k][1] for p in per_post], dtype=np.float64) for k in keys},
+    )
+
+
+def _all_labels(posts: Sequence[Mapping[str, Any]]) -> list[_Labels]:
+    with_votes = bool(posts) and all(_has_votes(p) for p in posts)  # as ranking_metrics: votes NDCG needs every post
+    return [_labels(p, with_votes) for p in posts]
+
+
+def post_stats(posts: Sequence[Mapping[str, Any]], ks: Iterable[int] = (1, 2, 3, 4, 5)) -> PostStats:
+    """Per-post statistics of every metric :func:`ranking_metrics` reports (same keys, without the counts), plus
+    :data:`LENGTH_KEYS` when the posts carry ``comments`` (texts, for their character lengths).
+
+    ``PostStats.value(key)`` equals ``ranking_metrics(posts)[key]`` up to float rounding.
+    """
+    ks = tuple(ks)
+    labels = _all_labels(posts)
+    return _stack([_post_values(lab, np.asarray(p["scores"], dtype=np.float64), ks) for lab, p in zip(labels, posts)])
+
+
+def baseline_post_stats(
+    posts: Sequence[Mapping[str, Any]], n_seeds: int = 20, seed: int = 0, ks: Iterable[int] = (1, 2, 3, 4, 5)
+) -> dict[str, PostStats]:
+    """:func:`post_stats` of the baselines of :func:`baseline_metrics`, with the same random scores.
+
+    ``random``: each post's numerators and denominators are the mean over the ``n_seeds`` seeds (the post's value
+    averaged over seeds), so the aggregates equal :func:`baseline_metrics`' random averages.
+    """
+    if n_seeds < 1:
+        raise ValueError(f"n_seeds must be >= 1, got {n_seeds}")
+    ks = tuple(ks)
+    labels = _all_labels(posts)
+    runs = []
+    for i in range(n_seeds):
+        rng = np.random.default_rng(seed + i)  # drawn post by post, as baseline_metrics does
+        runs.append(_stack([_post_values(lab, random_scores(lab.ranks.size, rng), ks) for lab in labels]))
+    keys = runs[0].keys
+    random_stats = PostStats(
+        {k: np.mean([r.num[k] for r in runs], axis=0) for k in keys},
+        {k: np.mean([r.den[k] for r in runs], axis=0) for k in keys},
+    )
+    longest = _stack([_post_values(lab, longest_first_scores(p["comments"]), ks) for lab, p in zip(labels, posts)])
+    return {"random": random_stats, "longest_first": longest}
+
+
+def length_metrics(posts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Does the ranker just measure length? Posts are dicts with ``ranks``, ``scores`` and ``comments`` (texts).
+
+    * ``length_spearman``: mean over posts of the Spearman correlation between the scores and the comments'
+      character lengths; posts where either is constant are left out, ``length_spearman_n_posts`` counts the rest.
+    * ``shorter_better_pair_accuracy``: pair accuracy (micro) on the label-ordered pairs whose better comment is
+      the strictly shorter one, ``shorter_better_n_pairs`` of them. Longest-first scores 0, a ranker that only
+      measures length scores below 0.5.
+
+    NaN where no post (pair) counts.
+    """
+    if not posts:
+        return {"length_spearman": float("nan"), "length_spearman_n_posts": 0.0,
+                "shorter_better_pair_accuracy": float("nan"), "shorter_better_n_pairs": 0.0}  # fmt: skip
+    stats = post_stats([{"ranks": p["ranks"], "scores": p["scores"], "comments": p["comments"]} for p in posts], (5,))
+    values = stats.values()
+    return {key: values[key] for key in ("length_spearman", "length_spearman_n_posts",
+                                         "shorter_better_pair_accuracy", "shorter_better_n_pairs")}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Bootstrap intervals over posts
+# --------------------------------------------------------------------------------------------------------------------
+
+BOOTSTRAP_METHOD = "BCa"
+
+
+class Interval(NamedTuple):
+    """A point estimate with its bootstrap interval; ``method`` is "BCa", "percentile" (BCa was degenerate) or
+    "none" (fewer than two posts count: no interval)."""
+
+    point: float
+    low: float
+    high: float
+    method: str
+
+
+def ratio_statistic(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``sum(num) / sum(den)`` along ``axis`` (NaN where ``sum(den)`` is 0): a metric on resampled posts."""
+    total = np.sum(den, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.sum(num, axis=axis) / np.where(total > 0, total, 1.0), np.nan)
+
+
+def difference_statistic(num_a, den_a, num_b, den_b, axis: int = -1) -> np.ndarray:
+    """Ranker a minus ranker b, each :func:`ratio_statistic`, on the same resampled posts."""
+    return ratio_statistic(num_a, den_a, axis) - ratio_statistic(num_b, den_b, axis)
+
+
+def _rng_argument(seed: int) -> dict:
+    """The seeded generator under the keyword the installed scipy takes (``rng`` from 1.15, else ``random_state``)."""
+    import inspect
+
+    from scipy.stats import bootstrap
+
+    name = "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
+    return {name: np.random.default_rng(seed)}
+
+
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, n_resamples: int, seed: int, confidence: float) -> Interval:
+    """scipy's paired, vectorized BCa bootstrap of ``statistic`` over the posts; the percentile interval of the same
+    resamples where BCa is undefined (a constant bootstrap distribution, or resamples where the metric is NaN)."""
+    import warnings
+
+    from scipy.stats import bootstrap
+
+    point = float(statistic(*data))
+    n = data[0].size
+    if n < 2 or not np.isfinite(point):
+        return Interval(point, float("nan"), float("nan"), "none")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning and 0/0 in the acceleration: handled below
+        res = bootstrap(data, statistic, n_resamples=n_resamples, batch=max(1, min(n_resamples, 200_000 // n)),
+                        vectorized=True, paired=True, confidence_level=confidence, method=BOOTSTRAP_METHOD,
+                        **_rng_argument(seed))  # fmt: skip
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if np.isfinite(low) and np.isfinite(high):
+        return Interval(point, low, high, BOOTSTRAP_METHOD)
+    alpha = (1 - confidence) / 2
+    low, high = np.nanquantile(res.bootstrap_distribution, [alpha, 1 - alpha])
+    return Interval(point, float(low), float(high), "percentile")
+
+
+def bootstrap_interval(
+    stats: PostStats, key: str, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> Interval:
+    """The metric ``key`` of one ranker with its bootstrap interval over posts (the posts that count for it:
+    positive denominator, e.g. posts with pairs), resampled ``n_resamples`` times with ``default_rng(seed)``."""
+    counts = stats.den[key] > 0
+    return _bootstrap((stats.num[key][counts], stats.den[key][counts]), ratio_statistic, n_resamples, seed, confidence)
+
+
+def paired_difference_interval(
+    a: PostStats, b: PostStats, key: str, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> Interval:
+    """Ranker ``a`` minus ranker ``b`` on the metric ``key``, with a paired bootstrap interval: both recomputed on
+    the same resampled posts (those that count for either), so what the posts share cancels out."""
+    if a.n_posts != b.n_posts:
+        raise ValueError(f"paired rankers must score the same posts: {a.n_posts} != {b.n_posts}")
+    counts = (a.den[key] > 0) | (b.den[key] > 0)
+    data = (a.num[key][counts], a.den[key][counts], b.num[key][counts], b.den[key][counts])
+    return _bootstrap(data, difference_statistic, n_resamples, seed, confidence)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def bootstrap_report(
+    rankers: Mapping[str, PostStats],
+    reference: str = "model",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Intervals of every metric of every ranker, and ``reference`` minus each other ranker (paired).
+
+    Returns ``intervals`` (ranker -> metric -> [low, high]), ``differences`` (other ranker -> metric ->
+    {point, low, high}) and ``bootstrap`` (method, resamples, seed, confidence, and the intervals where BCa was
+    degenerate and the percentile interval was used). Bounds that do not exist are None. Every interval draws its
+    resamples with ``default_rng(seed)``: where the same posts count for a metric (every post for NDCG, the posts
+    with pairs for the pair metrics; the posts of ``length_spearman`` depend on the ranker's ties), the intervals of
+    all rankers and the differences use the very same resampled posts.
+    """
+    intervals: dict[str, dict] = {}
+    fallback: list[str] = []
+    for name, stats in rankers.items():
+        intervals[name] = {}
+        for key in stats.keys:
+            iv = bootstrap_interval(stats, key, n_resamples, seed, confidence)
+            intervals[name][key] = [_finite_or_none(iv.low), _finite_or_none(iv.high)]
+            fallback += [f"{name}/{key}"] if iv.method == "percentile" else []
+    differences: dict[str, dict] = {}
+    for name, stats in rankers.items():
+        if name == reference:
+            continue
+        differences[name] = {}
+        for key in (k for k in rankers[reference].keys if k in stats.num):
+            iv = paired_difference_interval(rankers[reference], stats, key, n_resamples, seed, confidence)
+            differences[name][key] = {"point": _finite_or_none(iv.point), "low": _finite_or_none(iv.low),
+                                      "high": _finite_or_none(iv.high)}  # fmt: skip
+            fallback += [f"{reference}-{name}/{key}"] if iv.method == "percentile" else []
+    info = {"method": BOOTSTRAP_METHOD, "fallback_method": "percentile", "n_resamples": n_resamples, "seed": seed,
+            "confidence": confidence, "unit": "post", "percentile_fallback": fallback}  # fmt: skip
+    return {"intervals": intervals, "differences": differences, "bootstrap": info}
+
+
+def per_site_metrics(
+    rankers: Mapping[str, PostStats], sites: Sequence[str | None], keys: Sequence[str] = ("ndcg@5", "pair_accuracy")
+) -> dict[str, dict]:
+    """site -> {"n_posts", ranker -> {metric: value}} for the posts of each site (a missing site is "unknown"),
+    sites in decreasing number of posts."""
+    labels = ["unknown" if s is None else str(s) for s in sites]
+    out = {}
+    for site, count in sorted(Counter(labels).items(), key=lambda item: (-item[1], item[0])):
+        mask = np.array([label == site for label in labels])
+        out[site] = {"n_posts": count}
+        for name, stats in rankers.items():
+            sub = stats.subset(mask)
+            out[site][name] = {key: _finite_or_none(sub.value(key)) for key in keys if key in stats.num}
+    return out

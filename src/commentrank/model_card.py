@@ -21,7 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from commentrank.bundled_models import bundled_hub_id
 from commentrank.configs import LOSSES, EncoderSettings
 from commentrank.io_utils import atomic_write_text, is_hub_id
-from commentrank.score.report import markdown_table
+from commentrank.score.report import LENGTH_NOTE, interval_note, length_table, markdown_table, verdict_lines
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,15 @@ METRIC_LABELS = {
     "pair_accuracy": ("accuracy", "Pair accuracy", {}),
     "grouped_ndcg@5": ("ndcg", "Grouped NDCG@5 (CUP IT)", {"k": 5, "relevance": "rank"}),
     "paired_ndcg@2": ("ndcg", "Paired NDCG@2 (CUP IT, adjacent pairs)", {"k": 2, "relevance": "chosen over rejected"}),
+    "length_spearman": ("spearmanr", "Length Spearman (reward vs comment length)", {"per": "post"}),
+    "shorter_better_pair_accuracy": ("accuracy", "Shorter-better pair accuracy", {"pairs": "better comment shorter"}),
 }
+LENGTH_METRICS = (
+    "length_spearman",
+    "length_spearman_n_posts",
+    "shorter_better_pair_accuracy",
+    "shorter_better_n_pairs",
+)
 
 
 def hub_model_id(name: str | None) -> str | None:
@@ -96,10 +104,9 @@ def usage_snippet(model_id: str, text_pair: bool, max_length: int = 512, separat
     """Scoring comments with plain transformers and with commentrank's scripts."""
     if text_pair:
         encode = (
-            "# (post, comment) as a text pair: [CLS] post [SEP] comment [SEP]\n"
+            "# (post, comment) as a text pair: [CLS] post [SEP] comment [SEP], as CrossEncoder and TEI pass it\n"
             "inputs = tokenizer([post] * len(comments), comments, padding=True, truncation=True,\n"
-            f'                   max_length={max_length}, return_tensors="pt")\n'
-            'inputs.pop("token_type_ids", None)  # trained without segment ids (all zeros)'
+            f'                   max_length={max_length}, return_tensors="pt")'
         )
     else:
         encode = (
@@ -175,6 +182,30 @@ def _data_section(dataset_name: str | None) -> list[str]:
     ]
 
 
+def _length_controlled(results: dict, evaluation: dict) -> dict[str, dict]:
+    """ranker -> length-controlled metrics: from `evaluation`, else from the rankers' metrics that hold them."""
+    if evaluation.get("length_controlled"):
+        return {
+            name: {k: v for k, v in m.items() if v is not None} for name, m in evaluation["length_controlled"].items()
+        }
+    found = {name: {k: m[k] for k in LENGTH_METRICS if k in m} for name, m in results.items()}
+    return {name: m for name, m in found.items() if "length_spearman" in m or "shorter_better_pair_accuracy" in m}
+
+
+def _evaluation_lines(results: dict, evaluation: dict, length_controlled: dict) -> list[str]:
+    """The comparison table (with intervals when there are), the verdicts against the baselines and the
+    length-controlled table."""
+    intervals, bootstrap = evaluation.get("intervals"), evaluation.get("bootstrap") or {}
+    lines = [interval_note(bootstrap), ""] if intervals else []
+    lines += [markdown_table(results, intervals=intervals), ""]
+    if evaluation.get("differences"):
+        lines += ["Model minus baseline (paired bootstrap on the same resampled posts):", "",
+                  *verdict_lines(evaluation["differences"], bootstrap), ""]  # fmt: skip
+    if length_controlled:
+        lines += ["### Length-controlled metrics", "", LENGTH_NOTE, "", length_table(length_controlled, intervals), ""]
+    return lines
+
+
 def _card(card_data: ModelCardData, sections: list[str]) -> ModelCard:
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections))
 
@@ -192,12 +223,16 @@ def build_model_card(
     license: str = "apache-2.0",
     training: dict | None = None,
     tags: list[str] | None = None,
+    evaluation: dict | None = None,
 ) -> ModelCard:
     """A reward model's card: `model-index` (the model's NDCG@k and pair accuracy), `base_model`, `datasets`,
     `license`, tags; the loss it was trained with, by name and formula; the comparison with the baselines; how to
     score comments with it (`text_pair`: the model reads (post, comment) text pairs, as encoders do).
 
-    `results` maps a ranker ("model", "random", "longest_first") to `commentrank.metrics.ranking_metrics`.
+    `results` maps a ranker ("model", "random", "longest_first") to `commentrank.metrics.ranking_metrics`;
+    `evaluation` (`commentrank.score.report.evaluation_details`), when given, adds the bootstrap intervals, the
+    paired model-minus-baseline verdicts and the length-controlled metrics (also read from `results` when a
+    ranker's metrics hold them, as the training callback's do).
     """
     if loss_type is not None and loss_type not in LOSSES:
         raise ValueError(f"unknown loss_type '{loss_type}' (choose from {', '.join(LOSSES)})")
@@ -206,7 +241,8 @@ def build_model_card(
     settings = settings or EncoderSettings()
     dataset_name = display_name(dataset) if dataset else None
     model_metrics = (results or {}).get("model") or {}
-    evals = eval_results(model_metrics, dataset_name or "unknown", split)
+    length_controlled = _length_controlled(results or {}, evaluation or {})
+    evals = eval_results({**model_metrics, **length_controlled.get("model", {})}, dataset_name or "unknown", split)
     card_data = ModelCardData(
         model_name=model_id.split("/")[-1], base_model=hub_model_id(base_model),
         datasets=[dataset_name] if dataset_name else None, license=license, library_name="transformers",
@@ -232,8 +268,7 @@ def build_model_card(
             "(averaged over seeds) and the longest comment first. NDCG@k uses linear gain with relevance "
             "`n - 1 - rank` (votes: `votes - min`); pair accuracy counts the label-ordered pairs ranked right.",
             "",
-            markdown_table(results),
-            "",
+            *_evaluation_lines(results, evaluation or {}, length_controlled),
         ]
     else:
         sections += ["No evaluation results were recorded.", ""]

@@ -12,16 +12,22 @@ import torch
 from trl.trainer.utils import pad
 
 from commentrank.data.records import ranks_by
-from commentrank.encoding import PairEncoder
+from commentrank.encoding import PairEncoder, segment_ids
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int, pad_to: int | None = None) -> dict:
-    """Right-pad token id lists to the longest (or to `pad_to`, which none exceeds) with an attention mask."""
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, pad_to: int | None = None, segment_sep_id: int | None = None
+) -> dict:
+    """Right-pad token id lists to the longest (or to `pad_to`, which none exceeds) with an attention mask, and the
+    text pairs' `token_type_ids` when `segment_sep_id` is set (`PairEncoder.segment_sep_id`)."""
     ids = [torch.tensor(seq, dtype=torch.long) for seq in sequences]
-    return {
+    batch = {
         "input_ids": pad(ids, pad_token_id, "right", pad_to),
         "attention_mask": pad([torch.ones_like(seq) for seq in ids], 0, "right", pad_to),
     }
+    if segment_sep_id is not None:
+        batch["token_type_ids"] = segment_ids(batch["input_ids"], batch["attention_mask"], segment_sep_id)
+    return batch
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -48,8 +54,14 @@ def score_ids(
     sort_by_length: bool = True,
     pad_to: int | None = None,
     progress: bool = False,
-) -> list[float]:
+    segment_sep_id: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> list[float | None]:
     """Rewards for already-encoded inputs, in input order.
+
+    `shard=(rank, world)`: score only every `world`-th batch from the `rank`-th (None for the others), for one process
+    of a distributed run. The batches are formed before sharding, so every input is scored in the same batch (and so
+    to the same float) as in a single-process run.
 
     `no_grad`, not `inference_mode`: the training callback scores mid-training, and buffers a model caches lazily
     during this forward must stay usable by autograd afterwards.
@@ -61,7 +73,9 @@ def score_ids(
         batches = length_sorted_batches([len(x) for x in input_ids], batch_size)
     else:
         batches = [list(range(i, min(i + batch_size, len(input_ids)))) for i in range(0, len(input_ids), batch_size)]
-    rewards = [0.0] * len(input_ids)
+    rank, world = shard
+    batches = batches[rank::world]
+    rewards: list[float | None] = [None] * len(input_ids)
     was_training = model.training
     model.eval()
     iterator = batches
@@ -71,7 +85,7 @@ def score_ids(
         iterator = tqdm(batches, desc="scoring", unit="batch")
     try:
         for batch in iterator:
-            inputs = pad_batch([input_ids[i] for i in batch], pad_token_id, pad_to)
+            inputs = pad_batch([input_ids[i] for i in batch], pad_token_id, pad_to, segment_sep_id)
             logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits
             check_logits(logits)
             for i, value in zip(batch, logits[:, 0].float().tolist()):
@@ -100,12 +114,28 @@ def split_by_post(flat: Sequence[float], posts: Sequence[dict]) -> list[list[flo
 
 
 def score_posts(
-    model: torch.nn.Module, encoder: PairEncoder, posts: Sequence[dict], batch_size: int = 32, progress: bool = False
+    model: torch.nn.Module,
+    encoder: PairEncoder,
+    posts: Sequence[dict],
+    batch_size: int = 32,
+    progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[list[list[float]], int]:
-    """Rewards for every comment of every post (dicts with `prompt` and `comments`); also the number truncated."""
+    """Rewards for every comment of every post (dicts with `prompt` and `comments`); also the number truncated.
+    With `shard`, this process's share (see `score_ids`; None for the comments of other processes)."""
     input_ids, n_truncated = encode_posts(encoder, posts)
-    flat = score_ids(model, input_ids, encoder.tokenizer.pad_token_id, batch_size, progress=progress)
+    flat = score_ids(model, input_ids, encoder.tokenizer.pad_token_id, batch_size, progress=progress,
+                     segment_sep_id=encoder.segment_sep_id, shard=shard)  # fmt: skip
     return split_by_post(flat, posts), n_truncated
+
+
+def merge_shards(parts: Sequence[list[list[float | None]]]) -> list[list[float]]:
+    """Per-post rewards of a distributed run: each process's `score_posts(..., shard=...)` result, merged (every
+    comment was scored by exactly one process)."""
+    merged = []
+    for posts in zip(*parts):
+        merged.append([next(v for v in values if v is not None) for values in zip(*posts)])
+    return merged
 
 
 def predicted_ranks(rewards: Sequence[float]) -> list[int]:

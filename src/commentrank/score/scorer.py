@@ -16,6 +16,7 @@ import torch
 from commentrank.configs import EncoderSettings
 from commentrank.encoding import PairEncoder
 from commentrank.io_utils import is_hub_id
+from commentrank.score.exported import onnx_file_of
 from commentrank.score.inference import score_posts
 
 
@@ -25,14 +26,16 @@ class Scorer:
 
     model: torch.nn.Module
     encoder: PairEncoder
+    dtype: str = "float32"
+    dtype_reason: str = "as asked"
 
     @property
     def settings(self) -> EncoderSettings:
         return self.encoder.settings
 
-    def score(self, posts: Sequence[dict], batch_size: int = 32, progress: bool = False):
+    def score(self, posts: Sequence[dict], batch_size: int = 32, progress: bool = False, shard=(0, 1)):
         """`score_posts` with this model: (rewards per post, number of truncated inputs)."""
-        return score_posts(self.model, self.encoder, posts, batch_size, progress)
+        return score_posts(self.model, self.encoder, posts, batch_size, progress, shard)
 
     def rank(self, prompt: str, comments: Sequence[str], batch_size: int = 32) -> list[tuple[int, float]]:
         """(index, reward) of each comment, best first."""
@@ -68,17 +71,20 @@ def load_scorer(
     model_path: str | os.PathLike,
     max_length: int | None = None,
     device: str | torch.device | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     allow_pickle: bool = False,
+    onnx_file: str | None = None,
 ) -> Scorer:
     """Model and encoder of a reward model folder or Hub id, with the encoder settings saved next to it
     (`max_length` overrides the saved one; a length beyond what the model takes is lowered to it).
 
-    Clear errors for a missing model, a checkpoint without a single-logit head and a multi-label classifier.
+    `dtype` "auto" picks bfloat16 where the hardware has it (`modeling.choose_dtype`), else float32. A folder written
+    by scripts/export.py runs on onnxruntime (`model.onnx`, or `onnx_file`). Clear errors for a missing model, a
+    checkpoint without a single-logit head and a multi-label classifier.
     """
     from transformers import AutoConfig
 
-    from commentrank.modeling import load_reward_model, load_tokenizer
+    from commentrank.modeling import choose_dtype, load_reward_model, load_tokenizer
 
     model_path = str(model_path)
     _check_model_source(model_path)
@@ -93,9 +99,16 @@ def load_scorer(
     settings = EncoderSettings.load(model_path)
     if max_length:
         settings = settings.replace(max_length=max_length)
-    tokenizer = load_tokenizer(model_path, pad_at_eos=settings.pad_at_eos)
-    model = load_reward_model(model_path, tokenizer, dtype=dtype, allow_pickle=allow_pickle)
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
-    return Scorer(model, PairEncoder(tokenizer, settings, model=model))
+    tokenizer = load_tokenizer(model_path, pad_at_eos=settings.pad_at_eos)
+    exported = onnx_file_of(model_path, onnx_file)
+    if exported is not None:
+        from commentrank.score.exported import OnnxRewardModel
+
+        model, dtype, why = OnnxRewardModel(exported), exported.name, "an exported model, on onnxruntime"
+    else:
+        dtype, why = choose_dtype(dtype, str(device))
+        model = load_reward_model(model_path, tokenizer, dtype=dtype, allow_pickle=allow_pickle)
+        model.to(device).eval()
+    return Scorer(model, PairEncoder(tokenizer, settings, model=model), dtype, why)

@@ -1,19 +1,24 @@
-"""Training callbacks: ranking metrics (NDCG, pair accuracy) of whole validation posts at each evaluation."""
+"""Training callbacks: ranking metrics (NDCG, pair accuracy, length-controlled metrics) of whole validation posts at
+each evaluation."""
 
 from __future__ import annotations
+
+import math
 
 from transformers import TrainerCallback
 
 from commentrank.encoding import PairEncoder
-from commentrank.metrics import ranking_metrics
+from commentrank.metrics import length_metrics, ranking_metrics
 from commentrank.score.inference import encode_posts, score_ids, split_by_post
 
-LOGGED = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@1", "ndcg_votes@5", "top1_ndcg@5", "pair_accuracy")
+LOGGED = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@1", "ndcg_votes@5", "top1_ndcg@5", "pair_accuracy",
+          "length_spearman", "shorter_better_pair_accuracy")  # fmt: skip
 
 
 class RankingEvalCallback(TrainerCallback):
-    """Scores every comment of the validation posts and logs NDCG@1/3/5 and pair accuracy as `eval_*` metrics,
-    next to TRL's own reward metrics, so `metric_for_best_model: eval_ndcg@5` can pick the best checkpoint.
+    """Scores every comment of the validation posts and logs NDCG@1/3/5, pair accuracy and the length-controlled
+    metrics (`length_spearman`, `shorter_better_pair_accuracy`; point values, no intervals) as `eval_*` metrics, next
+    to TRL's own reward metrics, so `metric_for_best_model: eval_ndcg@5` can pick the best checkpoint.
 
     Set `callback.trainer` after building the trainer. Every process scores the same posts (ZeRO-3 gathers
     parameters collectively, so all ranks must run the same forwards).
@@ -30,16 +35,18 @@ class RankingEvalCallback(TrainerCallback):
     def evaluate_posts(self, model) -> dict[str, float]:
         if self._input_ids is None:
             self._input_ids, _ = encode_posts(self.encoder, self.posts)
-        flat = score_ids(model, self._input_ids, self.encoder.tokenizer.pad_token_id, self.batch_size)
+        flat = score_ids(model, self._input_ids, self.encoder.tokenizer.pad_token_id, self.batch_size,
+                         segment_sep_id=self.encoder.segment_sep_id)  # fmt: skip
         rewards = split_by_post(flat, self.posts)
-        return ranking_metrics([{**p, "scores": r} for p, r in zip(self.posts, rewards)])
+        scored = [{**p, "scores": r} for p, r in zip(self.posts, rewards)]
+        return {**ranking_metrics(scored), **length_metrics(scored)}
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not self.posts or self.trainer is None:
             return
         results = self.evaluate_posts(self.trainer.model)
         self.last_metrics = results
-        extra = {f"eval_{k}": v for k, v in results.items() if k in LOGGED}
+        extra = {f"eval_{k}": v for k, v in results.items() if k in LOGGED and math.isfinite(v)}  # no NaN logged
         if metrics is not None:
             metrics.update(extra)
         self.trainer.log(extra)

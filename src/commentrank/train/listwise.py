@@ -13,6 +13,18 @@ are flattened into one padded batch, and the loss is computed from the K rewards
   the positions of a post, then the mean over posts: `sum_i [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i]`.
   For a strict order this is exactly the Plackett-Luce NLL; comments with tied ranks share their risk set (each
   one's denominator holds all its ties), so tied comments are treated symmetrically.
+- `plistmle`: position-aware ListMLE (Lan et al. 2014): ListMLE's term at position i weighted by
+  `a(i) = 2^(n-i) - 1`, normalized over the post, so the top of the order counts most, as in NDCG.
+- `listnet`: top-one ListNet (Cao et al. 2007): the cross-entropy `-sum_i softmax(g)_i log softmax(r)_i` between
+  the top-one probabilities of the graded relevance `g` and of the rewards.
+- `lambdaloss`: LambdaLoss with the NDCG-Loss2++ weighting (Wang et al. 2018, mu = 5): each pair of different
+  relevance weighted by the NDCG it costs when swapped at the rewards' current positions,
+  `-log2 sigmoid(r_i - r_j) * (rho_ij + mu * delta_ij) * |G_i - G_j|`.
+- graded relevance (`relevance`, the gains of listnet and lambdaloss): `ranks` (default) gives `n - 1 - rank`, the
+  project's NDCG relevance (linear gain, `commentrank.metrics`); `votes` gives `log1p(votes - min votes)` over the
+  comments kept of the post (the vote counts of data_prep's `votes` column, compressed: a few answers of a thread
+  often hold most of its votes), carried as a `relevance` column. Tied votes are equal relevance: no lambdaloss pair.
+  The other losses take their order from the ranks whatever `relevance` is.
 - `center_rewards_coefficient` (RewardConfig) adds `coef * mean(r^2)` over the comments of the batch, as TRL does
   over the chosen and rejected rewards.
 
@@ -31,6 +43,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -41,14 +54,31 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl import RewardTrainer
 from trl.trainer.utils import pad
 
-from commentrank.configs import LISTWISE_LOSSES, EncoderSettings
+from commentrank.configs import LISTWISE_LOSSES, RELEVANCES, EncoderSettings
 from commentrank.encoding import PairEncoder
-from commentrank.train.losses import listmle_loss, pair_mask, pairwise_all_loss
-from commentrank.train.pairwise import PairwiseRewardTrainer
+from commentrank.train.losses import (
+    lambdaloss_loss,
+    listmle_loss,
+    listnet_loss,
+    pair_mask,
+    pairwise_all_loss,
+    plistmle_loss,
+)
+from commentrank.train.pairwise import PairwiseRewardTrainer, with_segments
 
 logger = logging.getLogger(__name__)
 
+LOSS_FUNCTIONS = {  # loss_type -> loss(rewards, post_index, ranks, ...), train/losses.py
+    "pairwise_all": pairwise_all_loss,
+    "listmle": listmle_loss,
+    "plistmle": plistmle_loss,
+    "listnet": listnet_loss,
+    "lambdaloss": lambdaloss_loss,
+}
+
 LISTWISE_COLUMNS = ("comment_ids", "ranks")
+RELEVANCE_COLUMN = "relevance"  # with relevance votes: the graded relevance of each comment, next to `ranks`
+GRADED_LOSSES = ("listnet", "lambdaloss")  # the losses whose gains come from `relevance` (the others: the ranks)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -63,15 +93,43 @@ def cap_indices(n: int, max_comments: int | None, key: str) -> list[int]:
     return sorted(random.Random(key).sample(range(n), max_comments))
 
 
+def relevance_from_votes(votes: list[float]) -> list[float]:
+    """The graded relevance of a post's comments from their votes: `log1p(votes - min(votes))` (0 for the least voted,
+    equal votes give equal relevance)."""
+    low = min(votes)
+    return [math.log1p(v - low) for v in votes]
+
+
+def _post_votes(votes, n_comments: int, post_id) -> list[float]:
+    """A post's vote counts as floats; a clear error when it has none (relevance votes needs them)."""
+    if votes is None or any(v is None for v in votes):
+        raise ValueError(
+            f"post {post_id} has no votes: relevance votes needs the vote count of every comment (data_prep's "
+            "`votes` column); use relevance ranks for data without votes"
+        )
+    if len(votes) != n_comments:
+        raise ValueError(f"post {post_id}: {n_comments} comments but {len(votes)} votes")
+    values = [float(v) for v in votes]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"post {post_id}: votes must be finite numbers, got {votes}")
+    return values
+
+
 def prepare_listwise(
-    dataset: datasets.Dataset, encoder: PairEncoder, max_comments: int | None = None, seed: int = 42
+    dataset: datasets.Dataset,
+    encoder: PairEncoder,
+    max_comments: int | None = None,
+    seed: int = 42,
+    relevance: str = "ranks",
 ) -> tuple[datasets.Dataset, dict]:
     """Encode data_prep's `listwise` view for `ListwiseRewardTrainer`.
 
     Each post becomes one row with `comment_ids` (one list of input ids per comment: the (prompt, comment) input,
     truncated to the encoder's `max_length`, never dropped) and `ranks` (0 = best). Posts above `max_comments`
     keep a seeded random subset (see the module docstring); posts with fewer than two comments have nothing to
-    rank and are dropped. Unlabeled posts (`ranks` null) are an error.
+    rank and are dropped. Unlabeled posts (`ranks` null) are an error. With `relevance="votes"` each row also holds
+    `relevance`, `relevance_from_votes` of the kept comments' `votes`; a kept post without votes is an error that
+    names it (`relevance="ranks"`: the losses derive the relevance from the ranks, no column).
 
     Returns the dataset and counts: posts, comments (forwarded per epoch), pairs (ordered pairs among them),
     truncated (inputs cut to fit), capped_posts / capped_comments (posts over the cap, comments left out by it),
@@ -84,10 +142,21 @@ def prepare_listwise(
         raise ValueError(
             f"max_comments_per_post must be at least 2 (a post needs two comments to rank), got {max_comments}"
         )
+    if relevance not in RELEVANCES:
+        raise ValueError(f"relevance '{relevance}' is not one of {', '.join(RELEVANCES)}")
+    with_votes = relevance == "votes"
+    if with_votes and "votes" not in dataset.column_names:
+        raise ValueError(
+            f"relevance votes needs the comments' votes, but the listwise dataset has no `votes` column (found "
+            f"{dataset.column_names}); use relevance ranks for data without votes"
+        )
     has_ids = "post_id" in dataset.column_names
+    columns = [*LISTWISE_COLUMNS, RELEVANCE_COLUMN] if with_votes else list(LISTWISE_COLUMNS)
 
     def encode(batch, indices):
         out = {"comment_ids": [], "ranks": [], "_truncated": [], "_capped": [], "_pairs": []}
+        if with_votes:
+            out[RELEVANCE_COLUMN] = []
         for row, index in enumerate(indices):
             comments, ranks = batch["comments"][row], batch["ranks"][row]
             post_id = batch["post_id"][row] if has_ids else index
@@ -99,6 +168,9 @@ def prepare_listwise(
                 continue
             keep = cap_indices(len(comments), max_comments, f"{seed}:{post_id}")
             kept_ranks = [int(ranks[i]) for i in keep]
+            if with_votes:
+                votes = _post_votes(batch["votes"][row], len(comments), post_id)
+                out[RELEVANCE_COLUMN].append(relevance_from_votes([votes[i] for i in keep]))
             encoded = encoder.encode([batch["prompt"][row]] * len(keep), [comments[i] for i in keep])
             out["comment_ids"].append(encoded.input_ids)
             out["ranks"].append(kept_ranks)
@@ -119,16 +191,17 @@ def prepare_listwise(
         "capped_comments": int(sum(prepared["_capped"])),
         "dropped": len(dataset) - len(prepared),
     }
-    return prepared.select_columns(list(LISTWISE_COLUMNS)), counts
+    return prepared.select_columns(columns), counts
 
 
 @dataclass
 class DataCollatorForListwise(DataCollatorMixin):
     """Flattens the comments of a batch of posts into one right-padded batch.
 
-    Examples are dicts with `comment_ids` (a list of input id lists) and `ranks`. Returns `input_ids` and
-    `attention_mask` (one row per comment, posts one after the other), `post_index` (the row's post in the batch,
-    0..B-1) and `ranks` (the row's rank within its post).
+    Examples are dicts with `comment_ids` (a list of input id lists), `ranks` and, optionally, `relevance` (in every
+    example or in none). Returns `input_ids` and `attention_mask` (one row per comment, posts one after the other),
+    `post_index` (the row's post in the batch, 0..B-1), `ranks` (the row's rank within its post) and, when the
+    examples have it, `relevance` (the row's graded relevance, float).
     """
 
     pad_token_id: int
@@ -137,16 +210,26 @@ class DataCollatorForListwise(DataCollatorMixin):
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         input_ids = [torch.tensor(ids, dtype=torch.long) for ex in examples for ids in ex["comment_ids"]]
+        with_relevance = [RELEVANCE_COLUMN in ex for ex in examples]
+        if any(with_relevance) and not all(with_relevance):
+            raise ValueError(f"some posts of the batch have `{RELEVANCE_COLUMN}` and some do not")
         for ex in examples:
             if len(ex["comment_ids"]) != len(ex["ranks"]):
                 raise ValueError(f"{len(ex['comment_ids'])} comments but {len(ex['ranks'])} ranks in one post")
+            if any(with_relevance) and len(ex[RELEVANCE_COLUMN]) != len(ex["ranks"]):
+                raise ValueError(f"{len(ex['ranks'])} ranks but {len(ex[RELEVANCE_COLUMN])} relevances in one post")
         attention_mask = [torch.ones_like(ids) for ids in input_ids]
-        return {
+        batch = {
             "input_ids": pad(input_ids, self.pad_token_id, "right", self.pad_to_multiple_of),
             "attention_mask": pad(attention_mask, 0, "right", self.pad_to_multiple_of),
             "post_index": torch.tensor([i for i, ex in enumerate(examples) for _ in ex["ranks"]], dtype=torch.long),
             "ranks": torch.tensor([r for ex in examples for r in ex["ranks"]], dtype=torch.long),
         }
+        if any(with_relevance):
+            batch[RELEVANCE_COLUMN] = torch.tensor(
+                [g for ex in examples for g in ex[RELEVANCE_COLUMN]], dtype=torch.float32
+            )
+        return batch
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -158,16 +241,21 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
     """TRL's `RewardTrainer` on whole posts: each comment is forwarded once, the loss sees all the post's comments.
 
     Takes the same arguments as `RewardTrainer`, plus:
-        loss_type: `pairwise_all` (mean over the ordered pairs of each post, each post weighted equally) or
-            `listmle` (Plackett-Luce NLL of the observed order).
+        loss_type: `pairwise_all` (mean over the ordered pairs of each post, each post weighted equally), `listmle`
+            (Plackett-Luce NLL of the observed order), `plistmle` (ListMLE weighted by position), `listnet` (top-one
+            cross-entropy) or `lambdaloss` (NDCG-Loss2++); see the module docstring and `configs.LOSSES`.
+        relevance: the graded relevance of `listnet` and `lambdaloss`: `ranks` (`n - 1 - rank`) or `votes`
+            (`log1p` of the vote gap; the dataset needs votes, or a `relevance` column from
+            `prepare_listwise(..., relevance="votes")`). The other losses take their order from the ranks.
         use_margin: `pairwise_all` only: subtract `margin_scale * rank gap` inside the sigmoid.
         margin_scale: the margin per rank of gap.
         max_comments_per_post: cap applied when the trainer tokenizes a raw listwise view itself.
         encoder_settings: how it encodes a raw listwise view (the recipe's `EncoderSettings`, also saved with every
             checkpoint); default: the default settings at `args.max_length`.
 
-    Datasets are either `prepare_listwise` outputs (`comment_ids`, `ranks`) or raw listwise views (`prompt`,
-    `comments`, `ranks`), then encoded here with a `PairEncoder` of `encoder_settings` (truncated, never dropped).
+    Datasets are either `prepare_listwise` outputs (`comment_ids`, `ranks`, and `relevance` with relevance votes) or
+    raw listwise views (`prompt`, `comments`, `ranks`, and `votes` with relevance votes), then encoded here with a
+    `PairEncoder` of `encoder_settings` (truncated, never dropped).
     The loss is a mean over the posts of a micro-batch, divided by the gradient accumulation steps as in TRL.
     """
 
@@ -180,28 +268,42 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         use_margin: bool = False,
         margin_scale: float = 1.0,
         max_comments_per_post: int | None = None,
+        relevance: str = "ranks",
         **kwargs,
     ):
         if loss_type not in LISTWISE_LOSSES:
             raise ValueError(f"unknown listwise loss_type '{loss_type}' (choose from {', '.join(LISTWISE_LOSSES)})")
+        if loss_type not in LOSS_FUNCTIONS:
+            raise ValueError(f"listwise loss_type '{loss_type}' has no implementation (configs.LOSSES names it)")
         if use_margin and loss_type != "pairwise_all":
-            raise ValueError("use_margin applies to loss_type pairwise_all only (ListMLE has no margin)")
+            raise ValueError(f"use_margin applies to loss_type pairwise_all only ({loss_type} has no margin)")
         if max_comments_per_post is not None and max_comments_per_post < 2:
             raise ValueError(f"max_comments_per_post must be at least 2, got {max_comments_per_post}")
+        if relevance not in RELEVANCES:
+            raise ValueError(f"relevance '{relevance}' is not one of {', '.join(RELEVANCES)}")
+        if relevance == "votes" and loss_type not in GRADED_LOSSES:
+            logger.info("relevance votes: loss_type %s takes its order from the ranks, votes unused", loss_type)
         self.loss_type = loss_type
+        self.relevance = relevance
         self.margin_scale = float(margin_scale) if use_margin else None
         self.max_comments_per_post = max_comments_per_post
         trl_kwargs = {k: v for k, v in kwargs.items() if k != "encoder_settings"}
         bound = inspect.signature(RewardTrainer.__init__).bind_partial(self, *args, **trl_kwargs).arguments
         super().__init__(*args, **kwargs)
         if bound.get("data_collator") is None:
-            self.data_collator = DataCollatorForListwise(
+            collator = DataCollatorForListwise(
                 pad_token_id=self.processing_class.pad_token_id, pad_to_multiple_of=self.args.pad_to_multiple_of
             )
+            self.data_collator = with_segments(collator, self.processing_class)  # token_type_ids as scoring has them
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         columns = dataset.column_names if dataset.column_names is not None else []
         if set(LISTWISE_COLUMNS) <= set(columns):
+            if self.relevance == "votes" and RELEVANCE_COLUMN not in columns:
+                raise ValueError(
+                    f"relevance votes needs a `{RELEVANCE_COLUMN}` column: the {dataset_name} dataset was prepared "
+                    "without votes (prepare_listwise(..., relevance='votes'), or pass data_prep's listwise view)"
+                )
             return dataset
         if {"prompt", "comments", "ranks"} <= set(columns) and isinstance(dataset, datasets.Dataset):
             from trl.trainer.utils import global_then_local_main_first
@@ -209,7 +311,9 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
             settings = self.encoder_settings or EncoderSettings(max_length=args.max_length or 512)
             encoder = PairEncoder(processing_class, settings, model=getattr(self, "model", None))
             with global_then_local_main_first():
-                dataset, counts = prepare_listwise(dataset, encoder, self.max_comments_per_post, args.seed)
+                dataset, counts = prepare_listwise(
+                    dataset, encoder, self.max_comments_per_post, args.seed, relevance=self.relevance
+                )
             logger.info("%s dataset: %s", dataset_name, counts)
             return dataset
         raise ValueError(
@@ -219,7 +323,8 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = list(LISTWISE_COLUMNS)
+            relevance = [RELEVANCE_COLUMN] if self.relevance == "votes" else []
+            self._signature_columns = [*LISTWISE_COLUMNS, *relevance]
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Rewards of variable-size posts cannot be gathered as predictions: evaluation reports the loss and the
@@ -229,17 +334,19 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         post_index, ranks = inputs["post_index"], inputs["ranks"]
-        model_inputs = {k: v for k, v in inputs.items() if k not in ("post_index", "ranks")}
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("post_index", "ranks", RELEVANCE_COLUMN)}
         model_inputs["use_cache"] = False
         outputs = model(**model_inputs)
         rewards = outputs.logits.squeeze(-1).float()
 
+        extra = {}
         if self.loss_type == "pairwise_all":
-            loss = pairwise_all_loss(rewards, post_index, ranks, self.margin_scale)
-        elif self.loss_type == "listmle":
-            loss = listmle_loss(rewards, post_index, ranks)
-        else:
-            raise NotImplementedError(f"loss_type {self.loss_type} is not implemented yet")
+            extra["margin_scale"] = self.margin_scale
+        elif self.loss_type in GRADED_LOSSES and self.relevance == "votes":
+            if RELEVANCE_COLUMN not in inputs:
+                raise ValueError(f"relevance votes: the batch has no `{RELEVANCE_COLUMN}` (DataCollatorForListwise)")
+            extra["relevance"] = inputs[RELEVANCE_COLUMN]
+        loss = LOSS_FUNCTIONS[self.loss_type](rewards, post_index, ranks, **extra)
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean(rewards**2)
 

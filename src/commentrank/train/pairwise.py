@@ -9,7 +9,7 @@ import datasets
 from trl import RewardTrainer
 
 from commentrank.configs import EncoderSettings
-from commentrank.encoding import PairEncoder
+from commentrank.encoding import PairEncoder, segment_ids, segment_sep_id
 from commentrank.train.checkpoints import SafeSavingMixin
 
 logger = logging.getLogger(__name__)
@@ -55,3 +55,24 @@ class PairwiseRewardTrainer(SafeSavingMixin, RewardTrainer):
     def __init__(self, *args, encoder_settings: EncoderSettings | None = None, **kwargs):
         self.encoder_settings = encoder_settings
         super().__init__(*args, **kwargs)
+        self.data_collator = with_segments(self.data_collator, self.processing_class)
+
+
+class _WithSegments:
+    """A collator that adds the text pairs' `token_type_ids` to another collator's batches."""
+
+    def __init__(self, collator, sep_token_id: int):
+        self.collator, self.sep_token_id = collator, sep_token_id
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        batch["token_type_ids"] = segment_ids(batch["input_ids"], batch["attention_mask"], self.sep_token_id)
+        return batch
+
+
+def with_segments(collator, tokenizer):
+    """`collator`, adding `token_type_ids` for models that take them (as `tokenizer(prompt, comment)` would)."""
+    sep_id = segment_sep_id(tokenizer)
+    if sep_id is None or isinstance(collator, _WithSegments):
+        return collator
+    return _WithSegments(collator, sep_id)
