@@ -64,7 +64,8 @@ def run(config: ScoreArguments) -> dict:
     scorer = load_scorer(config.model, config.max_length, device, config.dtype, config.allow_pickle_weights,
                          config.onnx_file)  # fmt: skip
     logger.info("scoring in %s (%s)", scorer.dtype, scorer.dtype_reason)
-    template = config.prompt_template or scorer.settings.prompt_template
+    # the template: asked for, else the model's own (a model without settings has none: the data's, or "{title}")
+    template = config.prompt_template or (scorer.settings.prompt_template if scorer.settings_saved else None)
     data = load_scoring_rows(config.dataset, config.split, template, config.skip_invalid, config.max_posts)
     n_comments = sum(len(row["comments"]) for row in data.rows)
     start = time.perf_counter()

@@ -9,6 +9,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["hub_server"]  # fixtures local_hub, local_hub_env: a Hub-protocol server (tests/hub_server.py)
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 POSTS_XML = ROOT / "data" / "stackexchange" / "raw" / "beer.meta.stackexchange.com" / "Posts.xml"

@@ -104,10 +104,18 @@ class EncoderSettings(TextFormat):
     @classmethod
     def load(cls, model_dir_or_id: str | os.PathLike) -> EncoderSettings:
         """The settings saved with a model folder or Hub model; the defaults when it has none (logged)."""
-        path = _settings_file(str(model_dir_or_id))
-        if path is None:
+        saved = cls.saved_with(model_dir_or_id)
+        if saved is None:
             logger.warning("%s has no %s: default encoder settings", model_dir_or_id, ENCODER_SETTINGS_FILE)
             return cls()
+        return saved
+
+    @classmethod
+    def saved_with(cls, model_dir_or_id: str | os.PathLike) -> EncoderSettings | None:
+        """The settings saved with a model folder or Hub model, or None when it has none."""
+        path = _settings_file(str(model_dir_or_id))
+        if path is None:
+            return None
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -6,6 +6,7 @@ back so that scoring encodes inputs exactly as training did.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import torch
 
-from commentrank.configs import EncoderSettings
+from commentrank.configs import ENCODER_SETTINGS_FILE, EncoderSettings
 from commentrank.encoding import PairEncoder
 from commentrank.io_utils import is_hub_id
 from commentrank.score.exported import onnx_file_of
 from commentrank.score.inference import score_posts
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Scorer:
     encoder: PairEncoder
     dtype: str = "float32"
     dtype_reason: str = "as asked"
+    settings_saved: bool = True  # False: the model has no commentrank_config.json, the defaults are used
 
     @property
     def settings(self) -> EncoderSettings:
@@ -92,11 +96,14 @@ def load_scorer(
         config = AutoConfig.from_pretrained(model_path)
     except OSError as err:
         raise FileNotFoundError(
-            f"model not found: {model_path} is neither a local folder nor a Hub model available offline "
+            f"model not found: {model_path} is neither a local folder nor a Hub model that could be reached "
             f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from None
     check_reward_head(config, model_path)
-    settings = EncoderSettings.load(model_path)
+    saved = EncoderSettings.saved_with(model_path)
+    if saved is None:
+        logger.warning("%s has no %s: default encoder settings", model_path, ENCODER_SETTINGS_FILE)
+    settings = saved or EncoderSettings()
     if max_length:
         settings = settings.replace(max_length=max_length)
     if device is None or device == "auto":
@@ -111,4 +118,4 @@ def load_scorer(
         dtype, why = choose_dtype(dtype, str(device))
         model = load_reward_model(model_path, tokenizer, dtype=dtype, allow_pickle=allow_pickle)
         model.to(device).eval()
-    return Scorer(model, PairEncoder(tokenizer, settings, model=model), dtype, why)
+    return Scorer(model, PairEncoder(tokenizer, settings, model=model), dtype, why, saved is not None)
