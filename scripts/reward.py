@@ -71,10 +71,12 @@ def main(argv=None) -> PairwiseRewardTrainer:
             trainer_cls, extra = PairwiseRewardTrainer, {}
         else:  # whole posts: the listwise losses (pairwise_all, listmle, plistmle, listnet, lambdaloss)
             prepare = partial(prepare_listwise, encoder=encoder, max_comments=script_args.max_comments_per_post,
-                              seed=training_args.seed, relevance=script_args.relevance)  # fmt: skip
+                              seed=training_args.seed, relevance=script_args.relevance,
+                              with_lengths=script_args.length_feature != "none")  # fmt: skip
             trainer_cls = ListwiseRewardTrainer
             extra = {"loss_type": script_args.loss_type, "use_margin": script_args.use_margin,
-                     "relevance": script_args.relevance}  # fmt: skip
+                     "relevance": script_args.relevance, "length_feature": script_args.length_feature,
+                     "length_learning_rate": script_args.length_learning_rate, "odin_weight": script_args.odin_weight}  # fmt: skip
         view = data.require_view(script_args.view)
         train = steps.split_of(view, script_args.dataset_train_split, data.source).shuffle(seed=training_args.seed)
         train, counts = prepare(steps.subset(train, script_args.max_train_samples))

@@ -70,6 +70,13 @@ class EncoderSettings(TextFormat):
 
     max_length: int = field(default=512, metadata={"help": "Tokens per (prompt, comment) input."})
     prompt_template: str = field(default=DEFAULT_PROMPT_TEMPLATE, metadata={"help": PROMPT_TEMPLATE_HELP})
+    length_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Every scorer adds length_weight * log1p(characters of the whole comment) to the reward "
+            "(learned with length_feature: additive; 0 otherwise)."
+        },
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,9 +96,10 @@ class EncoderSettings(TextFormat):
         known = {k: v for k, v in values.items() if k in names and v is not None}
         for key, value in known.items():
             expected = type(getattr(cls(), key))
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            accepted = (int, float) if expected is float else expected
+            if not isinstance(value, accepted) or (expected in (int, float) and isinstance(value, bool)):
                 raise ValueError(f"{source}: '{key}' must be {expected.__name__}, got {value!r}")
-        return cls(**known)
+        return cls(**{k: float(v) if isinstance(getattr(cls(), k), float) else v for k, v in known.items()})
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write `commentrank_config.json` into a model (or checkpoint) folder, atomically."""
@@ -327,6 +335,7 @@ LOSSES = {
 }
 LISTWISE_LOSSES = tuple(name for name in LOSSES if name != "pairwise")
 RELEVANCES = ("ranks", "votes")
+LENGTH_FEATURES = ("none", "additive", "odin")
 
 
 @dataclass
@@ -395,6 +404,19 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
         },
     )
     use_margin: bool = field(default=False, metadata={"help": "Use the rank gap as margin in the loss."})
+    length_feature: str = field(
+        default="none",
+        metadata={
+            "help": "Listwise losses: none; additive (the reward gets a learned w * log1p(characters of the whole "
+            "comment), which truncation hides from the model; saved and applied by every scorer); odin (the same "
+            "term during training only, with the model's own reward kept uncorrelated with length, as ODIN: "
+            "length-free rewards)."
+        },
+    )
+    length_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the length term's weight."})
+    odin_weight: float = field(
+        default=1.0, metadata={"help": "length_feature odin: weight of the squared reward/length correlation."}
+    )
     freeze_fraction: float = field(
         default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}
     )
@@ -411,6 +433,10 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             raise ValueError(f"relevance '{self.relevance}' is not one of {', '.join(RELEVANCES)}")
         if self.relevance != "ranks" and self.loss_type == "pairwise":
             raise ValueError("relevance applies to the listwise losses; loss_type pairwise trains on pairs")
+        if self.length_feature not in LENGTH_FEATURES:
+            raise ValueError(f"length_feature '{self.length_feature}' is not one of {', '.join(LENGTH_FEATURES)}")
+        if self.length_feature != "none" and self.loss_type == "pairwise":
+            raise ValueError("length_feature needs a listwise loss_type (pairwise_all, listmle, ...)")
 
     @property
     def view(self) -> str:

@@ -15,6 +15,7 @@ end of the text (the original CUP IT solution's behaviour for GPT-2).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -27,6 +28,12 @@ logger = logging.getLogger(__name__)
 def is_text_pair_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
     """True for tokenizers that build text pairs with CLS/SEP (BERT-like encoders), False for causal LMs."""
     return tokenizer.sep_token is not None and tokenizer.cls_token is not None
+
+
+def length_feature(texts) -> list[float]:
+    """The length signal of `EncoderSettings.length_weight`: log1p of each whole comment's characters (the model sees
+    at most `max_length` tokens of it). One definition for training and every scorer."""
+    return [math.log1p(len(text)) for text in texts]
 
 
 def segment_sep_id(tokenizer: PreTrainedTokenizerBase) -> int | None:

@@ -12,7 +12,7 @@ import torch
 from trl.trainer.utils import pad
 
 from commentrank.data.records import ranks_by
-from commentrank.encoding import PairEncoder, segment_ids
+from commentrank.encoding import PairEncoder, length_feature, segment_ids
 
 
 def pad_batch(
@@ -126,6 +126,10 @@ def score_posts(
     input_ids, n_truncated = encode_posts(encoder, posts)
     flat = score_ids(model, input_ids, encoder.tokenizer.pad_token_id, batch_size, progress=progress,
                      segment_sep_id=encoder.segment_sep_id, shard=shard)  # fmt: skip
+    weight = encoder.settings.length_weight
+    if weight:  # the learned length term of length_feature additive, as in training
+        lengths = length_feature([comment for post in posts for comment in post["comments"]])
+        flat = [None if r is None else r + weight * n for r, n in zip(flat, lengths)]
     return split_by_post(flat, posts), n_truncated
 
 

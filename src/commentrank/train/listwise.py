@@ -42,8 +42,10 @@ whereas keeping the top ranks would never show the model a bad comment of a long
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +56,8 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl import RewardTrainer
 from trl.trainer.utils import pad
 
-from commentrank.configs import LISTWISE_LOSSES, RELEVANCES, EncoderSettings
-from commentrank.encoding import PairEncoder
+from commentrank.configs import LENGTH_FEATURES, LISTWISE_LOSSES, RELEVANCES, EncoderSettings
+from commentrank.encoding import PairEncoder, length_feature
 from commentrank.train.losses import (
     lambdaloss_loss,
     listmle_loss,
@@ -78,6 +80,8 @@ LOSS_FUNCTIONS = {  # loss_type -> loss(rewards, post_index, ranks, ...), train/
 
 LISTWISE_COLUMNS = ("comment_ids", "ranks")
 RELEVANCE_COLUMN = "relevance"  # with relevance votes: the graded relevance of each comment, next to `ranks`
+LENGTH_COLUMN = "log_lengths"  # with a length_feature: encoding.length_feature of each comment's whole text
+LENGTH_STATE_FILE = "length_term.json"  # the length term's weight in each checkpoint (resume)
 GRADED_LOSSES = ("listnet", "lambdaloss")  # the losses whose gains come from `relevance` (the others: the ranks)
 
 
@@ -121,6 +125,7 @@ def prepare_listwise(
     max_comments: int | None = None,
     seed: int = 42,
     relevance: str = "ranks",
+    with_lengths: bool = False,
 ) -> tuple[datasets.Dataset, dict]:
     """Encode data_prep's `listwise` view for `ListwiseRewardTrainer`.
 
@@ -129,7 +134,8 @@ def prepare_listwise(
     keep a seeded random subset (see the module docstring); posts with fewer than two comments have nothing to
     rank and are dropped. Unlabeled posts (`ranks` null) are an error. With `relevance="votes"` each row also holds
     `relevance`, `relevance_from_votes` of the kept comments' `votes`; a kept post without votes is an error that
-    names it (`relevance="ranks"`: the losses derive the relevance from the ranks, no column).
+    names it (`relevance="ranks"`: the losses derive the relevance from the ranks, no column). With `with_lengths`,
+    `log_lengths` holds `encoding.length_feature` of the kept comments' whole texts (the length term's input).
 
     Returns the dataset and counts: posts, comments (forwarded per epoch), pairs (ordered pairs among them),
     truncated (inputs cut to fit), capped_posts / capped_comments (posts over the cap, comments left out by it),
@@ -151,12 +157,18 @@ def prepare_listwise(
             f"{dataset.column_names}); use relevance ranks for data without votes"
         )
     has_ids = "post_id" in dataset.column_names
-    columns = [*LISTWISE_COLUMNS, RELEVANCE_COLUMN] if with_votes else list(LISTWISE_COLUMNS)
+    columns = [
+        *LISTWISE_COLUMNS,
+        *([RELEVANCE_COLUMN] if with_votes else []),
+        *([LENGTH_COLUMN] if with_lengths else []),
+    ]
 
     def encode(batch, indices):
         out = {"comment_ids": [], "ranks": [], "_truncated": [], "_capped": [], "_pairs": []}
         if with_votes:
             out[RELEVANCE_COLUMN] = []
+        if with_lengths:
+            out[LENGTH_COLUMN] = []
         for row, index in enumerate(indices):
             comments, ranks = batch["comments"][row], batch["ranks"][row]
             post_id = batch["post_id"][row] if has_ids else index
@@ -171,6 +183,8 @@ def prepare_listwise(
             if with_votes:
                 votes = _post_votes(batch["votes"][row], len(comments), post_id)
                 out[RELEVANCE_COLUMN].append(relevance_from_votes([votes[i] for i in keep]))
+            if with_lengths:
+                out[LENGTH_COLUMN].append(length_feature([comments[i] for i in keep]))
             encoded = encoder.encode([batch["prompt"][row]] * len(keep), [comments[i] for i in keep])
             out["comment_ids"].append(encoded.input_ids)
             out["ranks"].append(kept_ranks)
@@ -229,12 +243,21 @@ class DataCollatorForListwise(DataCollatorMixin):
             batch[RELEVANCE_COLUMN] = torch.tensor(
                 [g for ex in examples for g in ex[RELEVANCE_COLUMN]], dtype=torch.float32
             )
+        if all(LENGTH_COLUMN in ex for ex in examples):
+            batch[LENGTH_COLUMN] = torch.tensor([n for ex in examples for n in ex[LENGTH_COLUMN]], dtype=torch.float32)
         return batch
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of two vectors (0 when either is constant)."""
+    x, y = x - x.mean(), y - y.mean()
+    denominator = (x.square().sum() * y.square().sum()).sqrt()
+    return (x * y).sum() / denominator if float(denominator) > 0 else x.sum() * 0.0
 
 
 class ListwiseRewardTrainer(PairwiseRewardTrainer):
@@ -269,8 +292,20 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         margin_scale: float = 1.0,
         max_comments_per_post: int | None = None,
         relevance: str = "ranks",
+        length_feature: str = "none",
+        length_learning_rate: float = 1e-2,
+        odin_weight: float = 1.0,
         **kwargs,
     ):
+        if length_feature not in LENGTH_FEATURES:
+            raise ValueError(f"length_feature '{length_feature}' is not one of {', '.join(LENGTH_FEATURES)}")
+        self.length_feature, self.length_learning_rate, self.odin_weight = (
+            length_feature,
+            length_learning_rate,
+            odin_weight,
+        )
+        # the length term's weight w: reward = model(prompt, comment) + w * log1p(characters of the whole comment)
+        self.length_weight = torch.nn.Parameter(torch.zeros(())) if length_feature != "none" else None
         if loss_type not in LISTWISE_LOSSES:
             raise ValueError(f"unknown listwise loss_type '{loss_type}' (choose from {', '.join(LISTWISE_LOSSES)})")
         if loss_type not in LOSS_FUNCTIONS:
@@ -295,6 +330,41 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
                 pad_token_id=self.processing_class.pad_token_id, pad_to_multiple_of=self.args.pad_to_multiple_of
             )
             self.data_collator = with_segments(collator, self.processing_class)  # token_type_ids as scoring has them
+        if self.length_weight is not None and self.is_deepspeed_enabled:
+            raise ValueError(
+                "length_feature is not supported under DeepSpeed (its optimizer takes the model's params)"
+            )
+
+    # The length term: one scalar trained with the model, saved in the encoder settings and in each checkpoint
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.length_weight is not None and not any(
+            p is self.length_weight for group in optimizer.param_groups for p in group["params"]
+        ):
+            optimizer.add_param_group({"params": [self.length_weight], "lr": self.length_learning_rate,
+                                       "weight_decay": 0.0})  # fmt: skip
+        return optimizer
+
+    def scored_length_weight(self) -> float:
+        """The weight every scorer applies: the learned one (additive), or 0 (odin drops the term; none has none)."""
+        return float(self.length_weight.detach()) if self.length_feature == "additive" else 0.0
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if self.length_weight is not None and self.encoder_settings is not None:
+            self.encoder_settings = self.encoder_settings.replace(length_weight=self.scored_length_weight())
+        super()._save(output_dir, state_dict=state_dict)
+        if self.length_weight is not None and self.args.should_save:
+            from commentrank.io_utils import atomic_write_text
+
+            state = {"length_feature": self.length_feature, "weight": float(self.length_weight.detach())}
+            atomic_write_text(os.path.join(output_dir or self.args.output_dir, LENGTH_STATE_FILE), json.dumps(state))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, LENGTH_STATE_FILE)
+        if self.length_weight is not None and os.path.isfile(path):
+            with torch.no_grad():
+                self.length_weight.fill_(json.loads(open(path, encoding="utf-8").read())["weight"])
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         columns = dataset.column_names if dataset.column_names is not None else []
@@ -312,8 +382,9 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
             encoder = PairEncoder(processing_class, settings, model=getattr(self, "model", None))
             with global_then_local_main_first():
                 dataset, counts = prepare_listwise(
-                    dataset, encoder, self.max_comments_per_post, args.seed, relevance=self.relevance
-                )
+                    dataset, encoder, self.max_comments_per_post, args.seed, relevance=self.relevance,
+                    with_lengths=self.length_weight is not None,
+                )  # fmt: skip
             logger.info("%s dataset: %s", dataset_name, counts)
             return dataset
         raise ValueError(
@@ -324,7 +395,8 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
             relevance = [RELEVANCE_COLUMN] if self.relevance == "votes" else []
-            self._signature_columns = [*LISTWISE_COLUMNS, *relevance]
+            lengths = [LENGTH_COLUMN] if self.length_weight is not None else []
+            self._signature_columns = [*LISTWISE_COLUMNS, *relevance, *lengths]
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Rewards of variable-size posts cannot be gathered as predictions: evaluation reports the loss and the
@@ -334,10 +406,20 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         post_index, ranks = inputs["post_index"], inputs["ranks"]
-        model_inputs = {k: v for k, v in inputs.items() if k not in ("post_index", "ranks", RELEVANCE_COLUMN)}
+        model_inputs = {
+            k: v for k, v in inputs.items() if k not in ("post_index", "ranks", RELEVANCE_COLUMN, LENGTH_COLUMN)
+        }
         model_inputs["use_cache"] = False
         outputs = model(**model_inputs)
         rewards = outputs.logits.squeeze(-1).float()
+        penalty = None
+        if self.length_weight is not None:
+            if LENGTH_COLUMN not in inputs:
+                raise ValueError(f"length_feature {self.length_feature}: the batch has no `{LENGTH_COLUMN}`")
+            lengths = inputs[LENGTH_COLUMN].to(rewards)
+            if self.length_feature == "odin":  # keep the model's own reward uncorrelated with length
+                penalty = self.odin_weight * _correlation(rewards, lengths) ** 2
+            rewards = rewards + self.length_weight.to(rewards.device) * lengths
 
         extra = {}
         if self.loss_type == "pairwise_all":
@@ -349,8 +431,12 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         loss = LOSS_FUNCTIONS[self.loss_type](rewards, post_index, ranks, **extra)
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean(rewards**2)
+        if penalty is not None:
+            loss = loss + penalty
 
         with torch.no_grad():
+            if self.length_weight is not None:
+                self._metrics[mode]["length_weight"].append(float(self.length_weight.detach()))
             mask = pair_mask(post_index, ranks)
             diff = (rewards[:, None] - rewards[None, :])[mask]
             local = torch.stack([

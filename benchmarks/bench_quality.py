@@ -1,0 +1,152 @@
+"""Leave-sites-out ranking quality: reward-model variants trained with the project's recipes, evaluated on Stack
+Exchange sites that training never saw, against random and longest-first, every number with its 95% interval.
+
+Usage:
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_quality.py                         # every MiniLM variant (~30 min)
+    OMP_NUM_THREADS=2 python benchmarks/bench_quality.py --variants listmle listmle-length
+    python benchmarks/bench_quality.py --variants mpnet-listmle-length --threads 16   # on a bigger machine / GPU
+
+The sites of the shipped data (`data/stackexchange/se_ranked.jsonl.gz`) are split once, here, by hand, before any
+result was seen: `TEST_SITES` are only ever scored to report (never to choose anything), `VALIDATION_SITES` choose
+the settings, the rest train. Each variant is `scripts/reward.py --config recipes/quickstart/reward.yaml` plus its
+overrides (one epoch, the recipe's own settings otherwise), scored by `scripts/score.py` on the validation and test
+sites (bootstrap intervals over posts, paired intervals of model minus longest-first, seeded). The table, with the
+time of each run, goes to stdout and to `benchmarks/results/quality.md` (`--output`).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
+RECIPE = ROOT / "recipes" / "quickstart" / "reward.yaml"
+TEST_SITES = ("matheducators.stackexchange.com", "apple.meta.stackexchange.com")  # 233 + 142 posts
+VALIDATION_SITES = ("cardano.stackexchange.com", "french.meta.stackexchange.com", "video.meta.stackexchange.com")
+# Each variant: overrides of the quickstart recipe (a list of `--key value` flags).
+VARIANTS = {
+    "listmle": [],
+    "lambdaloss": ["--loss_type", "lambdaloss"],
+    "listmle-length": ["--length_feature", "additive"],
+    "lambdaloss-length": ["--loss_type", "lambdaloss", "--length_feature", "additive"],
+    "listmle-odin": ["--length_feature", "odin"],
+    "listmle-256": ["--max_length", "256"],
+    "mpnet-listmle-length": ["--model_name_or_path", "bundled:mpnet", "--length_feature", "additive"],
+}
+DEFAULT_VARIANTS = ("listmle", "lambdaloss", "listmle-length", "lambdaloss-length", "listmle-odin")
+COLUMNS = ("ndcg@1", "ndcg@5", "ndcg_votes@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")
+
+
+def prepare(folder: Path) -> dict:
+    """data_prep's views of the shipped data, split by the fixed sites (same code as data_prep, own split)."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data import prepare as prep
+    from commentrank.data.validation import PrepSummary
+    from commentrank.outputs import OutputDir
+
+    config = PrepArguments(inputs=[str(SAMPLE)], skip_invalid=True, output_dir=str(folder))
+    summary = PrepSummary()
+    posts = prep.load_posts(config, summary)
+    site = {p.post_id: p.meta.get("site") for p in posts}
+    splits = {
+        "train": [p for p in posts if site[p.post_id] not in TEST_SITES + VALIDATION_SITES],
+        "validation": [p for p in posts if site[p.post_id] in VALIDATION_SITES],
+        "test": [p for p in posts if site[p.post_id] in TEST_SITES],
+    }
+    views = prep.to_dataset_dicts(prep.build_views(splits, config, summary))
+    if not folder.exists():
+        with OutputDir(folder, "data_prep") as tmp:
+            for view, dataset_dict in views.items():
+                dataset_dict.save_to_disk(str(tmp / view))
+            (tmp / prep.PREP_CONFIG_FILE).write_text(json.dumps(config.recorded(), indent=2) + "\n")
+            (tmp / prep.SUMMARY_FILE).write_text(summary.to_json() + "\n")
+    return {name: len(split) for name, split in splits.items()}
+
+
+def run(cmd: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])}... failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def cell(metrics: dict, intervals: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "-"
+    low, high = (intervals or {}).get(key, (None, None))
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+
+
+def table(rows: list[tuple[str, dict, float | None]], split: str) -> str:
+    """One line per variant (and the baselines, from the first variant's scores) on `split`."""
+    header = ["ranker", *COLUMNS, "NDCG@5 minus longest-first", "train (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for name, metrics_json, seconds in rows:
+        results, intervals = metrics_json["results"], metrics_json.get("intervals", {})
+        for ranker in (["model"] if name != "baselines" else ["random", "longest_first"]):
+            metrics = {**results[ranker], **metrics_json.get("length_controlled", {}).get(ranker, {})}
+            diff = metrics_json.get("differences", {}).get("longest_first", {}).get("ndcg@5")
+            delta = f"{diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff and ranker == "model" else "-"
+            label = name if ranker == "model" else ranker
+            cells = [cell(metrics, intervals.get(ranker), key) for key in COLUMNS]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {delta} | {seconds:.0f} |" if seconds else
+                         f"| {label} | " + " | ".join(cells) + f" | {delta} | - |")  # fmt: skip
+    return f"**{split}**\n\n" + "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_quality"))
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "quality.md"))
+    args = parser.parse_args()
+    work = Path(args.work_dir)
+    sizes = prepare(work / "data")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    scored = {"validation": [], "test": []}
+    for variant in args.variants:
+        out = work / variant
+        seconds = None
+        if not (out / "reward" / "commentrank_config.json").exists():
+            seconds = run([sys.executable, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE),
+                           "--dataset_name", str(work / "data"), "--output_dir", str(out / "reward"),
+                           "--ndcg_eval_posts", "0", *VARIANTS[variant]], env)  # fmt: skip
+            (out / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+        elif (out / "train_seconds.txt").exists():
+            seconds = float((out / "train_seconds.txt").read_text())
+        for split in scored:
+            scores = out / f"scores_{split}"
+            if not (scores / "metrics.json").exists():
+                run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"), "--dataset",
+                     str(work / "data"), "--split", split, "--output_dir", str(scores), "--no_progress", "true"], env)  # fmt: skip
+            scored[split].append((variant, json.loads((scores / "metrics.json").read_text()), seconds))
+        print(f"{variant}: done ({seconds or 0:.0f} s of training)", flush=True)
+    report = [
+        "# Leave-sites-out quality benchmark (`benchmarks/bench_quality.py`)",
+        "",
+        f"Posts: train {sizes['train']}, validation {sizes['validation']} ({', '.join(VALIDATION_SITES)}), test "
+        f"{sizes['test']} ({', '.join(TEST_SITES)}). MiniLM unless the variant says otherwise, the quickstart recipe "
+        f"(ListMLE, one post per step, 192 tokens, one epoch), {args.threads} threads. 95% bootstrap intervals over "
+        "posts; the difference to longest-first is paired (same resamples).",
+        "",
+    ]
+    for split in ("validation", "test"):
+        rows = scored[split]
+        report += [table([*rows, ("baselines", rows[0][1], None)], split), ""]
+    text = "\n".join(report)
+    print(text)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

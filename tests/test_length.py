@@ -1,0 +1,93 @@
+"""Length-aware rewards: a learned w * log1p(characters) term that every scorer applies (additive), or that training
+uses and scoring drops, the model's own reward kept uncorrelated with length (odin)."""
+
+import json
+
+import datasets
+import pytest
+import torch
+from test_reward import args_for
+
+from commentrank.encoding import length_feature
+from commentrank.score.scorer import load_scorer
+from commentrank.train.listwise import ListwiseRewardTrainer, _correlation
+
+from conftest import load_script
+
+reward = load_script("reward")
+
+
+@pytest.fixture(scope="module")
+def longer_is_better(tmp_path_factory):
+    """A data_prep-like folder whose better comments are always longer, beyond the 16 tokens the model sees."""
+    rows = []
+    for i in range(24):
+        comments = [f"answer {j} to {i} " + "more words here " * (12 * (4 - j)) for j in range(4)]
+        rows.append({"post_id": f"p{i}", "prompt": f"question {i}?", "comments": comments[::-1], "ranks": [3, 2, 1, 0],
+                     "votes": None, "site": None, "url": None, "license": None})  # fmt: skip
+    folder = tmp_path_factory.mktemp("longer") / "data"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:20]),
+                          "validation": datasets.Dataset.from_list(rows[20:])}).save_to_disk(str(folder / "listwise"))  # fmt: skip
+    return folder
+
+
+def train(tiny_bert, data, out, *extra):
+    return reward.main(args_for(tiny_bert, str(data), out, "--loss_type", "listmle", "--max_length", "16",
+                                "--per_device_train_batch_size", "4", "--num_train_epochs", "4", "--learning_rate",
+                                "1e-4", "--length_learning_rate", "5e-2", *extra))  # fmt: skip
+
+
+def test_the_additive_length_term_is_learned_saved_and_applied_by_every_scorer(tiny_bert, longer_is_better, tmp_path):
+    out = tmp_path / "rm"
+    trainer = train(tiny_bert, longer_is_better, out, "--length_feature", "additive")
+    weight = float(trainer.length_weight)
+    assert weight > 0.05  # longer is better, and the model cannot see how long: the term learned it
+    logged = [e["length_weight"] for e in trainer.state.log_history if "length_weight" in e]
+    assert logged[0] < logged[-1]
+    assert json.loads((out / "commentrank_config.json").read_text())["length_weight"] == pytest.approx(weight)
+    scorer = load_scorer(out, dtype="float32")
+    post = {"prompt": "question?", "comments": ["short", "a much longer answer " * 20]}
+    (rewards,), _ = scorer.score([post])
+    ids = scorer.encoder.encode([post["prompt"]] * 2, post["comments"]).input_ids
+    from commentrank.score.inference import score_ids
+
+    plain = score_ids(
+        scorer.model, ids, scorer.encoder.tokenizer.pad_token_id, segment_sep_id=scorer.encoder.segment_sep_id
+    )
+    expected = [r + weight * n for r, n in zip(plain, length_feature(post["comments"]))]
+    assert rewards == pytest.approx(expected, abs=1e-5)
+
+
+def test_odin_trains_with_the_term_and_scores_without_it(tiny_bert, longer_is_better, tmp_path):
+    trainer = train(tiny_bert, longer_is_better, tmp_path / "odin", "--length_feature", "odin", "--odin_weight", "5")
+    assert abs(float(trainer.length_weight)) > 0  # the term took the length signal during training
+    assert json.loads((tmp_path / "odin" / "commentrank_config.json").read_text())["length_weight"] == 0.0
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        own = trainer.model(**inputs).logits.squeeze(-1).float()
+        trainer.length_feature = "additive"  # the same batch without the penalty
+        without = trainer.compute_loss(trainer.model, dict(batch))
+    assert float(loss - without) == pytest.approx(5 * float(_correlation(own, batch["log_lengths"])) ** 2, abs=1e-5)
+
+
+def test_the_length_weight_resumes_from_a_checkpoint(tiny_bert, longer_is_better, tmp_path):
+    out = tmp_path / "rm"
+    argv = ["--length_feature", "additive", "--save_strategy", "steps", "--save_steps", "5", "--logging_steps", "1"]
+    first = train(tiny_bert, longer_is_better, out, *argv, "--max_steps", "5")
+    saved = json.loads((out / "checkpoint-5" / "length_term.json").read_text())["weight"]
+    assert saved == pytest.approx(float(first.length_weight))
+    resumed = train(tiny_bert, longer_is_better, out, *argv, "--max_steps", "6")
+    after_resume = [e["length_weight"] for e in resumed.state.log_history if "length_weight" in e and e["step"] == 6]
+    assert after_resume and abs(after_resume[0] - saved) < 0.1  # one step on from the saved weight, not from 0
+
+
+def test_a_length_feature_needs_a_listwise_loss():
+    from commentrank.configs import RewardArguments
+
+    with pytest.raises(ValueError, match="length_feature needs a listwise loss_type"):
+        RewardArguments(dataset_name="x", length_feature="additive", loss_type="pairwise")
+    with pytest.raises(ValueError, match="length_feature 'longer'"):
+        ListwiseRewardTrainer.__init__(object.__new__(ListwiseRewardTrainer), length_feature="longer")
