@@ -90,10 +90,14 @@ def table(rows: list[tuple[str, dict, float | None]], split: str) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, metrics_json, seconds in rows:
         results, intervals = metrics_json["results"], metrics_json.get("intervals", {})
-        for ranker in (["model"] if name != "baselines" else ["random", "longest_first"]):
+        for ranker in ["model"] if name != "baselines" else ["random", "longest_first"]:
             metrics = {**results[ranker], **metrics_json.get("length_controlled", {}).get(ranker, {})}
             diff = metrics_json.get("differences", {}).get("longest_first", {}).get("ndcg@5")
-            delta = f"{diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff and ranker == "model" else "-"
+            delta = (
+                f"{diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+                if diff and ranker == "model"
+                else "-"
+            )
             label = name if ranker == "model" else ranker
             cells = [cell(metrics, intervals.get(ranker), key) for key in COLUMNS]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {delta} | {seconds:.0f} |" if seconds else

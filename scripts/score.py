@@ -32,7 +32,7 @@ from commentrank.data.loading import load_scoring_rows
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.outputs import OutputDir, check_output_dir
 from commentrank.score.inference import merge_shards
-from commentrank.score.report import evaluate_rewards, evaluation_details, markdown_table, write_outputs
+from commentrank.score.report import evaluate, markdown_table, write_outputs
 from commentrank.score.scorer import load_scorer
 
 logger = logging.getLogger("commentrank.score")
@@ -80,8 +80,7 @@ def run(config: ScoreArguments) -> dict:
     if n_truncated:
         logger.warning("%d of %d inputs were longer than %d tokens and truncated", n_truncated, n_comments,
                        scorer.encoder.max_length)  # fmt: skip
-    results = evaluate_rewards(data.rows, rewards, config.n_seeds)
-    details = evaluation_details(data.rows, rewards, config.n_seeds, n_bootstrap=config.n_bootstrap)
+    results, details = evaluate(data.rows, rewards, config.n_seeds, n_bootstrap=config.n_bootstrap)
     info = {
         "model": config.model, "dataset": config.dataset, "split": data.split, "prompt_template": data.prompt_template,
         "n_posts": len(data.rows), "n_comments": n_comments, "n_truncated": n_truncated,

@@ -9,10 +9,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from trl.trainer.utils import pad
 
 from commentrank.data.records import ranks_by
 from commentrank.encoding import PairEncoder, length_feature, segment_ids
+
+
+def pad(tensors: Sequence[torch.Tensor], value: int, pad_to_multiple_of: int | None = None) -> torch.Tensor:
+    """Right-pad 1-D tensors to the longest (rounded up to a multiple of `pad_to_multiple_of`) as one 2-D tensor, as
+    TRL's `pad` does; here so that scoring does not import TRL (seconds of start-up)."""
+    length = max(t.shape[0] for t in tensors)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    out = tensors[0].new_full((len(tensors), length), value)
+    for i, t in enumerate(tensors):
+        out[i, : t.shape[0]] = t
+    return out
 
 
 def pad_batch(
@@ -22,8 +33,8 @@ def pad_batch(
     text pairs' `token_type_ids` when `segment_sep_id` is set (`PairEncoder.segment_sep_id`)."""
     ids = [torch.tensor(seq, dtype=torch.long) for seq in sequences]
     batch = {
-        "input_ids": pad(ids, pad_token_id, "right", pad_to),
-        "attention_mask": pad([torch.ones_like(seq) for seq in ids], 0, "right", pad_to),
+        "input_ids": pad(ids, pad_token_id, pad_to),
+        "attention_mask": pad([torch.ones_like(seq) for seq in ids], 0, pad_to),
     }
     if segment_sep_id is not None:
         batch["token_type_ids"] = segment_ids(batch["input_ids"], batch["attention_mask"], segment_sep_id)

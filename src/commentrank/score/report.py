@@ -92,25 +92,17 @@ def labeled_posts(rows: Sequence[dict], rewards: Sequence[Sequence[float]] | Non
     ]  # fmt: skip
 
 
-def evaluate_rewards(rows: Sequence[dict], rewards: Sequence[Sequence[float]], n_seeds: int = 20, seed: int = 0):
-    """{"model", "random", "longest_first"} -> `ranking_metrics` on the labeled posts with 2+ comments, or None
-    when no post is labeled. The baselines rank the same posts."""
-    from commentrank.metrics import baseline_metrics, ranking_metrics
-
-    posts = labeled_posts(rows, rewards)
-    if not posts:
-        return None
-    return {"model": ranking_metrics(posts), **baseline_metrics(posts, n_seeds=n_seeds, seed=seed)}
-
-
-def evaluation_details(
+def evaluate(
     rows: Sequence[dict], rewards: Sequence[Sequence[float]], n_seeds: int = 20, seed: int = 0, n_bootstrap: int = 1000
-) -> dict | None:
-    """What `evaluate_rewards`' point values leave out, on the same posts and baselines (None when no post is
-    labeled): `length_controlled` (ranker -> length Spearman, shorter-better pair accuracy and their counts),
-    `per_site` (NDCG@5 and pair accuracy of the model and longest-first per site), and with `n_bootstrap` > 0 the
-    95% bootstrap `intervals`, the paired `differences` model minus baseline and how they were made (`bootstrap`).
-    Bootstrap and random baseline are both seeded by `seed`."""
+) -> tuple[dict | None, dict | None]:
+    """(results, details) of the model and the baselines on the labeled posts with 2+ comments, from one pass over
+    per-post statistics (the random baseline drawn once); (None, None) when no post is labeled.
+
+    `results`: {"model", "random", "longest_first"} -> `ranking_metrics`' keys. `details`: `length_controlled`
+    (ranker -> length Spearman, shorter-better pair accuracy and their counts), `per_site` (NDCG@5 and pair accuracy
+    of the model and longest-first per site), and with `n_bootstrap` > 0 the 95% bootstrap `intervals`, the paired
+    `differences` model minus baseline and how they were made (`bootstrap`). Bootstrap and random baseline are both
+    seeded by `seed`."""
     from commentrank.metrics import (
         LENGTH_COUNTS,
         LENGTH_KEYS,
@@ -122,9 +114,14 @@ def evaluation_details(
 
     posts = labeled_posts(rows, rewards)
     if not posts:
-        return None
+        return None, None
     rankers = {"model": post_stats(posts), **baseline_post_stats(posts, n_seeds=n_seeds, seed=seed)}
     length_keys = [k for key in LENGTH_KEYS for k in (key, LENGTH_COUNTS[key])]
+    counts = {"n_posts": float(len(posts)), "n_comments": float(sum(len(p["comments"]) for p in posts))}
+    results = {
+        name: {**{k: v for k, v in stats.values().items() if k not in length_keys}, **counts}
+        for name, stats in rankers.items()
+    }
     details = {
         "length_controlled": {
             name: {k: v if math.isfinite(v) else None for k, v in stats.values().items() if k in length_keys}
@@ -138,7 +135,19 @@ def evaluation_details(
         details.update(bootstrap_report(rankers, reference="model", n_resamples=n_bootstrap, seed=seed))
     else:
         details["bootstrap"] = {"n_resamples": 0}
-    return details
+    return results, details
+
+
+def evaluate_rewards(rows: Sequence[dict], rewards: Sequence[Sequence[float]], n_seeds: int = 20, seed: int = 0):
+    """The point values of `evaluate` (None when no post is labeled)."""
+    return evaluate(rows, rewards, n_seeds, seed, n_bootstrap=0)[0]
+
+
+def evaluation_details(
+    rows: Sequence[dict], rewards: Sequence[Sequence[float]], n_seeds: int = 20, seed: int = 0, n_bootstrap: int = 1000
+) -> dict | None:
+    """The details of `evaluate` (None when no post is labeled)."""
+    return evaluate(rows, rewards, n_seeds, seed, n_bootstrap)[1]
 
 
 def prediction_records(rows: Sequence[dict], rewards: Sequence[Sequence[float]]) -> list[dict]:

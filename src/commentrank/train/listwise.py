@@ -54,10 +54,10 @@ import datasets
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 from trl import RewardTrainer
-from trl.trainer.utils import pad
 
 from commentrank.configs import LENGTH_FEATURES, LISTWISE_LOSSES, RELEVANCES, EncoderSettings
 from commentrank.encoding import PairEncoder, length_feature
+from commentrank.score.inference import pad
 from commentrank.train.losses import (
     lambdaloss_loss,
     listmle_loss,
@@ -234,8 +234,8 @@ class DataCollatorForListwise(DataCollatorMixin):
                 raise ValueError(f"{len(ex['ranks'])} ranks but {len(ex[RELEVANCE_COLUMN])} relevances in one post")
         attention_mask = [torch.ones_like(ids) for ids in input_ids]
         batch = {
-            "input_ids": pad(input_ids, self.pad_token_id, "right", self.pad_to_multiple_of),
-            "attention_mask": pad(attention_mask, 0, "right", self.pad_to_multiple_of),
+            "input_ids": pad(input_ids, self.pad_token_id, self.pad_to_multiple_of),
+            "attention_mask": pad(attention_mask, 0, self.pad_to_multiple_of),
             "post_index": torch.tensor([i for i, ex in enumerate(examples) for _ in ex["ranks"]], dtype=torch.long),
             "ranks": torch.tensor([r for ex in examples for r in ex["ranks"]], dtype=torch.long),
         }
