@@ -247,24 +247,35 @@ def test_center_rewards_and_options(tiny_bert, tmp_path):
         )
 
 
-def test_gradient_accumulation_matches_the_full_batch(tiny_bert, tmp_path):
-    tokenizer = load_tokenizer(tiny_bert)
-    prepared, _ = prepare_listwise(listwise_rows(), PairEncoder(tokenizer, max_length=40))
-    prepared = datasets.concatenate_datasets([prepared, prepared.select([0])])  # 4 posts, K = 3, 8, 2, 3
+def assert_accumulation_matches_the_full_batch(make, tiny_bert, tmp_path, prepared):
+    """One SGD step on 4 posts as batch 4, 2 x 2 and 1 x 4 (`make(folder, **args)` builds the trainer): the same
+    loss and the same parameters, which moved."""
     updated, losses = [], []
     for batch_size, steps in ((4, 1), (2, 2), (1, 4)):
-        trainer = make_trainer(tiny_bert, tmp_path / str(batch_size), prepared, "pairwise_all", optim="sgd",
-                               learning_rate=1.0, max_steps=1, per_device_train_batch_size=batch_size,
-                               gradient_accumulation_steps=steps, lr_scheduler_type="constant", max_grad_norm=0)  # fmt: skip
+        trainer = make(tmp_path / str(batch_size), optim="sgd", learning_rate=1.0, max_steps=1,
+                       per_device_train_batch_size=batch_size, gradient_accumulation_steps=steps,
+                       lr_scheduler_type="constant", max_grad_norm=0)  # fmt: skip
         trainer.train()
         updated.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
         losses.append(trainer.state.log_history[0]["loss"])
     assert losses == pytest.approx([losses[0]] * 3, rel=1e-5)
-    before = dict(load_reward_model(tiny_bert, tokenizer).named_parameters())
+    before = dict(load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters())
     for other in updated[1:]:
         for name, value in updated[0].items():
             assert torch.allclose(value, other[name], atol=1e-6), name
     assert not torch.equal(updated[0]["classifier.weight"], before["classifier.weight"])
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_bert, tmp_path):
+    tokenizer = load_tokenizer(tiny_bert)
+    prepared, _ = prepare_listwise(listwise_rows(), PairEncoder(tokenizer, max_length=40))
+    prepared = datasets.concatenate_datasets([prepared, prepared.select([0])])  # 4 posts, K = 3, 8, 2, 3
+    assert_accumulation_matches_the_full_batch(
+        lambda folder, **args: make_trainer(tiny_bert, folder, prepared, "pairwise_all", **args),
+        tiny_bert,
+        tmp_path,
+        prepared,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -272,14 +283,22 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_bert, tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_reward_script_trains_listmle_and_logs_ndcg(tiny_bert, prepared_sample, tmp_path):
+@pytest.mark.parametrize(("loss_type", "relevance"), [("listmle", "ranks"), ("lambdaloss", "votes")])
+def test_reward_script_trains_a_listwise_loss_and_logs_ndcg(
+    loss_type, relevance, tiny_bert, prepared_sample, tmp_path
+):
     before = {n: p.clone() for n, p in load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters()}
     out = tmp_path / "rm"
     # one batch of 8 posts seen 8 times: the loss of the same batch must go down
-    trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--loss_type", "listmle", "--max_train_samples",
-                                   "8", "--per_device_train_batch_size", "8", "--num_train_epochs", "8",
-                                   "--learning_rate", "3e-3", "--eval_strategy", "epoch", "--warmup_steps", "0"))  # fmt: skip
-    assert isinstance(trainer, ListwiseRewardTrainer) and trainer.loss_type == "listmle"
+    trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--loss_type", loss_type, "--relevance", relevance,
+                                   "--max_train_samples", "8", "--per_device_train_batch_size", "8",
+                                   "--num_train_epochs", "8", "--learning_rate", "3e-3", "--eval_strategy", "epoch",
+                                   "--warmup_steps", "0"))  # fmt: skip
+    assert isinstance(trainer, ListwiseRewardTrainer) and (trainer.loss_type, trainer.relevance) == (
+        loss_type,
+        relevance,
+    )
+    assert ("relevance" in trainer.train_dataset.column_names) == (relevance == "votes")
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 8 and losses[-1] < losses[0]
     for key in ("accuracy", "margin", "min_reward", "mean_reward", "max_reward", "num_tokens"):

@@ -2,13 +2,13 @@
 their gradients, the graded relevance from votes through the trainer, and training with them through
 scripts/reward.py."""
 
-import json
 import math
 import random
 
 import datasets
 import pytest
 import torch
+from test_listwise import assert_accumulation_matches_the_full_batch
 from trl import RewardConfig
 
 from commentrank.encoding import PairEncoder
@@ -154,20 +154,15 @@ def test_plistmle_matches_a_per_post_loop(seed):
 
 @pytest.mark.parametrize("relevance", ["ranks", "votes"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_listnet_matches_a_per_post_loop(seed, relevance):
+@pytest.mark.parametrize("loss_type", ["listnet", "lambdaloss"])
+def test_graded_losses_match_a_per_post_loop(loss_type, seed, relevance):
     posts = random_posts(seed)
     batch = flat(posts, relevance)
-    loss = listnet_loss(batch["rewards"], batch["post_index"], batch["ranks"], batch.get("relevance"))
-    assert torch.allclose(loss, torch.tensor(naive_listnet(posts, relevance), dtype=torch.float64))
-
-
-@pytest.mark.parametrize("relevance", ["ranks", "votes"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lambdaloss_matches_a_per_post_loop(seed, relevance):
-    posts = random_posts(seed)
-    batch = flat(posts, relevance)
-    loss = lambdaloss_loss(batch["rewards"], batch["post_index"], batch["ranks"], batch.get("relevance"))
-    assert torch.allclose(loss, torch.tensor(naive_lambdaloss(posts, relevance), dtype=torch.float64))
+    loss_fn, naive = {"listnet": (listnet_loss, naive_listnet), "lambdaloss": (lambdaloss_loss, naive_lambdaloss)}[
+        loss_type
+    ]
+    loss = loss_fn(batch["rewards"], batch["post_index"], batch["ranks"], batch.get("relevance"))
+    assert torch.allclose(loss, torch.tensor(naive(posts, relevance), dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", list(NEW_LOSSES))
@@ -302,20 +297,12 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_bert, tmp_path, loss_
     rows = voted_rows()
     rows = datasets.concatenate_datasets([rows, rows.select([0]).map(lambda r: {"post_id": "e"})])
     prepared, _ = prepare_listwise(rows, PairEncoder(tokenizer, max_length=40), relevance=relevance)
-    updated, losses = [], []
-    for batch_size, steps in ((4, 1), (2, 2), (1, 4)):
-        trainer = make_trainer(tiny_bert, tmp_path / str(batch_size), prepared, loss_type, relevance, optim="sgd",
-                               learning_rate=1.0, max_steps=1, per_device_train_batch_size=batch_size,
-                               gradient_accumulation_steps=steps, lr_scheduler_type="constant", max_grad_norm=0)  # fmt: skip
-        trainer.train()
-        updated.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
-        losses.append(trainer.state.log_history[0]["loss"])
-    assert losses == pytest.approx([losses[0]] * 3, rel=1e-5)
-    before = dict(load_reward_model(tiny_bert, tokenizer).named_parameters())
-    for other in updated[1:]:
-        for name, value in updated[0].items():
-            assert torch.allclose(value, other[name], atol=1e-6), name
-    assert not torch.equal(updated[0]["classifier.weight"], before["classifier.weight"])
+    assert_accumulation_matches_the_full_batch(
+        lambda folder, **args: make_trainer(tiny_bert, folder, prepared, loss_type, relevance, **args),
+        tiny_bert,
+        tmp_path,
+        prepared,
+    )
 
 
 def test_relevance_votes_without_votes_is_a_clear_error(tiny_bert, tmp_path):
@@ -356,26 +343,3 @@ def args_for(model, data, out, *extra):
             "--activation_checkpointing", "false", "--per_device_train_batch_size", "4",
             "--per_device_eval_batch_size", "8", "--max_length", "64", "--save_strategy", "no", "--logging_steps",
             "1", *extra]  # fmt: skip
-
-
-def test_reward_script_trains_lambdaloss_on_votes(tiny_bert, prepared_sample, tmp_path):
-    before = {n: p.clone() for n, p in load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters()}
-    out = tmp_path / "rm"
-    # one batch of 8 posts seen 8 times: the loss of the same batch must go down
-    trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--loss_type", "lambdaloss", "--relevance", "votes",
-                                   "--max_train_samples", "8", "--per_device_train_batch_size", "8",
-                                   "--num_train_epochs", "8", "--learning_rate", "3e-3", "--eval_strategy", "epoch",
-                                   "--warmup_steps", "0"))  # fmt: skip
-    assert isinstance(trainer, ListwiseRewardTrainer)
-    assert (trainer.loss_type, trainer.relevance) == ("lambdaloss", "votes")
-    assert "relevance" in trainer.train_dataset.column_names
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    assert len(losses) == 8 and losses[-1] < losses[0]
-    for key in ("accuracy", "margin", "min_reward", "mean_reward", "max_reward", "num_tokens"):
-        assert any(key in e for e in trainer.state.log_history), key
-    evals = [e for e in trainer.state.log_history if "eval_ndcg@5" in e]
-    assert len(evals) >= 8 and all(0 < e["eval_ndcg@5"] <= 1 for e in evals)
-    assert any("eval_loss" in e for e in trainer.state.log_history)
-    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach().cpu(), before[n])]
-    assert "classifier.weight" in changed and any("encoder.layer.0" in n for n in changed)
-    assert json.loads((out / "data_summary.json").read_text())["train"]["posts"] == 8
