@@ -97,18 +97,24 @@ def dcg_at_k(relevance: ArrayLike, scores: ArrayLike, k: int | None = None) -> f
     counted). ``k=None`` uses every position; ``k`` larger than the number of comments is fine.
     """
     rel, sc = _as_pair(relevance, scores)
-    discount_cumsum = np.cumsum(_discount(rel.size, k))
-    _, inv, counts = np.unique(-sc, return_inverse=True, return_counts=True)
-    block_gain = np.zeros(counts.size)
-    np.add.at(block_gain, inv.reshape(-1), rel)
-    block_gain /= counts
+    return float(_dcg_at_ks(rel, (k,), _tie_blocks(sc))[0][0])
+
+
+def _tie_blocks(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(block of each comment, size of each block) of the tied scores, blocks in decreasing score order."""
+    _, inv, counts = np.unique(-scores, return_inverse=True, return_counts=True)
+    return inv.reshape(-1), counts
+
+
+def _dcg_at_ks(rel: np.ndarray, ks: tuple, blocks: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(DCG, ideal DCG) of one post for each k at once (the one implementation of the project's NDCG): a block of
+    tied scores contributes its mean gain times the sum of the discounts of the positions it occupies."""
+    inv, counts = blocks
+    table, cumulative = _discount_table(rel.size, ks)
+    block_gain = np.bincount(inv, weights=rel, minlength=counts.size) / counts
     block_end = np.cumsum(counts) - 1
-    block_discount = np.diff(discount_cumsum[block_end], prepend=0.0)
-    return float((block_gain * block_discount).sum())
-
-
-def _ideal_dcg(rel: np.ndarray, k: int | None) -> float:
-    return float(_discount(rel.size, k).dot(np.sort(rel)[::-1]))
+    block_discount = np.diff(cumulative[:, block_end], axis=1, prepend=0.0)
+    return block_discount @ block_gain, table @ np.sort(rel)[::-1]
 
 
 def ndcg_at_k(relevance: ArrayLike, scores: ArrayLike, k: int | None = None) -> float:
@@ -119,10 +125,7 @@ def ndcg_at_k(relevance: ArrayLike, scores: ArrayLike, k: int | None = None) -> 
     rel, sc = _as_pair(relevance, scores)
     if (rel < 0).any():
         raise ValueError("NDCG should not be used on negative relevance values")
-    ideal = _ideal_dcg(rel, k)
-    if ideal == 0:
-        return 0.0
-    return dcg_at_k(rel, sc, k) / ideal
+    return float(_ndcg_at_ks(rel, (k,), _tie_blocks(sc))[0])
 
 
 def mean_ndcg(relevances: Sequence[ArrayLike], scores: Sequence[ArrayLike], k: int | None = None) -> float:
@@ -177,12 +180,7 @@ def _pair_counts(ranks: ArrayLike, scores: ArrayLike) -> tuple[float, int]:
     s = np.asarray(scores, dtype=np.float64)
     if r.ndim != 1 or r.shape != s.shape:
         raise ValueError(f"ranks and scores must be 1-D of equal length, got {r.shape} and {s.shape}")
-    credit, n_pairs = 0.0, 0
-    for start in range(0, r.size, _PAIR_BLOCK):  # blocks of rows: memory O(block x n), also for huge threads
-        rows = slice(start, start + _PAIR_BLOCK)
-        better = r[rows, None] < r[None, :]  # i has a better (smaller) rank than j; tied ranks form no pair
-        credit += (better & (s[rows, None] > s[None, :])).sum() + 0.5 * (better & (s[rows, None] == s[None, :])).sum()
-        n_pairs += int(better.sum())
+    credit, n_pairs, _, _ = _pair_stats(r, s, None)
     return float(credit), n_pairs
 
 
@@ -259,9 +257,14 @@ def top1_ndcg(ranks_list: Sequence[ArrayLike], scores_list: Sequence[ArrayLike],
             raise ValueError(
                 f"ranks and scores must be non-empty 1-D of equal length, got {r_arr.shape}, {s_arr.shape}"
             )
-        p = int((s_arr > s_arr[np.argmin(r_arr)]).sum())
-        values.append(1.0 / np.log2(p + 2) if p < k else 0.0)
+        values.append(_top1(r_arr, s_arr, k))
     return float(np.mean(values))
+
+
+def _top1(ranks: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """One post's top-1 NDCG@k: ``1 / log2(p + 2)`` for the best comment's optimistic 0-based position ``p < k``."""
+    p = int((scores > scores[np.argmin(ranks)]).sum())
+    return 1.0 / np.log2(p + 2) if p < k else 0.0
 
 
 def adjacent_pair_rewards(
@@ -316,21 +319,18 @@ def ranking_metrics(posts: Sequence[Mapping[str, Any]], ks: Iterable[int] = (1, 
     (:func:`paired_ndcg` over the adjacent pairs of each post, :func:`adjacent_pair_rewards`); ``n_posts``;
     ``n_comments``.
     """
-    ks = tuple(ks)
-    ranks = [np.asarray(p["ranks"], dtype=np.float64) for p in posts]
-    scores = [np.asarray(p["scores"], dtype=np.float64) for p in posts]
-    rel_ranks = [relevance_from_ranks(r) for r in ranks]
-    out: dict[str, float] = {f"ndcg@{k}": mean_ndcg(rel_ranks, scores, k) for k in ks}
-    if posts and all(_has_votes(p) for p in posts):
-        rel_votes = [relevance_from_votes(p["votes"]) for p in posts]
-        out.update({f"ndcg_votes@{k}": mean_ndcg(rel_votes, scores, k) for k in ks})
-    out["top1_ndcg@5"] = top1_ndcg(ranks, scores, 5)
-    out["pair_accuracy"] = corpus_pair_accuracy(ranks, scores)
-    out["grouped_ndcg@5"] = grouped_ndcg(ranks, scores, 5)  # the CUP IT solution's names for its two metrics
-    out["paired_ndcg@2"] = paired_ndcg(*adjacent_pair_rewards(ranks, scores), k=2)
+    labeled = [{"ranks": p["ranks"], "scores": p["scores"], "votes": p.get("votes")} for p in posts]
+    return report_values(post_stats(labeled, ks), posts)
+
+
+def report_values(stats: PostStats, posts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """`ranking_metrics`' report from per-post statistics: every metric but the length-controlled ones, and the
+    counts `n_posts` and `n_comments`. One aggregation for the model and the baselines, with or without intervals."""
+    length_keys = {k for key in LENGTH_KEYS for k in (key, LENGTH_COUNTS[key])}
+    out = {key: value for key, value in stats.values().items() if key not in length_keys}
     out["n_posts"] = float(len(posts))
-    out["n_comments"] = float(sum(r.size for r in ranks))
-    return {key: float(value) for key, value in out.items()}
+    out["n_comments"] = float(sum(len(p["ranks"]) for p in posts))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -356,16 +356,7 @@ def baseline_metrics(
     ``random``: each key averaged over ``n_seeds`` runs with generators seeded ``seed, seed + 1, ...``.
     ``longest_first``: :func:`longest_first_scores` of ``comments``. Any ``scores`` in the posts are ignored.
     """
-    if n_seeds < 1:
-        raise ValueError(f"n_seeds must be >= 1, got {n_seeds}")
-    ks = tuple(ks)
-    runs = []
-    for i in range(n_seeds):
-        rng = np.random.default_rng(seed + i)
-        runs.append(ranking_metrics([{**p, "scores": random_scores(len(p["ranks"]), rng)} for p in posts], ks))
-    random_avg = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
-    longest = ranking_metrics([{**p, "scores": longest_first_scores(p["comments"])} for p in posts], ks)
-    return {"random": random_avg, "longest_first": longest}
+    return {name: report_values(stats, posts) for name, stats in baseline_post_stats(posts, n_seeds, seed, ks).items()}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -461,15 +452,10 @@ def _make_discount_table(n: int, ks: tuple[int, ...]) -> tuple[np.ndarray, np.nd
 _cached_discount_table = functools.lru_cache(maxsize=256)(_make_discount_table)
 
 
-def _ndcg_at_ks(rel: np.ndarray, ks: tuple[int, ...], blocks: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """:func:`ndcg_at_k` of one post for each k at once, from the tie blocks ``(inverse, counts)`` of its scores."""
-    inv, counts = blocks
-    table, cumulative = _discount_table(rel.size, ks)
-    block_gain = np.bincount(inv, weights=rel, minlength=counts.size) / counts
-    block_end = np.cumsum(counts) - 1
-    block_discount = np.diff(cumulative[:, block_end], axis=1, prepend=0.0)
-    ideal = table @ np.sort(rel)[::-1]
-    dcg = block_discount @ block_gain
+def _ndcg_at_ks(rel: np.ndarray, ks: tuple, blocks: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """:func:`ndcg_at_k` of one post for each k at once, from the tie blocks ``(inverse, counts)`` of its scores
+    (0 where the ideal DCG is 0, as sklearn)."""
+    dcg, ideal = _dcg_at_ks(rel, ks, blocks)
     return np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal != 0)
 
 
@@ -504,18 +490,10 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(ra.dot(rb) / np.sqrt(ra.dot(ra) * rb.dot(rb)))
 
 
-def _top1_value(labels: _Labels, scores: np.ndarray, k: int = 5) -> float:
-    """:func:`top1_ndcg` of one post: ``1 / log2(p + 2)`` for the best comment's optimistic position ``p < k``."""
-    p = int((scores > scores[np.argmin(labels.ranks)]).sum())
-    return 1.0 / np.log2(p + 2) if p < k else 0.0
-
-
 def _paired_ndcg_sum(labels: _Labels, scores: np.ndarray) -> tuple[float, float]:
     """(sum, count) of :func:`paired_ndcg` (k=2) over the post's adjacent label pairs."""
     chosen, rejected = scores[labels.adjacent[0]], scores[labels.adjacent[1]]
-    d0, d1 = _discount(2, 2)
-    per_pair = np.where(chosen > rejected, d0, np.where(chosen < rejected, d1, (d0 + d1) / 2))
-    return float(per_pair.sum()), float(chosen.size)
+    return (float(paired_ndcg(chosen, rejected, k=2) * chosen.size), float(chosen.size)) if chosen.size else (0.0, 0.0)
 
 
 def _post_values(labels: _Labels, scores: np.ndarray, ks: Sequence[int]) -> dict[str, tuple[float, float]]:
@@ -524,13 +502,12 @@ def _post_values(labels: _Labels, scores: np.ndarray, ks: Sequence[int]) -> dict
         raise ValueError(f"ranks and scores differ in shape: {labels.ranks.shape} and {scores.shape}")
     if not np.isfinite(scores).all():
         raise ValueError("scores must be finite")
-    _, inv, counts = np.unique(-scores, return_inverse=True, return_counts=True)
-    blocks = (inv.reshape(-1), counts)
+    blocks = _tie_blocks(scores)
     out = {f"ndcg@{k}": (float(v), 1.0) for k, v in zip(ks, _ndcg_at_ks(labels.rel_ranks, ks, blocks))}
     if labels.rel_votes is not None:
         votes = _ndcg_at_ks(labels.rel_votes, ks, blocks)
         out.update({f"ndcg_votes@{k}": (float(v), 1.0) for k, v in zip(ks, votes)})
-    out["top1_ndcg@5"] = (_top1_value(labels, scores), 1.0)
+    out["top1_ndcg@5"] = (_top1(labels.ranks, scores, 5), 1.0)
     credit, n_pairs, short_credit, n_short = _pair_stats(labels.ranks, scores, labels.lengths)
     out["pair_accuracy"] = (credit, float(n_pairs))
     grouped = out["ndcg@5"][0] if 5 in ks else float(_ndcg_at_ks(labels.rel_ranks, (5,), blocks)[0])

@@ -110,6 +110,7 @@ def evaluate(
         bootstrap_report,
         per_site_metrics,
         post_stats,
+        report_values,
     )
 
     posts = labeled_posts(rows, rewards)
@@ -117,11 +118,7 @@ def evaluate(
         return None, None
     rankers = {"model": post_stats(posts), **baseline_post_stats(posts, n_seeds=n_seeds, seed=seed)}
     length_keys = [k for key in LENGTH_KEYS for k in (key, LENGTH_COUNTS[key])]
-    counts = {"n_posts": float(len(posts)), "n_comments": float(sum(len(p["comments"]) for p in posts))}
-    results = {
-        name: {**{k: v for k, v in stats.values().items() if k not in length_keys}, **counts}
-        for name, stats in rankers.items()
-    }
+    results = {name: report_values(stats, posts) for name, stats in rankers.items()}
     details = {
         "length_controlled": {
             name: {k: v if math.isfinite(v) else None for k, v in stats.values().items() if k in length_keys}
