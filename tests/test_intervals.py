@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import spearmanr
 from test_scoring import tiny_model
 
+from commentrank import intervals as I
 from commentrank import metrics as M
 from commentrank.score.report import evaluate_rewards, evaluation_details, report_markdown, verdict
 
@@ -53,35 +54,35 @@ def test_post_stats_reproduce_ranking_metrics_and_the_baselines(posts):
 def test_intervals_contain_the_point_and_are_reproducible(posts):
     stats = M.post_stats(posts)
     for key in stats.keys:
-        iv = M.bootstrap_interval(stats, key, n_resamples=500, seed=7)
+        iv = I.bootstrap_interval(stats, key, n_resamples=500, seed=7)
         assert iv.method in ("BCa", "percentile")
         assert iv.point == pytest.approx(stats.value(key)) and iv.low <= iv.point <= iv.high, key
         assert iv.low < iv.high, key  # noisy scores: no metric is constant over posts
-        assert M.bootstrap_interval(stats, key, n_resamples=500, seed=7) == iv  # same seed, same interval
-    other = [M.bootstrap_interval(stats, key, n_resamples=500, seed=8) for key in ("ndcg@5", "pair_accuracy")]
-    same = [M.bootstrap_interval(stats, key, n_resamples=500, seed=7) for key in ("ndcg@5", "pair_accuracy")]
+        assert I.bootstrap_interval(stats, key, n_resamples=500, seed=7) == iv  # same seed, same interval
+    other = [I.bootstrap_interval(stats, key, n_resamples=500, seed=8) for key in ("ndcg@5", "pair_accuracy")]
+    same = [I.bootstrap_interval(stats, key, n_resamples=500, seed=7) for key in ("ndcg@5", "pair_accuracy")]
     assert other != same  # and the seed is really used
 
 
-def _width(interval: M.Interval) -> float:
+def _width(interval: I.Interval) -> float:
     return interval.high - interval.low
 
 
 def test_intervals_narrow_with_more_posts():
     small, large = M.post_stats(make_posts(40, seed=1)), M.post_stats(make_posts(640, seed=2))
     for key in ("ndcg@5", "pair_accuracy", "top1_ndcg@5", "length_spearman", "shorter_better_pair_accuracy"):
-        width_small, width_large = _width(M.bootstrap_interval(small, key)), _width(M.bootstrap_interval(large, key))
+        width_small, width_large = _width(I.bootstrap_interval(small, key)), _width(I.bootstrap_interval(large, key))
         assert 0 < width_large < width_small / 2, key  # 16x the posts: about 1/4 of the width
 
 
 def test_paired_difference_of_a_ranker_with_itself_is_zero_and_an_oracle_beats_random(posts):
     stats = M.post_stats(posts)
     for key in stats.keys:
-        assert tuple(M.paired_difference_interval(stats, stats, key)[:3]) == (0.0, 0.0, 0.0), key
+        assert tuple(I.paired_difference_interval(stats, stats, key)[:3]) == (0.0, 0.0, 0.0), key
     oracle = M.post_stats([{**p, "scores": M.relevance_from_ranks(p["ranks"])} for p in posts])
     random = M.baseline_post_stats(posts, n_seeds=5)["random"]
     for key in ("ndcg@1", "ndcg@5", "ndcg_votes@5", "top1_ndcg@5", "pair_accuracy", "paired_ndcg@2"):
-        diff = M.paired_difference_interval(oracle, random, key, seed=1)
+        diff = I.paired_difference_interval(oracle, random, key, seed=1)
         assert diff.point == pytest.approx(oracle.value(key) - random.value(key))
         assert 0 < diff.low <= diff.point <= diff.high, key
         assert verdict({"point": diff.point, "low": diff.low, "high": diff.high}, {"confidence": 0.95}) == "above"
@@ -93,7 +94,7 @@ def test_micro_pair_accuracy_under_resampling_equals_a_brute_force_recomputation
     stats = M.post_stats(posts)
     rng = np.random.default_rng(5)
     index = rng.integers(0, len(posts), size=(3, len(posts)))  # three resamples at once, as the bootstrap batches
-    resampled = M.ratio_statistic(stats.num["pair_accuracy"][index], stats.den["pair_accuracy"][index], axis=-1)
+    resampled = I.ratio_statistic(stats.num["pair_accuracy"][index], stats.den["pair_accuracy"][index], axis=-1)
     for row, value in zip(index, resampled):
         again = [posts[i] for i in row]
         credit = pairs = 0.0
@@ -141,7 +142,7 @@ def test_length_metrics_of_longest_first_and_shortest_first():
     noisy = [{**p, "scores": M.longest_first_scores(p["comments"]) + rng.normal(size=len(p["ranks"]))} for p in many]
     noisy_length = M.length_metrics(noisy)
     assert noisy_length["shorter_better_pair_accuracy"] < 0.5  # a ranker that only measures length
-    iv = M.bootstrap_interval(baselines["longest_first"], "shorter_better_pair_accuracy")
+    iv = I.bootstrap_interval(baselines["longest_first"], "shorter_better_pair_accuracy")
     assert (iv.low, iv.high, iv.method) == (0.0, 0.0, "percentile")  # BCa is degenerate on a constant: percentile
 
 
@@ -167,11 +168,11 @@ def test_per_site_breakdown_on_rows_with_two_sites():
 def test_bootstrap_report_is_fast_and_shares_its_resamples():
     stats = M.post_stats(make_posts(500, seed=8))
     start = time.perf_counter()
-    M.bootstrap_interval(stats, "pair_accuracy", n_resamples=1000)
-    M.paired_difference_interval(stats, stats, "ndcg@5", n_resamples=1000)
+    I.bootstrap_interval(stats, "pair_accuracy", n_resamples=1000)
+    I.paired_difference_interval(stats, stats, "ndcg@5", n_resamples=1000)
     assert time.perf_counter() - start < 1.0  # about 0.05 s on one core
     shifted = M.PostStats({k: v + stats.den[k] * 0.01 for k, v in stats.num.items()}, stats.den)
-    report = M.bootstrap_report({"model": shifted, "copy": stats}, n_resamples=300)
+    report = I.bootstrap_report({"model": shifted, "copy": stats}, n_resamples=300)
     diff = report["differences"]["copy"]["ndcg@5"]
     assert diff["point"] == pytest.approx(0.01) and diff["low"] == pytest.approx(0.01)  # exactly +0.01 per post
     (low, high), (low0, high0) = report["intervals"]["model"]["ndcg@5"], report["intervals"]["copy"]["ndcg@5"]

@@ -103,15 +103,8 @@ def evaluate(
     of the model and longest-first per site), and with `n_bootstrap` > 0 the 95% bootstrap `intervals`, the paired
     `differences` model minus baseline and how they were made (`bootstrap`). Bootstrap and random baseline are both
     seeded by `seed`."""
-    from commentrank.metrics import (
-        LENGTH_COUNTS,
-        LENGTH_KEYS,
-        baseline_post_stats,
-        bootstrap_report,
-        per_site_metrics,
-        post_stats,
-        report_values,
-    )
+    from commentrank.intervals import bootstrap_report, per_site_metrics
+    from commentrank.metrics import LENGTH_COUNTS, LENGTH_KEYS, baseline_post_stats, post_stats, report_values
 
     posts = labeled_posts(rows, rewards)
     if not posts:
