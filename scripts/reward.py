@@ -56,7 +56,7 @@ def main(argv=None) -> PairwiseRewardTrainer:
         model = load_reward_model(
             model_args.model_name_or_path, tokenizer, dtype=model_args.dtype or "float32",
             freeze_fraction=script_args.freeze_fraction, attn_implementation=model_args.attn_implementation,
-            allow_pickle=script_args.allow_pickle_weights,
+            allow_pickle=script_args.allow_pickle_weights, freeze_embeddings=script_args.freeze_embeddings,
         )  # fmt: skip
         settings = script_args.encoder_settings(training_args.max_length, data.prompt_template)
         encoder = PairEncoder(tokenizer, settings, model=model)

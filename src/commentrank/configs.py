@@ -417,6 +417,10 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     odin_weight: float = field(
         default=1.0, metadata={"help": "length_feature odin: weight of the squared reward/length correlation."}
     )
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Freeze the token embedding matrix (on small encoders half the weights: faster steps)."},
+    )
     freeze_fraction: float = field(
         default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}
     )

@@ -95,6 +95,7 @@ def load_reward_model(
     dtype: str | torch.dtype | None = "float32",
     freeze_fraction: float = 0.0,
     allow_pickle: bool = False,
+    freeze_embeddings: bool = False,
     **kwargs,
 ) -> PreTrainedModel:
     """A one-label `AutoModelForSequenceClassification` from a folder or Hub id (a causal-LM checkpoint, e.g. an
@@ -107,7 +108,7 @@ def load_reward_model(
 
         check_weights_format(name_or_path, allow_pickle)
         base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        model = load_reward_model(base, tokenizer, dtype, freeze_fraction, allow_pickle, **kwargs)
+        model = load_reward_model(base, tokenizer, dtype, freeze_fraction, allow_pickle, freeze_embeddings, **kwargs)
         return PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
     check_weights_format(name_or_path, allow_pickle)
     config = AutoConfig.from_pretrained(name_or_path, **{k: v for k, v in kwargs.items() if k == "revision"})
@@ -126,6 +127,8 @@ def load_reward_model(
             model.config.eos_token_id = tokenizer.eos_token_id
     if freeze_fraction:
         freeze_lowest_layers(model, freeze_fraction)
+    if freeze_embeddings:  # the token embedding matrix: half of MiniLM's weights, its dense gradient and Adam state
+        model.get_input_embeddings().requires_grad_(False)
     return model
 
 
