@@ -199,3 +199,16 @@ def test_raw_ranked_file_is_converted_once_on_the_fly(tiny_bert, tmp_path):
     assert loading._convert.cache_info().misses == 1  # pairwise and listwise views from one conversion
     assert json.loads((tmp_path / "rm" / "data_summary.json").read_text())["train"]["pairs"] == 48  # 24 posts x 2
     assert any("eval_ndcg@5" in e for e in trainer.state.log_history)  # the validation posts were scored
+
+
+def test_freeze_embeddings_keeps_the_token_embeddings_and_trains_the_rest(tiny_bert, prepared_sample, tmp_path):
+    before = {n: p.clone() for n, p in load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters()}
+    trainer = reward.main(args_for(tiny_bert, prepared_sample, tmp_path / "rm", "--max_steps", "3", "--learning_rate",
+                                   "1e-2", "--freeze_embeddings", "true", "--ndcg_eval_posts", "0"))  # fmt: skip
+    after = dict(trainer.model.named_parameters())
+    assert torch.equal(
+        after["bert.embeddings.word_embeddings.weight"].detach(), before["bert.embeddings.word_embeddings.weight"]
+    )
+    assert not torch.equal(after["classifier.weight"].detach(), before["classifier.weight"])
+    assert not torch.equal(after["bert.encoder.layer.0.attention.self.query.weight"].detach(),
+                           before["bert.encoder.layer.0.attention.self.query.weight"])  # fmt: skip
