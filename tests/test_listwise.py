@@ -353,6 +353,11 @@ def test_quickstart_recipe_trains_listwise(tiny_bert, prepared_sample, tmp_path)
     trainer = reward.main(["--config", str(recipe), "--model_name_or_path", tiny_bert, "--dataset_name",
                            prepared_sample, "--output_dir", str(tmp_path / "rm"), "--max_steps", "3",
                            "--max_length", "64", "--logging_steps", "1", "--dataloader_num_workers", "0"])  # fmt: skip
-    assert isinstance(trainer, ListwiseRewardTrainer) and trainer.loss_type == "listmle"
-    assert trainer.args.per_device_train_batch_size == 1 and trainer.state.global_step == 3
+    import yaml
+
+    values = yaml.safe_load(recipe.read_text())
+    assert isinstance(trainer, ListwiseRewardTrainer) and trainer.loss_type == values["loss_type"]
+    assert trainer.args.per_device_train_batch_size == values["per_device_train_batch_size"]
+    assert trainer.length_feature == values["length_feature"] and trainer.args.bf16 == values["bf16"]
+    assert trainer.state.global_step == 3
     assert any("eval_ndcg@5" in e for e in trainer.state.log_history)  # scored on the validation posts at the end
