@@ -39,9 +39,11 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: str | os.PathLike, segm
 
 def quantize_int8(onnx_path: str | os.PathLike, int8_path: str | os.PathLike) -> Path:
     """Dynamic int8 quantization of the weights (activations quantized on the fly): onnxruntime's `quantize_dynamic`."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
     return Path(int8_path)
 
 
