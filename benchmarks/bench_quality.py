@@ -39,6 +39,11 @@ VARIANTS = {
     "listmle-odin": [*BASE, "--length_feature", "odin"],
     "quickstart": [],  # the recipe as it is: ListMLE + length term, 128 tokens, 2 posts per step
     "mpnet-quickstart": ["--model_name_or_path", "bundled:mpnet"],  # the same on all-mpnet-base-v2
+    # longer views of long comments, on the quickstart recipe
+    "quickstart-head-tail": ["--truncation_side", "head_tail"],
+    "quickstart-256": ["--max_length", "256"],
+    "quickstart-256-head-tail": ["--max_length", "256", "--truncation_side", "head_tail"],
+    "quickstart-3-epochs": ["--num_train_epochs", "3"],
 }
 DEFAULT_VARIANTS = ("listmle", "lambdaloss", "listmle-length", "lambdaloss-length", "listmle-odin")
 COLUMNS = ("ndcg@1", "ndcg@5", "ndcg_votes@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")

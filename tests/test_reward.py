@@ -133,6 +133,23 @@ def test_overlong_text_is_cut_without_the_tokenizers_indexing_errors_warning():
     assert not [m for m in messages if "indexing errors" in m]
 
 
+def test_head_tail_keeps_the_comments_beginning_and_end_and_cuts_its_middle():
+    from commentrank.bundled_models import minilm_path
+
+    tokenizer = load_tokenizer(minilm_path())
+    words = [f"w{i}" for i in range(300)]
+    comment, short = " ".join(words), "a short answer"
+    right = PairEncoder(tokenizer, max_length=64, min_comment_tokens=32)
+    head_tail = PairEncoder(tokenizer, max_length=64, min_comment_tokens=32, truncation_side="head_tail")
+    (ids, short_ids), (kept, short_kept) = (
+        e.encode(["the post title"] * 2, [comment, short]).input_ids for e in (right, head_tail)
+    )
+    assert len(kept) == len(ids) == 64 and short_kept == short_ids  # only cut inputs change
+    text = tokenizer.decode(kept, skip_special_tokens=True).replace(" ", "")
+    assert text.startswith("theposttitle" + "".join(words[:5])) and text.endswith("".join(words[-5:]))
+    assert kept[:34] == ids[:34] and kept[-1] == ids[-1] and kept[34:-1] != ids[34:-1]  # the same prompt and head
+
+
 def test_multi_label_classifier_is_rejected(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 

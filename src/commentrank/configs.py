@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PROMPT_TEMPLATE = "{title}"
 PROMPT_TEMPLATE_HELP = "'{title}' (no context, as in CUP IT) or '{title}\\n\\n{body}' (with context)"
 ENCODER_SETTINGS_FILE = "commentrank_config.json"
-TRUNCATION_SIDES = ("right", "left")
+TRUNCATION_SIDES = ("right", "left", "head_tail")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -48,7 +48,11 @@ class TextFormat:
         default=64, metadata={"help": "Tokens kept for the comment before the prompt is cut."}
     )
     truncation_side: str = field(
-        default="right", metadata={"help": "right: cut the tails; left: keep the end of the text (the CUP IT way)."}
+        default="right",
+        metadata={
+            "help": "right: cut the tails; left: keep the end of the text (the CUP IT way); head_tail: keep the "
+            "comment's first and last tokens, half each, and cut its middle (the prompt's tail as with right)."
+        },
     )
     text_prefix: str = field(default="", metadata={"help": "Decoders: plain text before the prompt."})
     pad_at_eos: bool = field(
@@ -57,7 +61,9 @@ class TextFormat:
 
     def __post_init__(self):
         if self.truncation_side not in TRUNCATION_SIDES:
-            raise ValueError(f"truncation_side must be 'right' or 'left', got {self.truncation_side!r}")
+            raise ValueError(
+                f"truncation_side must be one of {', '.join(TRUNCATION_SIDES)}, got {self.truncation_side!r}"
+            )
 
 
 @dataclass

@@ -9,7 +9,8 @@ TRL's RewardTrainer joins prompt and completion as plain strings and drops every
 
 When the input is too long the comment's tail is cut first; when the prompt alone leaves fewer than
 `min_comment_tokens` for the comment, the prompt's tail is cut too. `truncation_side="left"` instead keeps the
-end of the text (the original CUP IT solution's behaviour for GPT-2).
+end of the text (the original CUP IT solution's behaviour for GPT-2); `"head_tail"` keeps the comment's beginning
+and end, half the comment's budget each, and cuts its middle (a conclusion or signature stays in view).
 """
 
 from __future__ import annotations
@@ -138,6 +139,13 @@ class PairEncoder:
             return joined[:cut], joined[cut:], True
         keep_comment = min(len(comment), max(budget - len(prompt), self.settings.min_comment_tokens))
         keep_comment = min(keep_comment, budget)
+        if self.settings.truncation_side == "head_tail" and keep_comment < len(comment):
+            head = (keep_comment + 1) // 2
+            return (
+                prompt[: budget - keep_comment],
+                comment[:head] + comment[len(comment) - keep_comment + head :],
+                True,
+            )
         return prompt[: budget - keep_comment], comment[:keep_comment], True
 
     def encode(self, prompts: list[str], comments: list[str]) -> EncodedBatch:
