@@ -44,6 +44,10 @@ VARIANTS = {
     "quickstart-256": ["--max_length", "256"],
     "quickstart-256-head-tail": ["--max_length", "256", "--truncation_side", "head_tail"],
     "quickstart-3-epochs": ["--num_train_epochs", "3"],
+    # run-to-run noise: the quickstart with other seeds (head initialisation and data order)
+    "quickstart-seed-1": ["--seed", "1"],
+    "quickstart-seed-2": ["--seed", "2"],
+    "mpnet-quickstart-2-epochs": ["--model_name_or_path", "bundled:mpnet", "--num_train_epochs", "2"],
 }
 DEFAULT_VARIANTS = ("listmle", "lambdaloss", "listmle-length", "lambdaloss-length", "listmle-odin")
 COLUMNS = ("ndcg@1", "ndcg@5", "ndcg_votes@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")
