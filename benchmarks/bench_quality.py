@@ -48,6 +48,10 @@ VARIANTS = {
     "quickstart-seed-1": ["--seed", "1"],
     "quickstart-seed-2": ["--seed", "2"],
     "mpnet-quickstart-2-epochs": ["--model_name_or_path", "bundled:mpnet", "--num_train_epochs", "2"],
+    # the length term started at its fitted weight (length_init fit), trained on or kept there
+    **{f"quickstart-fit{suffix}{seed}": ["--length_init", "fit", *flags, *(["--seed", seed[-1]] if seed else [])]
+       for suffix, flags in (("", []), ("-frozen", ["--length_learning_rate", "0"]))
+       for seed in ("", "-seed-1", "-seed-2")},
 }
 DEFAULT_VARIANTS = ("listmle", "lambdaloss", "listmle-length", "lambdaloss-length", "listmle-odin")
 COLUMNS = ("ndcg@1", "ndcg@5", "ndcg_votes@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")

@@ -84,6 +84,47 @@ def test_the_length_weight_resumes_from_a_checkpoint(tiny_bert, longer_is_better
     assert after_resume and abs(after_resume[0] - saved) < 0.1  # one step on from the saved weight, not from 0
 
 
+@pytest.fixture(scope="module")
+def mostly_longer_is_better(tmp_path_factory):
+    """Posts where the longer comment wins two times in three: a length term with a finite best weight."""
+    rows = []
+    for i in range(30):
+        comments = [f"answer to {i} " + "word " * (5 + 7 * j + i % 5) for j in range(3)]
+        ranks = [2, 1, 0] if i % 3 else [0, 2, 1]
+        rows.append({"post_id": f"p{i}", "prompt": f"question {i}?", "comments": comments, "ranks": ranks,
+                     "votes": None, "site": None, "url": None, "license": None})  # fmt: skip
+    folder = tmp_path_factory.mktemp("mostly") / "data"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "validation": datasets.Dataset.from_list(rows[:4])}).save_to_disk(str(folder / "listwise"))  # fmt: skip
+    return rows, folder
+
+
+def test_length_init_fit_starts_the_term_at_the_weight_that_minimizes_the_loss_of_length_alone(
+    tiny_bert, mostly_longer_is_better, tmp_path
+):
+    from commentrank.train.listwise import LENGTH_FIT_RIDGE
+    from commentrank.train.losses import listmle_loss
+
+    rows, folder = mostly_longer_is_better
+    out = tmp_path / "rm"
+    trainer = train(tiny_bert, folder, out, "--length_feature", "additive", "--length_init", "fit",
+                    "--length_learning_rate", "0", "--max_steps", "2")  # fmt: skip
+    fitted = float(trainer.length_weight)
+
+    def objective(w):  # the mean over posts of ListMLE of w * log1p(characters), naively, plus the ridge
+        losses = [float(listmle_loss(w * torch.tensor(length_feature(r["comments"]), dtype=torch.float64),
+                                     torch.zeros(3, dtype=torch.long), torch.tensor(r["ranks"]))) for r in rows]  # fmt: skip
+        return sum(losses) / len(losses) + LENGTH_FIT_RIDGE * w**2
+
+    grid = [i / 100 for i in range(-300, 301)]
+    best = min(grid, key=objective)
+    assert fitted > 0.1 and fitted == pytest.approx(best, abs=0.01)
+    assert json.loads((out / "commentrank_config.json").read_text())["length_weight"] == pytest.approx(fitted)
+    zero = train(tiny_bert, folder, tmp_path / "zero", "--length_feature", "additive", "--length_learning_rate", "0",
+                 "--max_steps", "2")  # fmt: skip
+    assert float(zero.length_weight) == 0.0  # the default starts at zero
+
+
 def test_a_length_feature_needs_a_listwise_loss():
     from commentrank.configs import RewardArguments
 
@@ -91,3 +132,5 @@ def test_a_length_feature_needs_a_listwise_loss():
         RewardArguments(dataset_name="x", length_feature="additive", loss_type="pairwise")
     with pytest.raises(ValueError, match="length_feature 'longer'"):
         ListwiseRewardTrainer.__init__(object.__new__(ListwiseRewardTrainer), length_feature="longer")
+    with pytest.raises(ValueError, match="length_init 'one' is not one of zero, fit"):
+        RewardArguments(dataset_name="x", loss_type="listmle", length_feature="additive", length_init="one")

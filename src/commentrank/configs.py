@@ -342,6 +342,7 @@ LOSSES = {
 LISTWISE_LOSSES = tuple(name for name in LOSSES if name != "pairwise")
 RELEVANCES = ("ranks", "votes")
 LENGTH_FEATURES = ("none", "additive", "odin")
+LENGTH_INITS = ("zero", "fit")
 
 
 @dataclass
@@ -419,7 +420,18 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             "length-free rewards)."
         },
     )
-    length_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the length term's weight."})
+    length_learning_rate: float = field(
+        default=1e-2,
+        metadata={"help": "Learning rate of the length term's weight (0: kept where length_init puts it)."},
+    )
+    length_init: str = field(
+        default="zero",
+        metadata={
+            "help": "Starting weight of the length term: zero, or fit (the weight that minimizes the training loss of "
+            "the length term alone, fitted on the training posts before the first step: training starts from what "
+            "longest-first knows)."
+        },
+    )
     odin_weight: float = field(
         default=1.0, metadata={"help": "length_feature odin: weight of the squared reward/length correlation."}
     )
@@ -447,6 +459,8 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             raise ValueError(f"length_feature '{self.length_feature}' is not one of {', '.join(LENGTH_FEATURES)}")
         if self.length_feature != "none" and self.loss_type == "pairwise":
             raise ValueError("length_feature needs a listwise loss_type (pairwise_all, listmle, ...)")
+        if self.length_init not in LENGTH_INITS:
+            raise ValueError(f"length_init '{self.length_init}' is not one of {', '.join(LENGTH_INITS)}")
 
     @property
     def view(self) -> str:

@@ -55,7 +55,7 @@ import torch
 from transformers.data.data_collator import DataCollatorMixin
 from trl import RewardTrainer
 
-from commentrank.configs import LENGTH_FEATURES, LISTWISE_LOSSES, RELEVANCES, EncoderSettings
+from commentrank.configs import LENGTH_FEATURES, LENGTH_INITS, LISTWISE_LOSSES, RELEVANCES, EncoderSettings
 from commentrank.encoding import PairEncoder, length_feature
 from commentrank.score.inference import pad
 from commentrank.train.losses import (
@@ -82,6 +82,8 @@ LISTWISE_COLUMNS = ("comment_ids", "ranks")
 RELEVANCE_COLUMN = "relevance"  # with relevance votes: the graded relevance of each comment, next to `ranks`
 LENGTH_COLUMN = "log_lengths"  # with a length_feature: encoding.length_feature of each comment's whole text
 LENGTH_STATE_FILE = "length_term.json"  # the length term's weight in each checkpoint (resume)
+LENGTH_FIT_POSTS = 10_000  # length_init fit: the posts the length term's starting weight is fitted on
+LENGTH_FIT_RIDGE = 1e-3  # and a ridge on it: data that length orders perfectly still gets a finite weight
 GRADED_LOSSES = ("listnet", "lambdaloss")  # the losses whose gains come from `relevance` (the others: the ranks)
 
 
@@ -294,11 +296,14 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         relevance: str = "ranks",
         length_feature: str = "none",
         length_learning_rate: float = 1e-2,
+        length_init: str = "zero",
         odin_weight: float = 1.0,
         **kwargs,
     ):
         if length_feature not in LENGTH_FEATURES:
             raise ValueError(f"length_feature '{length_feature}' is not one of {', '.join(LENGTH_FEATURES)}")
+        if length_init not in LENGTH_INITS:
+            raise ValueError(f"length_init '{length_init}' is not one of {', '.join(LENGTH_INITS)}")
         self.length_feature, self.length_learning_rate, self.odin_weight = (
             length_feature,
             length_learning_rate,
@@ -334,6 +339,61 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
             raise ValueError(
                 "length_feature is not supported under DeepSpeed (its optimizer takes the model's params)"
             )
+        if (
+            length_init == "fit"
+            and self.length_weight is not None
+            and isinstance(self.train_dataset, datasets.Dataset)
+        ):
+            fitted = self.fit_length_weight(self.train_dataset)
+            with torch.no_grad():
+                self.length_weight.fill_(fitted)
+
+    def _loss(self, rewards, post_index, ranks, relevance=None):
+        """The configured loss of flattened rewards (the one `compute_loss` trains with)."""
+        extra = {}
+        if self.loss_type == "pairwise_all":
+            extra["margin_scale"] = self.margin_scale
+        elif self.loss_type in GRADED_LOSSES and self.relevance == "votes":
+            if relevance is None:
+                raise ValueError(f"relevance votes: the batch has no `{RELEVANCE_COLUMN}` (DataCollatorForListwise)")
+            extra["relevance"] = relevance
+        return LOSS_FUNCTIONS[self.loss_type](rewards, post_index, ranks, **extra)
+
+    def fit_length_weight(self, dataset, max_posts: int = LENGTH_FIT_POSTS, chunk: int = 64) -> float:
+        """The w that minimizes the training loss of `w * log1p(characters)` alone plus `LENGTH_FIT_RIDGE * w**2`
+        (length_init: fit), over the first `max_posts` posts of `dataset` (the loss of each chunk of posts weighted by
+        its posts): a one-dimensional L-BFGS fit, deterministic, the same in every process. Training then starts from
+        what longest-first knows, and the model learns what length does not say."""
+        posts = dataset.select(range(min(len(dataset), max_posts)))
+        graded = self.relevance == "votes" and self.loss_type in GRADED_LOSSES
+        chunks = []
+        for start in range(0, len(posts), chunk):
+            rows = posts[start : start + chunk]
+            sizes = [len(r) for r in rows["ranks"]]
+            chunks.append((
+                torch.tensor([x for lengths in rows[LENGTH_COLUMN] for x in lengths], dtype=torch.float64),
+                torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
+                torch.tensor([r for ranks in rows["ranks"] for r in ranks]),
+                torch.tensor([g for gains in rows[RELEVANCE_COLUMN] for g in gains], dtype=torch.float64)
+                if graded else None,
+                len(sizes),
+            ))  # fmt: skip
+        weight = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = sum(self._loss(weight * x, i, r, g) * n for x, i, r, g, n in chunks) / len(posts)
+            loss = loss + LENGTH_FIT_RIDGE * weight**2
+            loss.backward()
+            return loss
+
+        start_loss = float(closure().detach())
+        optimizer.step(closure)
+        fitted = float(weight.detach())
+        logger.info("length term fitted on %d posts: w = %.4f (%s loss %.4f at w = 0, %.4f fitted)", len(posts),
+                    fitted, self.loss_type, start_loss, float(closure().detach()))  # fmt: skip
+        return fitted
 
     # The length term: one scalar trained with the model, saved in the encoder settings and in each checkpoint
     def create_optimizer(self, *args, **kwargs):
@@ -421,14 +481,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
                 penalty = self.odin_weight * _correlation(rewards, lengths) ** 2
             rewards = rewards + self.length_weight.to(rewards.device) * lengths
 
-        extra = {}
-        if self.loss_type == "pairwise_all":
-            extra["margin_scale"] = self.margin_scale
-        elif self.loss_type in GRADED_LOSSES and self.relevance == "votes":
-            if RELEVANCE_COLUMN not in inputs:
-                raise ValueError(f"relevance votes: the batch has no `{RELEVANCE_COLUMN}` (DataCollatorForListwise)")
-            extra["relevance"] = inputs[RELEVANCE_COLUMN]
-        loss = LOSS_FUNCTIONS[self.loss_type](rewards, post_index, ranks, **extra)
+        loss = self._loss(rewards, post_index, ranks, inputs.get(RELEVANCE_COLUMN))
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean(rewards**2)
         if penalty is not None:
