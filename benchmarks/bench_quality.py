@@ -28,30 +28,34 @@ SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 RECIPE = ROOT / "recipes" / "quickstart" / "reward.yaml"
 TEST_SITES = ("matheducators.stackexchange.com", "apple.meta.stackexchange.com")  # 233 + 142 posts
 VALIDATION_SITES = ("cardano.stackexchange.com", "french.meta.stackexchange.com", "video.meta.stackexchange.com")
-# Each variant: overrides of the quickstart recipe (a list of `--key value` flags). The first five were measured with
-# the recipe as it was before it took the length term (192 tokens, one post per step): BASE restores that.
+# Each variant: overrides of the quickstart recipe (a list of `--key value` flags), pinned to the settings it was
+# measured with when the recipe has moved on since. The first five: the recipe before it took the length term (192
+# tokens, one post per step), BASE; the "learned-length" ones: before the length term started at its fitted weight
+# and stayed there (a weight trained from 0 at 1e-2), LEARNED.
 BASE = ["--max_length", "192", "--per_device_train_batch_size", "1", "--length_feature", "none"]
+LEARNED = ["--length_init", "zero", "--length_learning_rate", "1e-2"]
+SEEDS = {"": [], "-seed-1": ["--seed", "1"], "-seed-2": ["--seed", "2"]}  # run-to-run noise: head init, data order
 VARIANTS = {
     "listmle": BASE,
     "lambdaloss": [*BASE, "--loss_type", "lambdaloss"],
-    "listmle-length": [*BASE, "--length_feature", "additive"],
-    "lambdaloss-length": [*BASE, "--loss_type", "lambdaloss", "--length_feature", "additive"],
-    "listmle-odin": [*BASE, "--length_feature", "odin"],
-    "quickstart": [],  # the recipe as it is: ListMLE + length term, 128 tokens, 2 posts per step
+    "listmle-length": [*BASE, *LEARNED, "--length_feature", "additive"],
+    "lambdaloss-length": [*BASE, *LEARNED, "--loss_type", "lambdaloss", "--length_feature", "additive"],
+    "listmle-odin": [*BASE, *LEARNED, "--length_feature", "odin"],
+    # the recipe as it is (ListMLE, 128 tokens, 2 posts per step, the length term at its fitted weight), three seeds
+    **{f"quickstart{seed}": flags for seed, flags in SEEDS.items()},
     "mpnet-quickstart": ["--model_name_or_path", "bundled:mpnet"],  # the same on all-mpnet-base-v2
-    # longer views of long comments, on the quickstart recipe
-    "quickstart-head-tail": ["--truncation_side", "head_tail"],
-    "quickstart-256": ["--max_length", "256"],
-    "quickstart-256-head-tail": ["--max_length", "256", "--truncation_side", "head_tail"],
-    "quickstart-3-epochs": ["--num_train_epochs", "3"],
-    # run-to-run noise: the quickstart with other seeds (head initialisation and data order)
-    "quickstart-seed-1": ["--seed", "1"],
-    "quickstart-seed-2": ["--seed", "2"],
-    "mpnet-quickstart-2-epochs": ["--model_name_or_path", "bundled:mpnet", "--num_train_epochs", "2"],
-    # the length term started at its fitted weight (length_init fit), trained on or kept there
-    **{f"quickstart-fit{suffix}{seed}": ["--length_init", "fit", *flags, *(["--seed", seed[-1]] if seed else [])]
-       for suffix, flags in (("", []), ("-frozen", ["--length_learning_rate", "0"]))
-       for seed in ("", "-seed-1", "-seed-2")},
+    # the length weight trained from 0 (the recipe before), and from its fitted weight, three seeds each
+    **{f"learned-length{seed}": [*LEARNED, *flags] for seed, flags in SEEDS.items()},
+    **{
+        f"fitted-then-learned-length{seed}": [*LEARNED, "--length_init", "fit", *flags]
+        for seed, flags in SEEDS.items()
+    },
+    "mpnet-learned-length": ["--model_name_or_path", "bundled:mpnet", *LEARNED],
+    # longer views of long comments and more epochs, measured with the learned length weight
+    "learned-length-head-tail": [*LEARNED, "--truncation_side", "head_tail"],
+    "learned-length-256": [*LEARNED, "--max_length", "256"],
+    "learned-length-256-head-tail": [*LEARNED, "--max_length", "256", "--truncation_side", "head_tail"],
+    "learned-length-3-epochs": [*LEARNED, "--num_train_epochs", "3"],
 }
 DEFAULT_VARIANTS = ("listmle", "lambdaloss", "listmle-length", "lambdaloss-length", "listmle-odin")
 COLUMNS = ("ndcg@1", "ndcg@5", "ndcg_votes@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")

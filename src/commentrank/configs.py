@@ -342,7 +342,8 @@ LOSSES = {
 LISTWISE_LOSSES = tuple(name for name in LOSSES if name != "pairwise")
 RELEVANCES = ("ranks", "votes")
 LENGTH_FEATURES = ("none", "additive", "odin")
-LENGTH_INITS = ("zero", "fit")
+LENGTH_INITS = ("fit", "zero")  # the first is the default
+LENGTH_LEARNING_RATE = 0.0  # the default: the fitted weight is kept
 
 
 @dataclass
@@ -420,16 +421,19 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             "length-free rewards)."
         },
     )
-    length_learning_rate: float = field(
-        default=1e-2,
-        metadata={"help": "Learning rate of the length term's weight (0: kept where length_init puts it)."},
-    )
     length_init: str = field(
-        default="zero",
+        default=LENGTH_INITS[0],
         metadata={
-            "help": "Starting weight of the length term: zero, or fit (the weight that minimizes the training loss of "
-            "the length term alone, fitted on the training posts before the first step: training starts from what "
-            "longest-first knows)."
+            "help": "Starting weight of the length term: fit (the weight that minimizes the training loss of the "
+            "length term alone, fitted on the training posts before the first step: training starts from what "
+            "longest-first knows), or zero."
+        },
+    )
+    length_learning_rate: float = field(
+        default=LENGTH_LEARNING_RATE,
+        metadata={
+            "help": "Learning rate of the length term's weight; 0 keeps the fitted weight (a trained weight drifted "
+            "with the batches' noise and made some seeds rank short answers first: benchmarks/results/quality.md)."
         },
     )
     odin_weight: float = field(
@@ -461,6 +465,8 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             raise ValueError("length_feature needs a listwise loss_type (pairwise_all, listmle, ...)")
         if self.length_init not in LENGTH_INITS:
             raise ValueError(f"length_init '{self.length_init}' is not one of {', '.join(LENGTH_INITS)}")
+        if self.length_feature != "none" and self.length_init == "zero" and self.length_learning_rate == 0:
+            raise ValueError("length_init zero with length_learning_rate 0 leaves the length term at 0: set one")
 
     @property
     def view(self) -> str:

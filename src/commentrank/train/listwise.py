@@ -55,7 +55,14 @@ import torch
 from transformers.data.data_collator import DataCollatorMixin
 from trl import RewardTrainer
 
-from commentrank.configs import LENGTH_FEATURES, LENGTH_INITS, LISTWISE_LOSSES, RELEVANCES, EncoderSettings
+from commentrank.configs import (
+    LENGTH_FEATURES,
+    LENGTH_INITS,
+    LENGTH_LEARNING_RATE,
+    LISTWISE_LOSSES,
+    RELEVANCES,
+    EncoderSettings,
+)
 from commentrank.encoding import PairEncoder, length_feature
 from commentrank.score.inference import pad
 from commentrank.train.losses import (
@@ -295,8 +302,8 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         max_comments_per_post: int | None = None,
         relevance: str = "ranks",
         length_feature: str = "none",
-        length_learning_rate: float = 1e-2,
-        length_init: str = "zero",
+        length_learning_rate: float = LENGTH_LEARNING_RATE,
+        length_init: str = LENGTH_INITS[0],
         odin_weight: float = 1.0,
         **kwargs,
     ):
