@@ -65,3 +65,19 @@ def test_recipe_parses(recipe):
     values = yaml.safe_load(recipe.read_text())
     wrong = {key: value for key, value in values.items() if key in hints and not accepts(hints[key], value)}
     assert not wrong, f"{recipe}: values of the wrong type: {wrong}"
+
+
+def test_every_quality_benchmark_variant_parses_with_the_quickstart_recipe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "bench_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    parser = parser_for(bench.RECIPE)
+    for name, flags in bench.VARIANTS.items():
+        script_args, training_args, _ = parser.parse_args_and_config(["--config", str(bench.RECIPE), *flags])
+        if "learned-length" in name or name.endswith("-length") or name == "listmle-odin":  # measured before the fit
+            assert script_args.length_learning_rate == 1e-2, name
+            assert script_args.length_init == ("fit" if name.startswith("fitted") else "zero"), name
+        if name.startswith("quickstart"):  # the recipe as it is, other seeds at most
+            assert script_args.length_init == "fit" and script_args.length_learning_rate == 0.0, name
