@@ -96,6 +96,24 @@ def test_usage_snippet_scores_like_commentrank(tmp_path, capsys):
     assert [float(r) for r, _ in printed] == pytest.approx([r for _, r in expected], abs=1e-4)
 
 
+def test_usage_snippet_adds_the_length_term_as_every_scorer_does(tmp_path, capsys):
+    from commentrank.configs import EncoderSettings
+
+    model_dir = tiny_model(tmp_path / "rm")
+    settings = EncoderSettings(max_length=64, length_weight=2.0)  # large: it decides the order
+    settings.save(model_dir)
+    card = build_model_card(model_id=str(model_dir), base_model="bundled:minilm", dataset=None, results={},
+                            loss_type="listmle", text_pair=True, settings=settings)  # fmt: skip
+    (snippet,) = re.findall(r"```python\n(.*?)```", str(card), re.S)
+    exec(compile(snippet, "card-snippet", "exec"), {})
+    printed = re.findall(r"^([+-]\d+\.\d+)  (.*)$", capsys.readouterr().out, re.M)
+    post = re.search(r'^post = "(.*)"$', snippet, re.M).group(1)
+    comments = json.loads(re.search(r"^comments = (\[.*\])$", snippet, re.M).group(1))
+    expected = load_scorer(model_dir, dtype="float32").rank(post, comments)
+    assert [c for _, c in printed] == [comments[i] for i, _ in expected]
+    assert [float(r) for r, _ in printed] == pytest.approx([r for _, r in expected], abs=1e-4)
+
+
 def test_decoder_card_shows_text_with_eos():
     card = build_model_card(model_id="me/gpt2-rm", base_model="gpt2", dataset="me/cupit", results={},
                             loss_type="pairwise", text_pair=False)  # fmt: skip

@@ -100,8 +100,11 @@ def eval_results(metrics: dict[str, float], dataset: str, split: str) -> list[Ev
     return results
 
 
-def usage_snippet(model_id: str, text_pair: bool, max_length: int = 512, separator: str = "\n\n") -> str:
-    """Scoring comments with plain transformers and with commentrank's scripts."""
+def usage_snippet(
+    model_id: str, text_pair: bool, max_length: int = 512, separator: str = "\n\n", length_weight: float = 0.0
+) -> str:
+    """Scoring comments with plain transformers and with commentrank's scripts (with the model's length term, as
+    every commentrank scorer adds it, when it has one)."""
     if text_pair:
         encode = (
             "# (post, comment) as a text pair: [CLS] post [SEP] comment [SEP], as CrossEncoder and TEI pass it\n"
@@ -118,6 +121,12 @@ def usage_snippet(model_id: str, text_pair: bool, max_length: int = 512, separat
             f'inputs = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, return_tensors="pt")'
         )
     example = json.dumps({"text": "Which hop gives a beer citrus notes?", "comments": ["Citra.", "Water."]})
+    length_term = (
+        "# the model's length term (`length_weight` in commentrank_config.json), which every commentrank scorer adds\n"
+        f"rewards = rewards + {float(length_weight)!r} * torch.log1p(torch.tensor([float(len(c)) for c in comments]))\n"
+        if length_weight
+        else ""
+    )
     return f"""```python
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -131,7 +140,7 @@ comments = ["Citra, Cascade or Amarillo: they are known for grapefruit and orang
 {encode}
 with torch.no_grad():
     rewards = model(**inputs).logits[:, 0]
-for reward, comment in sorted(zip(rewards.tolist(), comments), reverse=True):  # best first
+{length_term}for reward, comment in sorted(zip(rewards.tolist(), comments), reverse=True):  # best first
     print(f"{{reward:+.4f}}  {{comment}}")
 ```
 
@@ -272,7 +281,11 @@ def build_model_card(
         ]
     else:
         sections += ["No evaluation results were recorded.", ""]
-    sections += ["## Usage", "", usage_snippet(model_id, text_pair, settings.max_length, settings.separator)]
+    sections += [
+        "## Usage",
+        "",
+        usage_snippet(model_id, text_pair, settings.max_length, settings.separator, settings.length_weight),
+    ]
     if training:
         sections += ["## Training", "", _training_table({"loss_type": loss_type, **training}), ""]
     return _card(card_data, sections + _data_section(dataset_name))
