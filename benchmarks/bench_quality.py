@@ -44,6 +44,7 @@ VARIANTS = {
     # the recipe as it is (ListMLE, 128 tokens, 2 posts per step, the length term at its fitted weight), three seeds
     **{f"quickstart{seed}": flags for seed, flags in SEEDS.items()},
     "mpnet-quickstart": ["--model_name_or_path", "bundled:mpnet"],  # the same on all-mpnet-base-v2
+    "mpnet-quickstart-2-epochs": ["--model_name_or_path", "bundled:mpnet", "--num_train_epochs", "2"],
     # the length weight trained from 0 (the recipe before), and from its fitted weight, three seeds each
     **{f"learned-length{seed}": [*LEARNED, *flags] for seed, flags in SEEDS.items()},
     **{
