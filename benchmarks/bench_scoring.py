@@ -35,7 +35,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from commentrank.bundled_models import resolve_model_path  # noqa: E402
 from commentrank.data.loading import load_scoring_rows  # noqa: E402
-from commentrank.encoding import length_feature  # noqa: E402
+from commentrank.encoding import add_length_term  # noqa: E402
 from commentrank.metrics import ranking_metrics  # noqa: E402
 from commentrank.modeling import cpu_bf16_flags  # noqa: E402
 from commentrank.score.exported import INT8_FILE, ONNX_FILE, OnnxRewardModel, export_onnx, quantize_int8  # noqa: E402
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             encoded = encoder.encode(prompts, comments).input_ids
             rewards = score_ids(fp32.model, encoded, pad, args.batch_size, sort_by_length=False, pad_to=SEED_PAD_TO,
                                 segment_sep_id=sep)  # fmt: skip
-            weight = encoder.settings.length_weight  # the model's length term, as every scorer adds it
-            return [r + weight * n for r, n in zip(rewards, length_feature(comments))]
+            return add_length_term(rewards, comments, encoder.settings.length_weight)  # as every scorer adds it
 
         def bare():
             with torch.no_grad():

@@ -37,6 +37,14 @@ def length_feature(texts) -> list[float]:
     return [math.log1p(len(text)) for text in texts]
 
 
+def add_length_term(rewards, comments, weight: float) -> list:
+    """`rewards` (aligned with `comments`; None for comments another process scores) plus the model's length term
+    `weight * length_feature(comment)`, as every scorer and the training callback add it; unchanged when `weight` is 0."""
+    if not weight:
+        return list(rewards)
+    return [None if r is None else r + weight * n for r, n in zip(rewards, length_feature(comments), strict=True)]
+
+
 def segment_sep_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The [SEP] id that splits a text pair's segments, for models that take `token_type_ids` (BERT, MiniLM); None for
     those that do not (RoBERTa, MPNet, decoders)."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from commentrank.data.records import ranks_by
-from commentrank.encoding import PairEncoder, length_feature, segment_ids
+from commentrank.encoding import PairEncoder, add_length_term, segment_ids
 
 
 def pad(tensors: Sequence[torch.Tensor], value: int, pad_to_multiple_of: int | None = None) -> torch.Tensor:
@@ -137,10 +137,8 @@ def score_posts(
     input_ids, n_truncated = encode_posts(encoder, posts)
     flat = score_ids(model, input_ids, encoder.tokenizer.pad_token_id, batch_size, progress=progress,
                      segment_sep_id=encoder.segment_sep_id, shard=shard)  # fmt: skip
-    weight = encoder.settings.length_weight
-    if weight:  # the learned length term of length_feature additive, as in training
-        lengths = length_feature([comment for post in posts for comment in post["comments"]])
-        flat = [None if r is None else r + weight * n for r, n in zip(flat, lengths)]
+    comments = [comment for post in posts for comment in post["comments"]]
+    flat = add_length_term(flat, comments, encoder.settings.length_weight)  # length_feature additive, as in training
     return split_by_post(flat, posts), n_truncated
 
 

@@ -7,7 +7,7 @@ import math
 
 from transformers import TrainerCallback
 
-from commentrank.encoding import PairEncoder, length_feature
+from commentrank.encoding import PairEncoder, add_length_term
 from commentrank.metrics import length_metrics, ranking_metrics
 from commentrank.score.inference import encode_posts, score_ids, split_by_post
 
@@ -38,9 +38,8 @@ class RankingEvalCallback(TrainerCallback):
         flat = score_ids(model, self._input_ids, self.encoder.tokenizer.pad_token_id, self.batch_size,
                          segment_sep_id=self.encoder.segment_sep_id)  # fmt: skip
         weight = self.trainer.scored_length_weight() if hasattr(self.trainer, "scored_length_weight") else 0.0
-        if weight:  # the rewards as the saved model will score them (length_feature additive)
-            lengths = length_feature([comment for post in self.posts for comment in post["comments"]])
-            flat = [r + weight * n for r, n in zip(flat, lengths)]
+        comments = [comment for post in self.posts for comment in post["comments"]]
+        flat = add_length_term(flat, comments, weight)  # the rewards as the saved model will score them
         rewards = split_by_post(flat, self.posts)
         scored = [{**p, "scores": r} for p, r in zip(self.posts, rewards)]
         return {**ranking_metrics(scored), **length_metrics(scored)}
