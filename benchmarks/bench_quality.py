@@ -6,16 +6,19 @@ Usage:
     OMP_NUM_THREADS=2 python benchmarks/bench_quality.py                         # every MiniLM variant (~70 min)
     OMP_NUM_THREADS=2 python benchmarks/bench_quality.py --variants quickstart learned-length
     python benchmarks/bench_quality.py --variants quickstart mpnet-quickstart --threads 16  # a bigger machine
+    python benchmarks/bench_quality.py --variants quickstart-two-answer --dumps ../shared/data/stackexchange/raw
 
 The sites of the shipped data (`data/stackexchange/se_ranked.jsonl.gz`) are split once, here, by hand, before any
 result was seen: `TEST_SITES` are only ever scored to report (never to choose anything), `VALIDATION_SITES` choose
 the settings, the rest train. Each variant is `scripts/reward.py --config recipes/quickstart/reward.yaml` plus its
 overrides (one epoch, the recipe's own settings otherwise), scored by `scripts/score.py` on the validation and test
-sites (bootstrap intervals over posts, paired intervals of model minus longest-first, seeded). The table, with the
-time of each run, goes to stdout and to `benchmarks/results/quality.md` (`--output`).
+sites (bootstrap intervals over posts, paired intervals of model minus longest-first, seeded). The `two-answer`
+variants add the training sites' two-answer questions, read from their raw dumps (`--dumps`), to the train split.
+The table, with the time of each run, goes to stdout and to `benchmarks/results/quality.md` (`--output`).
 """
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -26,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 RECIPE = ROOT / "recipes" / "quickstart" / "reward.yaml"
+DUMPS = ROOT.parent / "shared" / "data" / "stackexchange" / "raw"  # the sample's raw Posts.xml, one folder per site
 TEST_SITES = ("matheducators.stackexchange.com", "apple.meta.stackexchange.com")  # 233 + 142 posts
 VALIDATION_SITES = ("cardano.stackexchange.com", "french.meta.stackexchange.com", "video.meta.stackexchange.com")
 # Each variant: overrides of the quickstart recipe (a list of `--key value` flags), pinned to the settings it was
@@ -57,17 +61,21 @@ VARIANTS = {
     "learned-length-256": [*LEARNED, "--max_length", "256"],
     "learned-length-256-head-tail": [*LEARNED, "--max_length", "256", "--truncation_side", "head_tail"],
     "learned-length-3-epochs": [*LEARNED, "--num_train_epochs", "3"],
+    # more training data: the quickstart recipe on the train split plus the training sites' two-answer questions
+    **{f"quickstart-two-answer{seed}": flags for seed, flags in SEEDS.items()},
+    "mpnet-quickstart-two-answer": ["--model_name_or_path", "bundled:mpnet"],
 }
-DEFAULT_VARIANTS = tuple(name for name in VARIANTS if not name.startswith("mpnet"))  # every MiniLM variant
+TWO_ANSWER = "two-answer"  # variants with this in their name train on `data-two-answer` (needs --dumps)
+DEFAULT_VARIANTS = tuple(name for name in VARIANTS if not name.startswith("mpnet") and TWO_ANSWER not in name)
 COLUMNS = ("ndcg@1", "ndcg@5", "ndcg_votes@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")
 
 
-def prepare(folder: Path) -> dict:
-    """data_prep's views of the shipped data, split by the fixed sites (same code as data_prep, own split)."""
+def prepare(folder: Path, dumps: Path | None) -> dict:
+    """data_prep's views of the shipped data, split by the fixed sites (same code as data_prep, own split); with
+    `dumps`, also `data-two-answer`: the same splits, the train split with the two-answer questions added."""
     from commentrank.configs import PrepArguments
     from commentrank.data import prepare as prep
     from commentrank.data.validation import PrepSummary
-    from commentrank.outputs import OutputDir
 
     config = PrepArguments(inputs=[str(SAMPLE)], skip_invalid=True, output_dir=str(folder))
     summary = PrepSummary()
@@ -78,14 +86,56 @@ def prepare(folder: Path) -> dict:
         "validation": [p for p in posts if site[p.post_id] in VALIDATION_SITES],
         "test": [p for p in posts if site[p.post_id] in TEST_SITES],
     }
+    sizes = {name: len(split) for name, split in splits.items()}
+    before_views = copy.deepcopy(summary)  # build_views adds its counts: each folder's summary counts its own views
+    save(folder, splits, config, summary)
+    if dumps is not None:
+        extra = two_answer_posts(dumps, {p.post_id for p in posts}, before_views)
+        sizes[TWO_ANSWER] = len(extra)
+        two_answer = {**splits, "train": splits["train"] + extra}
+        save(folder.parent / f"data-{TWO_ANSWER}", two_answer, config, before_views)
+    return sizes
+
+
+def two_answer_posts(dumps: Path, known: set[str], summary) -> list:
+    """The training sites' questions that the shipped sample lacks (it holds every question with 3 or more answers),
+    read from their `Posts.xml` with data_prep's Stack Exchange reader: the two-answer ones, those whose two answers
+    have different votes (equal votes rank by date alone, a label the text cannot see)."""
+    from commentrank.data.records import RankedPost
+    from commentrank.data.stackexchange import read_posts_xml
+
+    held_out = set(TEST_SITES + VALIDATION_SITES)
+    extra, ties = [], 0
+    for xml in sorted(dumps.glob("*/Posts.xml")):
+        if xml.parent.name in held_out:
+            continue
+        for _, post in read_posts_xml(xml):
+            if isinstance(post, RankedPost) and post.post_id not in known and len(post.comments) == 2:
+                if post.comments[0].votes == post.comments[1].votes:
+                    ties += 1
+                else:
+                    extra.append(post)
+    if not extra:
+        raise SystemExit(f"no two-answer questions found under {dumps} (--dumps: a folder of <site>/Posts.xml)")
+    summary.sources.append(str(dumps))
+    summary.posts_dropped["two_answer_vote_tie"] += ties
+    print(f"{len(extra)} two-answer questions from {dumps} ({ties} with tied votes left out)", flush=True)
+    return extra
+
+
+def save(folder: Path, splits: dict, config, summary) -> None:
+    """data_prep's views of `splits` saved to `folder` (kept if there already)."""
+    from commentrank.data import prepare as prep
+    from commentrank.outputs import OutputDir
+
+    if folder.exists():
+        return
     views = prep.to_dataset_dicts(prep.build_views(splits, config, summary))
-    if not folder.exists():
-        with OutputDir(folder, "data_prep") as tmp:
-            for view, dataset_dict in views.items():
-                dataset_dict.save_to_disk(str(tmp / view))
-            (tmp / prep.PREP_CONFIG_FILE).write_text(json.dumps(config.recorded(), indent=2) + "\n")
-            (tmp / prep.SUMMARY_FILE).write_text(summary.to_json() + "\n")
-    return {name: len(split) for name, split in splits.items()}
+    with OutputDir(folder, "data_prep") as tmp:
+        for view, dataset_dict in views.items():
+            dataset_dict.save_to_disk(str(tmp / view))
+        (tmp / prep.PREP_CONFIG_FILE).write_text(json.dumps(config.recorded(), indent=2) + "\n")
+        (tmp / prep.SUMMARY_FILE).write_text(summary.to_json() + "\n")
 
 
 def run(cmd: list[str], env: dict) -> float:
@@ -131,9 +181,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_quality"))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "quality.md"))
+    parser.add_argument("--dumps", default=str(DUMPS), help="<site>/Posts.xml folders (the two-answer variants)")
     args = parser.parse_args()
     work = Path(args.work_dir)
-    sizes = prepare(work / "data")
+    needs_dumps = any(TWO_ANSWER in name for name in args.variants)
+    if needs_dumps and not Path(args.dumps).is_dir():
+        raise SystemExit(f"the {TWO_ANSWER} variants read the raw dumps, and {args.dumps} is not a folder (--dumps)")
+    sizes = prepare(work / "data", Path(args.dumps) if needs_dumps else None)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1"}  # fmt: skip
     scored = {"validation": [], "test": []}
@@ -141,8 +195,9 @@ def main() -> None:
         out = work / variant
         seconds = None
         if not (out / "reward" / "commentrank_config.json").exists():
+            data = work / (f"data-{TWO_ANSWER}" if TWO_ANSWER in variant else "data")
             seconds = run([sys.executable, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE),
-                           "--dataset_name", str(work / "data"), "--output_dir", str(out / "reward"),
+                           "--dataset_name", str(data), "--output_dir", str(out / "reward"),
                            "--ndcg_eval_posts", "0", *VARIANTS[variant]], env)  # fmt: skip
             (out / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
         elif (out / "train_seconds.txt").exists():
@@ -158,7 +213,8 @@ def main() -> None:
         "# Leave-sites-out quality benchmark (`benchmarks/bench_quality.py`)",
         "",
         f"Posts: train {sizes['train']}, validation {sizes['validation']} ({', '.join(VALIDATION_SITES)}), test "
-        f"{sizes['test']} ({', '.join(TEST_SITES)}). MiniLM unless the variant says otherwise, the quickstart recipe "
+        f"{sizes['test']} ({', '.join(TEST_SITES)}); the {TWO_ANSWER} variants add "
+        f"{sizes.get(TWO_ANSWER, '-')} two-answer questions of the training sites to train. MiniLM unless the variant says otherwise, the quickstart recipe "
         f"with each variant's overrides (`VARIANTS`; one epoch, bf16 autocast), {args.threads} threads. 95% bootstrap "
         "intervals over posts; the difference to longest-first is paired (same resamples).",
         "",

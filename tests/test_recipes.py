@@ -81,3 +81,31 @@ def test_every_quality_benchmark_variant_parses_with_the_quickstart_recipe():
             assert script_args.length_init == ("fit" if name.startswith("fitted") else "zero"), name
         if name.startswith("quickstart"):  # the recipe as it is, other seeds at most
             assert script_args.length_init == "fit" and script_args.length_learning_rate == 0.0, name
+
+
+def test_quality_benchmark_adds_only_untied_two_answer_questions_of_training_sites(tmp_path):
+    from commentrank.data.validation import PrepSummary
+
+    bench = load_script("bench_quality", "benchmarks")
+
+    def dump(site, rows):
+        (tmp_path / site).mkdir()
+        body = "\n".join(
+            f'<row Id="{i}" PostTypeId="{kind}" {"ParentId=" + chr(34) + str(parent) + chr(34) if parent else ""} '
+            f'Title="Q{i}" Body="&lt;p&gt;text {i}&lt;/p&gt;" Score="{score}" CreationDate="2015-01-0{i}T00:00:00" />'
+            for i, kind, parent, score in rows
+        )
+        (tmp_path / site / "Posts.xml").write_text(
+            f'<?xml version="1.0" encoding="utf-8"?>\n<posts>\n{body}\n</posts>\n'
+        )
+
+    two_answers = [(1, 1, None, 0), (2, 2, 1, 5), (3, 2, 1, 1)]  # question 1: answers with 5 and 1 votes
+    dump("train.stackexchange.com", [*two_answers, (4, 1, None, 0), (5, 2, 4, 2), (6, 2, 4, 2),  # 4: tied votes
+                                     (7, 1, None, 0), (8, 2, 7, 3), (9, 2, 7, 1)])  # fmt: skip
+    dump(bench.TEST_SITES[0], two_answers)
+    dump(bench.VALIDATION_SITES[0], two_answers)
+    summary = PrepSummary()
+    posts = bench.two_answer_posts(tmp_path, {"train.stackexchange.com:7"}, summary)  # 7: in the sample already
+    assert [p.post_id for p in posts] == ["train.stackexchange.com:1"]
+    assert [c.rank for c in posts[0].comments] == [0, 1]
+    assert summary.posts_dropped["two_answer_vote_tie"] == 1
