@@ -99,26 +99,28 @@ def prepare(folder: Path, dumps: Path | None) -> dict:
 
 def two_answer_posts(dumps: Path, known: set[str], summary) -> list:
     """The training sites' questions that the shipped sample lacks (it holds every question with 3 or more answers),
-    read from their `Posts.xml` with data_prep's Stack Exchange reader: the two-answer ones, those whose two answers
-    have different votes (equal votes rank by date alone, a label the text cannot see)."""
+    read from their `Posts.xml` with data_prep's Stack Exchange reader and validator, counted in `summary`: the
+    two-answer ones whose answers have different votes (equal votes rank by date alone, a label the text cannot see,
+    so those are dropped as `two_answer_vote_tie`)."""
     from commentrank.data.records import RankedPost
     from commentrank.data.stackexchange import read_posts_xml
+    from commentrank.data.validation import Problem, collect_posts
 
-    held_out = set(TEST_SITES + VALIDATION_SITES)
-    extra, ties = [], 0
-    for xml in sorted(dumps.glob("*/Posts.xml")):
-        if xml.parent.name in held_out:
-            continue
-        for _, post in read_posts_xml(xml):
-            if isinstance(post, RankedPost) and post.post_id not in known and len(post.comments) == 2:
-                if post.comments[0].votes == post.comments[1].votes:
-                    ties += 1
-                else:
-                    extra.append(post)
+    def candidates():
+        for xml in sorted(dumps.glob("*/Posts.xml")):
+            if xml.parent.name in TEST_SITES + VALIDATION_SITES:
+                continue
+            for location, post in read_posts_xml(xml):
+                if isinstance(post, RankedPost) and post.post_id not in known and len(post.comments) == 2:
+                    if post.comments[0].votes == post.comments[1].votes:
+                        post = Problem("two_answer_vote_tie", "votes", "both answers have the same votes", 2)
+                    yield location, post
+
+    summary.sources.append(str(dumps))
+    extra = list(collect_posts(candidates(), summary, skip_invalid=True))
     if not extra:
         raise SystemExit(f"no two-answer questions found under {dumps} (--dumps: a folder of <site>/Posts.xml)")
-    summary.sources.append(str(dumps))
-    summary.posts_dropped["two_answer_vote_tie"] += ties
+    ties = summary.posts_dropped["two_answer_vote_tie"]
     print(f"{len(extra)} two-answer questions from {dumps} ({ties} with tied votes left out)", flush=True)
     return extra
 

@@ -109,3 +109,4 @@ def test_quality_benchmark_adds_only_untied_two_answer_questions_of_training_sit
     assert [p.post_id for p in posts] == ["train.stackexchange.com:1"]
     assert [c.rank for c in posts[0].comments] == [0, 1]
     assert summary.posts_dropped["two_answer_vote_tie"] == 1
+    assert (summary.posts_read, summary.posts_kept) == (2, 1)  # the counts add up: read = kept + dropped
