@@ -19,6 +19,7 @@ The table, with the time of each run, goes to stdout and to `benchmarks/results/
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -63,16 +64,27 @@ VARIANTS = {
     "learned-length-3-epochs": [*LEARNED, "--num_train_epochs", "3"],
     # more training data: the quickstart recipe on the train split plus the training sites' two-answer questions
     **{f"quickstart-two-answer{seed}": flags for seed, flags in SEEDS.items()},
-    "mpnet-quickstart-two-answer": ["--model_name_or_path", "bundled:mpnet"],
+    # the question's body in the prompt ("with context"; the recipe keeps 64 of the 128 tokens for the comment)
+    **{f"quickstart-context{seed}": flags for seed, flags in SEEDS.items()},
 }
 TWO_ANSWER = "two-answer"  # variants with this in their name train on `data-two-answer` (needs --dumps)
+CONTEXT = "context"  # variants with this in their name train and are scored on `data-context`
+CONTEXT_TEMPLATE = "{title}\n\n{body}"  # data_prep's "with context" prompt
 DEFAULT_VARIANTS = tuple(name for name in VARIANTS if not name.startswith("mpnet") and TWO_ANSWER not in name)
 COLUMNS = ("ndcg@1", "ndcg@5", "ndcg_votes@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")
 
 
-def prepare(folder: Path, dumps: Path | None) -> dict:
+def data_folder(work: Path, variant: str, split: str) -> Path:
+    """The data folder `variant` trains on (`split` train) or is scored on."""
+    if CONTEXT in variant:
+        return work / f"data-{CONTEXT}"
+    return work / (f"data-{TWO_ANSWER}" if TWO_ANSWER in variant and split == "train" else "data")
+
+
+def prepare(folder: Path, dumps: Path | None, context: bool) -> dict:
     """data_prep's views of the shipped data, split by the fixed sites (same code as data_prep, own split); with
-    `dumps`, also `data-two-answer`: the same splits, the train split with the two-answer questions added."""
+    `dumps`, also `data-two-answer`: the same splits, the train split with the two-answer questions added; with
+    `context`, `data-context`: the same posts and splits with the question's body in the prompt."""
     from commentrank.configs import PrepArguments
     from commentrank.data import prepare as prep
     from commentrank.data.validation import PrepSummary
@@ -89,6 +101,9 @@ def prepare(folder: Path, dumps: Path | None) -> dict:
     sizes = {name: len(split) for name, split in splits.items()}
     before_views = copy.deepcopy(summary)  # build_views adds its counts: each folder's summary counts its own views
     save(folder, splits, config, summary)
+    if context:
+        with_body = dataclasses.replace(config, prompt_template=CONTEXT_TEMPLATE)
+        save(folder.parent / f"data-{CONTEXT}", splits, with_body, copy.deepcopy(before_views))
     if dumps is not None:
         extra = two_answer_posts(dumps, {p.post_id for p in posts}, before_views)
         sizes[TWO_ANSWER] = len(extra)
@@ -189,7 +204,8 @@ def main() -> None:
     needs_dumps = any(TWO_ANSWER in name for name in args.variants)
     if needs_dumps and not Path(args.dumps).is_dir():
         raise SystemExit(f"the {TWO_ANSWER} variants read the raw dumps, and {args.dumps} is not a folder (--dumps)")
-    sizes = prepare(work / "data", Path(args.dumps) if needs_dumps else None)
+    context = any(CONTEXT in name for name in args.variants)
+    sizes = prepare(work / "data", Path(args.dumps) if needs_dumps else None, context)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1"}  # fmt: skip
     scored = {"validation": [], "test": []}
@@ -197,7 +213,7 @@ def main() -> None:
         out = work / variant
         seconds = None
         if not (out / "reward" / "commentrank_config.json").exists():
-            data = work / (f"data-{TWO_ANSWER}" if TWO_ANSWER in variant else "data")
+            data = data_folder(work, variant, "train")
             seconds = run([sys.executable, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE),
                            "--dataset_name", str(data), "--output_dir", str(out / "reward"),
                            "--ndcg_eval_posts", "0", *VARIANTS[variant]], env)  # fmt: skip
@@ -208,7 +224,7 @@ def main() -> None:
             scores = out / f"scores_{split}"
             if not (scores / "metrics.json").exists():
                 run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"), "--dataset",
-                     str(work / "data"), "--split", split, "--output_dir", str(scores), "--no_progress", "true"], env)  # fmt: skip
+                     str(data_folder(work, variant, split)), "--split", split, "--output_dir", str(scores), "--no_progress", "true"], env)  # fmt: skip
             scored[split].append((variant, json.loads((scores / "metrics.json").read_text()), seconds))
         print(f"{variant}: done ({seconds or 0:.0f} s of training)", flush=True)
     report = [
