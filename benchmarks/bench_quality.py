@@ -3,7 +3,7 @@ Exchange sites that training never saw, against random and longest-first, every 
 
 Usage:
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_quality.py                         # every MiniLM variant (~70 min)
+    OMP_NUM_THREADS=2 python benchmarks/bench_quality.py                         # every MiniLM variant (~80 min)
     OMP_NUM_THREADS=2 python benchmarks/bench_quality.py --variants quickstart learned-length
     python benchmarks/bench_quality.py --variants quickstart mpnet-quickstart --threads 16  # a bigger machine
     python benchmarks/bench_quality.py --variants quickstart-two-answer --dumps ../shared/data/stackexchange/raw
