@@ -66,6 +66,7 @@ VARIANTS = {
     **{f"quickstart-two-answer{seed}": flags for seed, flags in SEEDS.items()},
     # the question's body in the prompt ("with context"; the recipe keeps 64 of the 128 tokens for the comment)
     **{f"quickstart-context{seed}": flags for seed, flags in SEEDS.items()},
+    "mpnet-quickstart-context": ["--model_name_or_path", "bundled:mpnet"],
 }
 TWO_ANSWER = "two-answer"  # variants with this in their name train on `data-two-answer` (needs --dumps)
 CONTEXT = "context"  # variants with this in their name train and are scored on `data-context`
