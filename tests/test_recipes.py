@@ -110,3 +110,18 @@ def test_quality_benchmark_adds_only_untied_two_answer_questions_of_training_sit
     assert [c.rank for c in posts[0].comments] == [0, 1]
     assert summary.posts_dropped["two_answer_vote_tie"] == 1
     assert (summary.posts_read, summary.posts_kept) == (2, 1)  # the counts add up: read = kept + dropped
+
+
+def test_zero_shot_benchmark_cosines_line_up_with_each_posts_comments():
+    """Mean-pooled, normalized embeddings: a comment that repeats its own post's question scores cosine 1, the
+    others less, post by post (the flat batch is split back at the right places, whatever the length sort did)."""
+    bench = load_script("bench_zero_shot", "benchmarks")
+    posts = [
+        {"prompt": "How do I brew coffee?", "comments": ["Use a kettle and a scale.", "How do I brew coffee?"]},
+        {"prompt": "Which beer goes with fish?", "comments": ["Which beer goes with fish?", "A lager.", "Any."]},
+    ]
+    cos = bench.cosines("bundled:minilm", posts, max_length=32, batch_size=2)
+    assert [c.shape for c in cos] == [(2,), (3,)]
+    assert [int(c.argmax()) for c in cos] == [1, 0]
+    assert abs(cos[0][1] - 1) < 0.02 and abs(cos[1][0] - 1) < 0.02
+    assert max(cos[0][0], *cos[1][1:]) < 0.9
