@@ -187,6 +187,7 @@ def table(rows: list[tuple[str, dict, float | None]], split: str) -> str:
                 else "-"
             )
             label = name if ranker == "model" else ranker
+            label += " (collapsed: see its report)" if ranker == "model" and metrics_json.get("warnings") else ""
             cells = [cell(metrics, intervals.get(ranker), key) for key in COLUMNS]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {delta} | {seconds:.0f} |" if seconds else
                          f"| {label} | " + " | ".join(cells) + f" | {delta} | - |")  # fmt: skip

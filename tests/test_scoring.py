@@ -95,6 +95,30 @@ def test_scoring_the_sample_writes_predictions_metrics_report_and_plot(model_dir
     assert (out / "ndcg_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("length_weight", [0.3, 0.0])
+def test_a_collapsed_model_is_reported(length_weight, model_dir, score, tmp_path):
+    """A model whose own reward no longer depends on the text (a collapsed training run: here a zero head) ranks by
+    its length term alone, or not at all: the scoring run says so in its log, metrics.json and report.md."""
+    collapsed = tiny_model(tmp_path / "collapsed")
+    model = BertForSequenceClassification.from_pretrained(collapsed)
+    torch.nn.init.zeros_(model.classifier.weight)
+    model.save_pretrained(collapsed)
+    EncoderSettings(length_weight=length_weight).save(collapsed)
+    data = write_jsonl(tmp_path / "posts.jsonl", cupit_rows(4))
+    for name, model_path in (("healthy", model_dir), ("collapsed", collapsed)):
+        out = tmp_path / f"scores_{name}"
+        score(["--model", str(model_path), "--dataset", str(data), "--output_dir", str(out), "--no_progress"])
+        metrics = json.loads((out / "metrics.json").read_text())
+        report = (out / "report.md").read_text()
+        if name == "healthy":
+            assert metrics["warnings"] == [] and "Warning" not in report
+            continue
+        assert len(metrics["warnings"]) == 1
+        warning = metrics["warnings"][0]
+        assert ("length alone" if length_weight else "constant") in warning
+        assert f"**Warning:** {warning}" in report
+
+
 def test_length_sorted_dynamic_padding_matches_pad_to_max_length(model_dir):
     scorer = load_scorer(model_dir, max_length=48, dtype="float32")
     rows = load_scoring_rows(str(SAMPLE), skip_invalid=True, max_posts=8).rows

@@ -80,6 +80,35 @@ def plot_ndcg(
     plt.close(fig)
 
 
+COLLAPSE_RATIO = 0.02  # the model's own rewards vary less than this share of its length term's: it ranks by length
+
+
+def collapse_warning(rows: Sequence[dict], rewards: Sequence[Sequence[float]], length_weight: float) -> str | None:
+    """A warning when the model's own rewards (`rewards` without its length term) are all but constant over the scored
+    comments: it then ranks by the length term alone, or not at all. A training run that collapsed leaves such a
+    model (its rewards stopped depending on the text), and its metrics look like longest-first's or random's."""
+    import numpy as np
+
+    from commentrank.encoding import length_feature
+
+    flat = np.array([r for post in rewards for r in post], dtype=np.float64)
+    if flat.size < 2:
+        return None
+    term = length_weight * np.array(length_feature([c for row in rows for c in row["comments"]]))
+    own, term_std = float(np.std(flat - term)), float(np.std(term))
+    scale = COLLAPSE_RATIO * term_std if term_std > 0 else 1e-6 * max(1.0, float(np.abs(flat).mean()))
+    if own > scale:
+        return None
+    n = f"{flat.size} comments"
+    if term_std > 0:
+        return (f"the model's own rewards (its length term left out) vary by {own:.2g} (std over {n}) against "
+                f"{term_std:.2g} for its length term: it ranks by the comments' length alone. Its training most "
+                "likely collapsed (rewards that no longer depend on the text); train again with another seed or a "
+                "lower learning rate.")  # fmt: skip
+    return (f"the model's rewards are constant (std {own:.2g} over {n}): it ranks nothing. Its training most likely "
+            "collapsed; train again with another seed or a lower learning rate.")  # fmt: skip
+
+
 def labeled_posts(rows: Sequence[dict], rewards: Sequence[Sequence[float]] | None = None) -> list[dict]:
     """The rows that can be evaluated (labeled, two or more comments) as `ranking_metrics` posts, with their
     rewards as `scores` when given."""
@@ -300,6 +329,7 @@ def report_markdown(results: dict, info: dict, details: dict | None = None) -> s
         "NDCG@k with linear gain, relevance `n - 1 - rank` (and `votes - min` where votes exist); pair accuracy "
         f"over all label-ordered pairs; random averaged over {info.get('n_seeds', 20)} seeds.",
     ]
+    lines += [line for warning in info.get("warnings", []) for line in ("", f"**Warning:** {warning}")]
     if intervals:
         lines += ["", interval_note(details["bootstrap"])]
     lines += ["", markdown_table(results, (*ks, "pair_accuracy"), intervals)]
