@@ -262,3 +262,25 @@ def test_the_training_callback_logs_the_length_controlled_metrics(tmp_path):
     assert expected <= set(metrics)
     assert logged == [metrics] and -1 <= metrics["eval_length_spearman"] <= 1
     assert callback.last_metrics["shorter_better_n_pairs"] > 0
+
+
+@pytest.mark.parametrize(("collapsed", "weight", "says"), [(True, 0.3, "length alone"), (True, 0.0, "constant"),
+                                                      (False, 0.0, None)])  # fmt: skip
+def test_the_training_callback_warns_when_the_model_collapsed(collapsed, weight, says, tmp_path, caplog):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from commentrank.encoding import PairEncoder
+    from commentrank.train.callbacks import RankingEvalCallback
+
+    model_dir = tiny_model(tmp_path / "rm")
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    if collapsed:  # its reward no longer depends on the text: it ranks by the length term alone, or not at all
+        torch.nn.init.zeros_(model.classifier.weight)
+    posts = [{**p, "prompt": "Which beer?"} for p in make_posts(6, seed=9)]
+    callback = RankingEvalCallback(posts, PairEncoder(AutoTokenizer.from_pretrained(model_dir), max_length=32))
+    callback.trainer = SimpleNamespace(model=model, log=lambda logs: None, scored_length_weight=lambda: weight)
+    with caplog.at_level("WARNING", logger="commentrank.train.callbacks"):
+        callback.on_evaluate(None, SimpleNamespace(global_step=7), None, metrics={})
+    assert ("at step 7: the model's" in caplog.text) == collapsed
+    assert says is None or says in caplog.text

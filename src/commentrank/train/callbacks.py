@@ -3,6 +3,7 @@ each evaluation."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 from transformers import TrainerCallback
@@ -10,6 +11,9 @@ from transformers import TrainerCallback
 from commentrank.encoding import PairEncoder, add_length_term
 from commentrank.metrics import length_metrics, ranking_metrics
 from commentrank.score.inference import encode_posts, score_ids, split_by_post
+from commentrank.score.report import collapse_warning
+
+logger = logging.getLogger(__name__)
 
 LOGGED = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@1", "ndcg_votes@5", "top1_ndcg@5", "pair_accuracy",
           "length_spearman", "shorter_better_pair_accuracy")  # fmt: skip
@@ -18,7 +22,8 @@ LOGGED = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@1", "ndcg_votes@5", "top1_nd
 class RankingEvalCallback(TrainerCallback):
     """Scores every comment of the validation posts and logs NDCG@1/3/5, pair accuracy and the length-controlled
     metrics (`length_spearman`, `shorter_better_pair_accuracy`; point values, no intervals) as `eval_*` metrics, next
-    to TRL's own reward metrics, so `metric_for_best_model: eval_ndcg@5` can pick the best checkpoint.
+    to TRL's own reward metrics, so `metric_for_best_model: eval_ndcg@5` can pick the best checkpoint. Warns, as the
+    scorer does, when the model's own rewards are all but constant (a collapsed run).
 
     Set `callback.trainer` after building the trainer. Every process scores the same posts (ZeRO-3 gathers
     parameters collectively, so all ranks must run the same forwards).
@@ -30,6 +35,7 @@ class RankingEvalCallback(TrainerCallback):
         self.batch_size = batch_size
         self.trainer = None
         self.last_metrics: dict[str, float] = {}
+        self.last_warning: str | None = None  # the scorer's collapse warning at the last evaluation, if any
         self._input_ids = None  # the posts are encoded once, at the first evaluation
 
     def evaluate_posts(self, model) -> dict[str, float]:
@@ -41,6 +47,7 @@ class RankingEvalCallback(TrainerCallback):
         comments = [comment for post in self.posts for comment in post["comments"]]
         flat = add_length_term(flat, comments, weight)  # the rewards as the saved model will score them
         rewards = split_by_post(flat, self.posts)
+        self.last_warning = collapse_warning(self.posts, rewards, weight)
         scored = [{**p, "scores": r} for p, r in zip(self.posts, rewards)]
         return {**ranking_metrics(scored), **length_metrics(scored)}
 
@@ -49,6 +56,8 @@ class RankingEvalCallback(TrainerCallback):
             return
         results = self.evaluate_posts(self.trainer.model)
         self.last_metrics = results
+        if self.last_warning:
+            logger.warning("at step %s: %s", getattr(state, "global_step", "?"), self.last_warning)
         extra = {f"eval_{k}": v for k, v in results.items() if k in LOGGED and math.isfinite(v)}  # no NaN logged
         if metrics is not None:
             metrics.update(extra)
