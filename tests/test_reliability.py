@@ -252,6 +252,7 @@ def test_ctrl_c_while_data_prep_saves_stops_it_and_leaves_nothing(tmp_path):
     raw = write_jsonl(tmp_path / "raw.jsonl", [good(i) for i in range(400)])
     code = (
         "import os, signal, datasets, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # a shell's background job inherits it ignored
         "from commentrank.data.prepare import main\n"
         "save = datasets.DatasetDict.save_to_disk\n"
         "def interrupted(self, *a, **k):\n"
