@@ -66,7 +66,8 @@ VARIANTS = {
     **{f"quickstart-two-answer{seed}": flags for seed, flags in SEEDS.items()},
     # the question's body in the prompt ("with context"; the recipe keeps 64 of the 128 tokens for the comment)
     **{f"quickstart-context{seed}": flags for seed, flags in SEEDS.items()},
-    "mpnet-quickstart-context": ["--model_name_or_path", "bundled:mpnet"],
+    "mpnet-quickstart-context": ["--model_name_or_path", "bundled:mpnet"],  # collapsed (see README); another seed:
+    "mpnet-quickstart-context-seed-1": ["--model_name_or_path", "bundled:mpnet", "--seed", "1"],
 }
 TWO_ANSWER = "two-answer"  # variants with this in their name train on `data-two-answer` (needs --dumps)
 CONTEXT = "context"  # variants with this in their name train and are scored on `data-context`
