@@ -145,16 +145,10 @@ def two_answer_posts(dumps: Path, known: set[str], summary) -> list:
 def save(folder: Path, splits: dict, config, summary) -> None:
     """data_prep's views of `splits` saved to `folder` (kept if there already)."""
     from commentrank.data import prepare as prep
-    from commentrank.outputs import OutputDir
 
-    if folder.exists():
-        return
-    views = prep.to_dataset_dicts(prep.build_views(splits, config, summary))
-    with OutputDir(folder, "data_prep") as tmp:
-        for view, dataset_dict in views.items():
-            dataset_dict.save_to_disk(str(tmp / view))
-        (tmp / prep.PREP_CONFIG_FILE).write_text(json.dumps(config.recorded(), indent=2) + "\n")
-        (tmp / prep.SUMMARY_FILE).write_text(summary.to_json() + "\n")
+    if not folder.exists():
+        views = prep.to_dataset_dicts(prep.build_views(splits, config, summary))
+        prep.write_views(folder, views, prep.record_files(config, summary))
 
 
 def run(cmd: list[str], env: dict) -> float:
@@ -226,18 +220,19 @@ def main() -> None:
         for split in scored:
             scores = out / f"scores_{split}"
             if not (scores / "metrics.json").exists():
-                run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"), "--dataset",
-                     str(data_folder(work, variant, split)), "--split", split, "--output_dir", str(scores), "--no_progress", "true"], env)  # fmt: skip
+                run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"),
+                     "--dataset", str(data_folder(work, variant, split)), "--split", split, "--output_dir",
+                     str(scores), "--no_progress", "true"], env)  # fmt: skip
             scored[split].append((variant, json.loads((scores / "metrics.json").read_text()), seconds))
         print(f"{variant}: done ({seconds or 0:.0f} s of training)", flush=True)
     report = [
         "# Leave-sites-out quality benchmark (`benchmarks/bench_quality.py`)",
         "",
         f"Posts: train {sizes['train']}, validation {sizes['validation']} ({', '.join(VALIDATION_SITES)}), test "
-        f"{sizes['test']} ({', '.join(TEST_SITES)}); the {TWO_ANSWER} variants add "
-        f"{sizes.get(TWO_ANSWER, '-')} two-answer questions of the training sites to train. MiniLM unless the variant says otherwise, the quickstart recipe "
-        f"with each variant's overrides (`VARIANTS`; one epoch, bf16 autocast), {args.threads} threads. 95% bootstrap "
-        "intervals over posts; the difference to longest-first is paired (same resamples).",
+        f"{sizes['test']} ({', '.join(TEST_SITES)}); the {TWO_ANSWER} variants add {sizes.get(TWO_ANSWER, '-')} "
+        "two-answer questions of the training sites to train. MiniLM unless the variant says otherwise, the "
+        f"quickstart recipe with each variant's overrides (`VARIANTS`; one epoch, bf16 autocast), {args.threads} "
+        "threads. 95% bootstrap intervals over posts; the difference to longest-first is paired (same resamples).",
         "",
     ]
     for split in ("validation", "test"):

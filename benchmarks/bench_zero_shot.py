@@ -70,15 +70,17 @@ def stats(posts, scores):
 
 
 def row(label: str, ranker, longest, weight: str) -> str:
-    from commentrank.intervals import bootstrap_report
+    """A table line: each of `KEYS` with its interval, and NDCG@5 minus longest-first (paired), as `score.py` has them."""
+    from commentrank.intervals import bootstrap_interval, paired_difference_interval
 
-    report = bootstrap_report({"model": ranker, "longest_first": longest})
     cells = []
     for key in KEYS:
-        low, high = report["intervals"]["model"][key]
-        cells.append(f"{ranker.value(key):.3f} [{low:.3f}, {high:.3f}]")
-    diff = report["differences"]["longest_first"]["ndcg@5"]
-    delta = f"{diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if label != "longest-first" else "-"
+        interval = bootstrap_interval(ranker, key)
+        cells.append(f"{ranker.value(key):.3f} [{interval.low:.3f}, {interval.high:.3f}]")
+    delta = "-"
+    if ranker is not longest:
+        diff = paired_difference_interval(ranker, longest, "ndcg@5")
+        delta = f"{diff.point:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"
     return f"| {label} | {weight} | " + " | ".join(cells) + f" | {delta} |"
 
 

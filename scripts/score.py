@@ -81,15 +81,15 @@ def run(config: ScoreArguments) -> dict:
         logger.warning("%d of %d inputs were longer than %d tokens and truncated", n_truncated, n_comments,
                        scorer.encoder.max_length)  # fmt: skip
     results, details = evaluate(data.rows, rewards, config.n_seeds, n_bootstrap=config.n_bootstrap)
-    warnings = [w for w in [collapse_warning(data.rows, rewards, scorer.settings.length_weight)] if w]
-    for warning in warnings:
+    warning = collapse_warning(data.rows, rewards, scorer.settings.length_weight)
+    if warning:
         logger.warning(warning)
     info = {
         "model": config.model, "dataset": config.dataset, "split": data.split, "prompt_template": data.prompt_template,
         "n_posts": len(data.rows), "n_comments": n_comments, "n_truncated": n_truncated,
         "max_length": scorer.encoder.max_length, "dtype": scorer.dtype, "skipped": dict(data.summary.posts_dropped),
         "duplicate_texts": data.summary.duplicate_texts, "n_seeds": config.n_seeds, "seconds": round(elapsed, 3),
-        "comments_per_s": round(n_comments / max(elapsed, 1e-9), 1), "warnings": warnings,
+        "comments_per_s": round(n_comments / max(elapsed, 1e-9), 1), "warnings": [warning] if warning else [],
     }  # fmt: skip
     with OutputDir(config.output_dir, "scores", **ours) as tmp:  # the whole set lands at once
         written = write_outputs(tmp, data.rows, rewards, results, info, details)

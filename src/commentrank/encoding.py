@@ -39,7 +39,8 @@ def length_feature(texts) -> list[float]:
 
 def add_length_term(rewards, comments, weight: float) -> list:
     """`rewards` (aligned with `comments`; None for comments another process scores) plus the model's length term
-    `weight * length_feature(comment)`, as every scorer and the training callback add it; unchanged when `weight` is 0."""
+    `weight * length_feature(comment)`, as every scorer and the training callback add it; unchanged when `weight` is
+    0."""
     if not weight:
         return list(rewards)
     return [None if r is None else r + weight * n for r, n in zip(rewards, length_feature(comments), strict=True)]

@@ -123,6 +123,21 @@ PREP_CONFIG_FILE = "prep_config.json"
 SUMMARY_FILE = "summary.json"
 
 
+def record_files(config: PrepArguments, summary: PrepSummary) -> dict[str, str]:
+    """The texts of `summary.json` and `prep_config.json` that go next to the views."""
+    return {SUMMARY_FILE: summary.to_json() + "\n", PREP_CONFIG_FILE: json.dumps(config.recorded(), indent=2) + "\n"}
+
+
+def write_views(folder, dataset_dicts: dict, files: dict[str, str], **output_dir_options) -> None:
+    """The views and `files` saved to `folder` at once (`OutputDir`: a half-written folder is never left; its
+    `inputs` / `overwrite` options guard what commentrank did not write)."""
+    with OutputDir(folder, "data_prep", **output_dir_options) as tmp:
+        for view, dataset_dict in dataset_dicts.items():
+            dataset_dict.save_to_disk(str(tmp / view))
+        for name, text in files.items():
+            atomic_write_text(tmp / name, text)
+
+
 def run_prepare(config: PrepArguments) -> PrepSummary:
     """The whole data_prep run: read, validate, split, build views, save atomically, optionally push.
 
@@ -134,13 +149,9 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
     if config.output_dir:  # before the work: never replace an input or what commentrank did not write
         check_output_dir(config.output_dir, "data_prep", inputs=config.inputs, overwrite=config.overwrite_output)
     dataset_dicts, summary = prepare_views(config)
-    files = {SUMMARY_FILE: summary.to_json() + "\n", PREP_CONFIG_FILE: json.dumps(config.recorded(), indent=2) + "\n"}
+    files = record_files(config, summary)
     if config.output_dir:
-        with OutputDir(config.output_dir, "data_prep", inputs=config.inputs, overwrite=config.overwrite_output) as tmp:
-            for view, dataset_dict in dataset_dicts.items():
-                dataset_dict.save_to_disk(str(tmp / view))
-            for name, text in files.items():
-                atomic_write_text(tmp / name, text)
+        write_views(config.output_dir, dataset_dicts, files, inputs=config.inputs, overwrite=config.overwrite_output)
         logger.info("wrote %s to %s", ", ".join(dataset_dicts), config.output_dir)
     if config.push_to_hub:
         from commentrank.hub import push_dataset_views
