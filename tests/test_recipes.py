@@ -120,8 +120,30 @@ def test_zero_shot_benchmark_cosines_line_up_with_each_posts_comments():
         {"prompt": "How do I brew coffee?", "comments": ["Use a kettle and a scale.", "How do I brew coffee?"]},
         {"prompt": "Which beer goes with fish?", "comments": ["Which beer goes with fish?", "A lager.", "Any."]},
     ]
-    cos = bench.cosines("bundled:minilm", posts, max_length=32, batch_size=2)
+    cos = bench.Encoder("bundled:minilm").cosines(posts, max_length=32, batch_size=2)
     assert [c.shape for c in cos] == [(2,), (3,)]
     assert [int(c.argmax()) for c in cos] == [1, 0]
     assert abs(cos[0][1] - 1) < 0.02 and abs(cos[1][0] - 1) < 0.02
     assert max(cos[0][0], *cos[1][1:]) < 0.9
+
+
+def test_zero_shot_benchmark_fine_tuning_moves_the_cosine_toward_the_labels():
+    """Fine-tuning the bi-encoder on posts whose better comment is the shorter one raises that comment's cosine
+    against the longer one's (the length term alone would rank them the other way)."""
+    bench = load_script("bench_zero_shot", "benchmarks")
+    posts = [
+        {"prompt": "How do I brew coffee?", "comments": ["Pour-over.", "I like tea more than coffee, honestly."],
+         "ranks": [0, 1]},
+        {"prompt": "Which beer goes with fish?", "comments": ["A pilsner.", "My uncle once went fishing in Norway."],
+         "ranks": [0, 1]},
+    ]  # fmt: skip
+    encoder = bench.Encoder("bundled:minilm")
+
+    def margins():
+        return [c[0] - c[1] for c in encoder.cosines(posts, max_length=32)]
+
+    before = margins()
+    bench.fine_tune(encoder, posts, weight=2.0, epochs=4, max_length=32, learning_rate=1e-4)
+    after = margins()
+    assert all(a > b + 0.01 for a, b in zip(after, before)), (before, after)
+    assert not encoder.model.training
