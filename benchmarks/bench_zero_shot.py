@@ -212,11 +212,11 @@ def main() -> None:
         print(f"{name}: {seconds:.0f} s to embed both splits; weight {best:g} (validation)", flush=True)
         if args.fine_tune_epochs:  # before and after, both at the fine-tuning length, the same weight
             tokens = args.fine_tune_max_length
-            labels = (f"the same at {tokens} tokens", f"the same fine-tuned {args.fine_tune_epochs} epoch(s)")
-            for label in labels:
-                if label == labels[1]:
+            for tuned in (False, True):
+                label = f"the same at {tokens} tokens"
+                if tuned:
                     seconds = fine_tune(encoder, train, best, args.fine_tune_epochs, tokens)
-                    print(f"{name}: fine-tuned in {seconds:.0f} s", flush=True)
+                    label = f"the same fine-tuned, {args.fine_tune_epochs} epoch(s) in {seconds:.0f} s"
                 cos = {split: encoder.cosines(posts[split], tokens) for split in posts}
                 for split in posts:
                     ranker = stats(posts[split], with_length(lengths[split], cos[split], best))
@@ -229,6 +229,12 @@ def main() -> None:
         "`log1p(characters) + weight * cos(question, comment)`, the weight chosen on validation; 95% bootstrap "
         "intervals over posts, the difference to longest-first paired.",
     ]
+    if args.fine_tune_epochs:
+        text[-1] += (
+            f" Fine-tuned: the encoder trained on the {len(train)} training posts so that the same score orders their "
+            f"comments (`fine_tune`: RankNet over each post's pairs, the weight fixed), at {args.fine_tune_max_length} "
+            f"tokens as the row above it; {args.threads} threads."
+        )
     for split in posts:
         text += ["", f"**{split}**", "", "| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 2)]
         text += lines[split]
