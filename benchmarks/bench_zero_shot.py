@@ -92,11 +92,14 @@ def fine_tune(
     posts_per_step: int = 4,
     max_comments: int = 12,
     seed: int = 42,
+    log_every: int = 100,
 ) -> float:
     """Train the encoder on `posts` so that `log1p(characters) + weight * cos` orders each post's comments: RankNet
     (`-log sigmoid(s_better - s_worse)` over every pair of the post, up to `max_comments` drawn per post), AdamW with
     10% linear warm-up and linear decay, gradients clipped at 1, bf16 autocast. The weight stays fixed: the encoder
-    learns, starting from its own similarity. Returns the seconds it took."""
+    learns, starting from its own similarity. Posts without two differently ranked comments are left out (no pair: their
+    loss would be the mean of nothing, NaN in the printed running loss). Prints that loss every `log_every` posts;
+    returns the seconds it took."""
     import random
 
     import torch
@@ -108,10 +111,12 @@ def fine_tune(
     steps = epochs * -(-len(posts) // posts_per_step)
     warmup = max(1, steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min((i + 1) / warmup, (steps - i) / steps))
-    start, done, total = time.perf_counter(), 0, 0.0
+    posts = [post for post in posts if len(set(post["ranks"])) > 1]  # a post without a ranked pair teaches nothing
+    start = time.perf_counter()
     for epoch in range(epochs):
         order = list(range(len(posts)))
         rng.shuffle(order)
+        total = 0.0
         for n, i in enumerate(order, 1):
             post = posts[i]
             keep = sorted(rng.sample(range(len(post["comments"])), min(max_comments, len(post["comments"]))))
@@ -128,9 +133,8 @@ def fine_tune(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            done += 1
-            if done % 100 == 0:
-                print(f"  epoch {epoch + 1}, {n}/{len(order)} posts: mean RankNet loss {total / done:.4f}, "
+            if n % log_every == 0:
+                print(f"  epoch {epoch + 1}, {n}/{len(order)} posts: mean RankNet loss {total / n:.4f}, "
                       f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
     model.eval()
     return time.perf_counter() - start

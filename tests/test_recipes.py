@@ -127,23 +127,27 @@ def test_zero_shot_benchmark_cosines_line_up_with_each_posts_comments():
     assert max(cos[0][0], *cos[1][1:]) < 0.9
 
 
-def test_zero_shot_benchmark_fine_tuning_moves_the_cosine_toward_the_labels():
+def test_zero_shot_benchmark_fine_tuning_moves_the_cosine_toward_the_labels(capsys):
     """Fine-tuning the bi-encoder on posts whose better comment is the shorter one raises that comment's cosine
-    against the longer one's (the length term alone would rank them the other way)."""
+    against the longer one's (the length term alone would rank them the other way); a one-comment post among them
+    (no pair, an empty RankNet mean) is left out rather than turning the printed running loss into NaN."""
     bench = load_script("bench_zero_shot", "benchmarks")
     posts = [
         {"prompt": "How do I brew coffee?", "comments": ["Pour-over.", "I like tea more than coffee, honestly."],
          "ranks": [0, 1]},
         {"prompt": "Which beer goes with fish?", "comments": ["A pilsner.", "My uncle once went fishing in Norway."],
          "ranks": [0, 1]},
+        {"prompt": "Is decaf coffee?", "comments": ["Yes."], "ranks": [0]},  # no pair: left out, not a NaN loss
     ]  # fmt: skip
     encoder = bench.Encoder("bundled:minilm")
 
     def margins():
-        return [c[0] - c[1] for c in encoder.cosines(posts, max_length=32)]
+        return [c[0] - c[1] for c in encoder.cosines(posts[:2], max_length=32)]
 
     before = margins()
-    bench.fine_tune(encoder, posts, weight=2.0, epochs=4, max_length=32, learning_rate=1e-4)
+    bench.fine_tune(encoder, posts, weight=2.0, epochs=4, max_length=32, learning_rate=1e-4, log_every=1)
+    printed = capsys.readouterr().out
+    assert "2/2 posts" in printed and "nan" not in printed.lower(), printed
     after = margins()
     assert all(a > b + 0.01 for a, b in zip(after, before)), (before, after)
     assert not encoder.model.training
