@@ -95,15 +95,19 @@ def fine_tune(
     log_every: int = 100,
 ) -> float:
     """Train the encoder on `posts` so that `log1p(characters) + weight * cos` orders each post's comments: RankNet
-    (`-log sigmoid(s_better - s_worse)` over every pair of the post, up to `max_comments` drawn per post), AdamW with
-    10% linear warm-up and linear decay, gradients clipped at 1, bf16 autocast. The weight stays fixed: the encoder
-    learns, starting from its own similarity. Posts without two differently ranked comments are left out (no pair: their
-    loss would be the mean of nothing, NaN in the printed running loss). Prints that loss every `log_every` posts;
-    returns the seconds it took."""
+    (`pairwise_all_loss`, `-log sigmoid(s_better - s_worse)` over every pair of the post, up to `max_comments` drawn
+    per post), AdamW with 10% linear warm-up and linear decay, gradients clipped at 1, bf16 autocast. The weight stays
+    fixed: the encoder learns, starting from its own similarity. Posts without two differently ranked comments are
+    left out (no pair, nothing to learn; they would only dilute the printed running loss). Prints that loss every
+    `log_every` posts; returns the seconds it took."""
     import random
 
     import torch
 
+    from commentrank.encoding import length_feature
+    from commentrank.train.losses import pairwise_all_loss
+
+    posts = [post for post in posts if len(set(post["ranks"])) > 1]  # a post without a ranked pair teaches nothing
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = encoder.model.train()
@@ -111,7 +115,6 @@ def fine_tune(
     steps = epochs * -(-len(posts) // posts_per_step)
     warmup = max(1, steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min((i + 1) / warmup, (steps - i) / steps))
-    posts = [post for post in posts if len(set(post["ranks"])) > 1]  # a post without a ranked pair teaches nothing
     start = time.perf_counter()
     for epoch in range(epochs):
         order = list(range(len(posts)))
@@ -123,9 +126,8 @@ def fine_tune(
             comments = [post["comments"][j] for j in keep]
             ranks = torch.tensor([post["ranks"][j] for j in keep])
             cos = encoder.embed(comments, max_length) @ encoder.embed([post["prompt"]], max_length)[0]
-            scores = torch.log1p(torch.tensor([float(len(c)) for c in comments])) + weight * cos
-            better = ranks[:, None] < ranks[None, :]
-            loss = -torch.nn.functional.logsigmoid((scores[:, None] - scores[None, :])[better]).mean()
+            scores = torch.tensor(length_feature(comments)) + weight * cos
+            loss = pairwise_all_loss(scores, torch.zeros_like(ranks), ranks)  # the listwise trainer's RankNet
             (loss / posts_per_step).backward()
             total += loss.item()
             if n % posts_per_step == 0 or n == len(order):
@@ -193,6 +195,8 @@ def main() -> None:
     import datasets
     import torch
 
+    from commentrank.encoding import length_feature
+
     torch.set_num_threads(args.threads)
     bench = bench_quality()
     work = Path(args.work_dir)
@@ -200,7 +204,7 @@ def main() -> None:
     data = datasets.load_from_disk(str(work / "data" / "listwise"))
     posts = {split: list(data[split]) for split in ("validation", "test")}
     train = list(data["train"])
-    lengths = {split: [np.log1p([len(c) for c in p["comments"]]) for p in posts[split]] for split in posts}
+    lengths = {split: [np.array(length_feature(p["comments"])) for p in posts[split]] for split in posts}
     longest = {split: stats(posts[split], lengths[split]) for split in posts}
     lines = {split: [row("longest-first", longest[split], longest[split], "-")] for split in posts}
     for name in args.models:

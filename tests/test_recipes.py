@@ -130,14 +130,14 @@ def test_zero_shot_benchmark_cosines_line_up_with_each_posts_comments():
 def test_zero_shot_benchmark_fine_tuning_moves_the_cosine_toward_the_labels(capsys):
     """Fine-tuning the bi-encoder on posts whose better comment is the shorter one raises that comment's cosine
     against the longer one's (the length term alone would rank them the other way); a one-comment post among them
-    (no pair, an empty RankNet mean) is left out rather than turning the printed running loss into NaN."""
+    (no pair) is left out: the printed running loss stays a number (a mean over no pairs once made it NaN)."""
     bench = load_script("bench_zero_shot", "benchmarks")
     posts = [
         {"prompt": "How do I brew coffee?", "comments": ["Pour-over.", "I like tea more than coffee, honestly."],
          "ranks": [0, 1]},
         {"prompt": "Which beer goes with fish?", "comments": ["A pilsner.", "My uncle once went fishing in Norway."],
          "ranks": [0, 1]},
-        {"prompt": "Is decaf coffee?", "comments": ["Yes."], "ranks": [0]},  # no pair: left out, not a NaN loss
+        {"prompt": "Is decaf coffee?", "comments": ["Yes."], "ranks": [0]},  # no pair: left out
     ]  # fmt: skip
     encoder = bench.Encoder("bundled:minilm")
 
