@@ -118,6 +118,7 @@ class Parser(OneLineErrors, TrlParser):
 
     def parse_args_and_config(self, args: Iterable[str] | None = None, **kwargs) -> tuple:
         args = list(sys.argv[1:] if args is None else args)
+        args = [part for arg in args for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
         if "--debug" in args:
             at = args.index("--debug")
             bare = at + 1 == len(args) or args[at + 1].startswith("-")
