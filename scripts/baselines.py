@@ -9,8 +9,7 @@ The dataset is read as `scripts/score.py` reads it: a data_prep folder (its list
 Hub dataset id.
 """
 
-import argparse
-
+from commentrank.cli import ArgumentParser
 from commentrank.data.loading import load_scoring_rows
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.metrics import baseline_metrics
@@ -18,7 +17,7 @@ from commentrank.score.report import labeled_posts, markdown_table
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser("baselines", __doc__)
     parser.add_argument("--dataset", required=True, help="data_prep folder, raw ranked file or Hub dataset id.")
     parser.add_argument("--split", default="test", help="Split of a folder or Hub dataset (else 'unlabeled').")
     parser.add_argument("--skip_invalid", action="store_true", help="Skip and count invalid posts.")

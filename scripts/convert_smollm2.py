@@ -13,14 +13,14 @@ Prints the folder. Takes about a minute on 2 CPU cores, offline. Recipes may als
 `bundled:smollm2`, which runs the same conversion on first use and then reads the cached folder.
 """
 
-import argparse
 import logging
 
 from commentrank.bundled_models import convert_smollm2
+from commentrank.cli import ArgumentParser
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser("convert_smollm2", __doc__)
     parser.add_argument("--output_dir", default=None, help="Target folder (default: the commentrank cache).")
     parser.add_argument("--overwrite", action="store_true", help="Convert again even if the folder exists.")
     args = parser.parse_args(argv)

@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 from scipy.stats import spearmanr
-from trl import TrlParser
 
+from commentrank.cli import Parser
 from commentrank.configs import ExportArguments
 from commentrank.io_utils import atomic_write_text, exits_on_bad_input
 from commentrank.metrics import ranking_metrics
@@ -49,7 +49,7 @@ def parity_table(scorers: dict[str, Scorer], rows: list[dict], batch_size: int) 
 
 def main(argv=None) -> str:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    (args,) = TrlParser([ExportArguments]).parse_args_and_config(argv)
+    (args,) = Parser([ExportArguments], prog="export").parse_args_and_config(argv)
     with exits_on_bad_input("export"):
         check_output_dir(args.output_dir, "onnx_export", inputs=[args.model], overwrite=args.overwrite_output)
         scorer = load_scorer(args.model, device="cpu", dtype="float32", allow_pickle=args.allow_pickle_weights)

@@ -11,29 +11,37 @@ The post is JSON `{"text": ..., "comments": [...]}` (comments as strings or CUP 
 `post_body` is used when the model's prompt template has `{body}`), from a file or stdin (no file, or `-`).
 """
 
-import argparse
 import json
 import sys
 
-from commentrank.configs import Columns
+from commentrank.cli import ArgumentParser
+from commentrank.configs import Columns, check_device
 from commentrank.data.readers import ProblemSignal, post_from_mapping
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import SCORING, InvalidInputError, validate_post
 from commentrank.data.views import build_prompt
-from commentrank.io_utils import exits_on_bad_input
+from commentrank.io_utils import check_at_least, exits_on_bad_input
 
 
 def read_post(source: str) -> RankedPost:
     """The post to rank, from a JSON file or stdin, checked like every scored post (one comment is enough)."""
     name = "stdin" if source == "-" else source
     try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8-sig").read()
+        stdin = getattr(sys.stdin, "buffer", None)
+        raw = (stdin.read() if stdin is not None else sys.stdin.read().encode()) if source == "-" else None
+        text = raw.decode("utf-8-sig") if raw is not None else open(source, encoding="utf-8-sig").read()
     except OSError as err:
         raise ValueError(f"cannot read {name}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{name}: not valid UTF-8 (byte 0x{err.object[err.start]:02x} at position {err.start})"
+        ) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{name}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{name}: not valid JSON (nested too deeply)") from None
     try:
         post = post_from_mapping(obj, Columns(), "post", labels_required=False)
     except ProblemSignal as signal:
@@ -45,16 +53,18 @@ def read_post(source: str) -> RankedPost:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser("rank", __doc__)
     parser.add_argument("post", nargs="?", default="-", help="JSON file with the post ('-' or none: stdin).")
     parser.add_argument("--model", required=True, help="Reward model folder or Hub id.")
     parser.add_argument("--max_length", type=int, default=None, help="Token limit per input (default: the model's).")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch_size", type=int, default=32, help="Inputs per forward pass.")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     parser.add_argument("--json", action="store_true", help="Print a JSON list instead of a table.")
-    parser.add_argument("--allow_pickle_weights", action="store_true", help="Load pickle-only weights (can run code).")
+    parser.add_model_loading_options()
     args = parser.parse_args(argv)
     with exits_on_bad_input("rank"):
+        check_at_least(args, ["max_length", "batch_size"])
+        check_device(args.device)
         post = read_post(args.post)
         from commentrank.score.scorer import load_scorer
 

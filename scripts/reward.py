@@ -22,12 +22,13 @@ from functools import partial
 
 from accelerate.utils import is_peft_model
 from transformers import set_seed
-from trl import ModelConfig, RewardConfig, TrlParser, get_peft_config
+from trl import ModelConfig, RewardConfig, get_peft_config
 
 from commentrank.bundled_models import resolve_model_path
+from commentrank.cli import Parser, check_eval_split
 from commentrank.configs import RewardArguments
 from commentrank.encoding import PairEncoder
-from commentrank.hub import push_model_folder
+from commentrank.hub import HubError, push_model_folder
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.metrics import baseline_metrics
 from commentrank.model_card import build_model_card, save_model_card
@@ -40,8 +41,8 @@ from commentrank.train.pairwise import PairwiseRewardTrainer, tokenize_pairs
 logger = logging.getLogger("commentrank.reward")
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((RewardArguments, RewardConfig, ModelConfig))
+def make_parser() -> Parser:
+    return Parser((RewardArguments, RewardConfig, ModelConfig), prog="reward")
 
 
 def main(argv=None) -> PairwiseRewardTrainer:
@@ -52,6 +53,8 @@ def main(argv=None) -> PairwiseRewardTrainer:
 
     with exits_on_bad_input("reward"):  # data, model and settings: a clear message, not a traceback
         data = steps.open_training_data(script_args, training_args.seed)
+        view = data.require_view(script_args.view)
+        check_eval_split(view, script_args.dataset_test_split, training_args.eval_strategy)
         tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=script_args.pad_at_eos)
         model = load_reward_model(
             model_args.model_name_or_path, tokenizer, dtype=model_args.dtype or "float32",
@@ -78,7 +81,6 @@ def main(argv=None) -> PairwiseRewardTrainer:
                      "relevance": script_args.relevance, "length_feature": script_args.length_feature,
                      "length_learning_rate": script_args.length_learning_rate,
                      "length_init": script_args.length_init, "odin_weight": script_args.odin_weight}  # fmt: skip
-        view = data.require_view(script_args.view)
         train = steps.split_of(view, script_args.dataset_train_split, data.source).shuffle(seed=training_args.seed)
         train, counts = prepare(steps.subset(train, script_args.max_train_samples))
         eval_dataset, eval_counts = None, None
@@ -117,7 +119,9 @@ def main(argv=None) -> PairwiseRewardTrainer:
         steps.write_json(training_args.output_dir, "data_summary.json", data_summary)
         write_card(trainer, script_args, model_args, callback, encoder, push_repo)
         if push_repo:
-            push_model_folder(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo))
+            with exits_on_bad_input("reward", HubError):
+                push_model_folder(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo),
+                                  token=training_args.hub_token)  # fmt: skip
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()  # tears the process group down before exit (avoids aborts at shutdown)
     return trainer

@@ -106,10 +106,10 @@ def run(config: ScoreArguments) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from trl import TrlParser
+    from commentrank.cli import Parser
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    (config,) = TrlParser([ScoreArguments]).parse_args_and_config(argv)
+    (config,) = Parser([ScoreArguments], prog="score").parse_args_and_config(argv)
     with exits_on_bad_input("score", RuntimeError):
         return run(config)
 

@@ -26,13 +26,15 @@ import os
 import shutil
 
 from transformers import AutoTokenizer
-from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 
 from commentrank.bundled_models import resolve_model_path
+from commentrank.cli import Parser, check_eval_split
 from commentrank.configs import SFTArguments
-from commentrank.hub import push_model_folder, repo_name_for
+from commentrank.hub import HubError, push_model_folder, repo_name_for
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.model_card import build_sft_card, save_model_card
+from commentrank.modeling import model_not_found
 from commentrank.train import steps
 from commentrank.train.sft import SafeSFTTrainer
 
@@ -70,8 +72,8 @@ def card_settings(script_args, training_args, model_args, merged, metrics) -> di
     }  # fmt: skip
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((SFTArguments, SFTConfig, ModelConfig))
+def make_parser() -> Parser:
+    return Parser((SFTArguments, SFTConfig, ModelConfig), prog="sft")
 
 
 def main(argv=None):
@@ -85,12 +87,13 @@ def main(argv=None):
     )  # fmt: skip
     model_init_kwargs.update(training_args.model_init_kwargs or {})
     training_args.model_init_kwargs = model_init_kwargs
-    tokenizer = AutoTokenizer.from_pretrained(
-        script_args.tokenizer_name_or_path or model_args.model_name_or_path, revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-    )  # fmt: skip
-
+    tokenizer_name = script_args.tokenizer_name_or_path or model_args.model_name_or_path
     with exits_on_bad_input("sft"):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, revision=model_args.model_revision,
+                                                      trust_remote_code=training_args.trust_remote_code)  # fmt: skip
+        except OSError as err:
+            raise model_not_found(tokenizer_name, err) from None
         data = steps.open_training_data(script_args, training_args.seed)
         view = data.require_view(script_args.view)
         keep = [training_args.dataset_text_field]
@@ -99,6 +102,7 @@ def main(argv=None):
             raise ValueError(f"no column '{keep[0]}' (dataset_text_field) in the view; found {train.column_names}")
         train = steps.subset(train, script_args.max_train_samples, training_args.seed)
         eval_dataset = None
+        check_eval_split(view, script_args.dataset_test_split, training_args.eval_strategy)
         if training_args.eval_strategy != "no":
             eval_split = steps.split_of(view, script_args.dataset_test_split, data.source)
             eval_dataset = steps.subset(eval_split, script_args.max_eval_samples).select_columns(keep)
@@ -135,8 +139,10 @@ def main(argv=None):
         )  # fmt: skip
         save_model_card(card, output_dir)
         if push_repo:
-            push_model_folder(output_dir, push_repo, private=bool(training_args.hub_private_repo),
-                              commit_message="SFT model" + (" (LoRA merged)" if merge else ""))  # fmt: skip
+            with exits_on_bad_input("sft", HubError):
+                push_model_folder(output_dir, push_repo, private=bool(training_args.hub_private_repo),
+                                  commit_message="SFT model" + (" (LoRA merged)" if merge else ""),
+                                  token=training_args.hub_token)  # fmt: skip
     trainer.accelerator.wait_for_everyone()
     logger.info("saved the SFT model to %s", output_dir)
 

@@ -26,12 +26,42 @@ from pathlib import Path
 
 from trl import ScriptArguments
 
+from .io_utils import UsageError, check_at_least, check_choice, closest
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT_TEMPLATE = "{title}"
 PROMPT_TEMPLATE_HELP = "'{title}' (no context, as in CUP IT) or '{title}\\n\\n{body}' (with context)"
 ENCODER_SETTINGS_FILE = "commentrank_config.json"
 TRUNCATION_SIDES = ("right", "left", "head_tail")
+PROMPT_PLACEHOLDERS = ("title", "body")
+
+
+def check_prompt_template(template: str | None, key: str = "prompt_template") -> None:
+    """UsageError unless `template` is a str.format template whose placeholders are {title} and {body} only."""
+    import string
+
+    if template is None:
+        return
+    allowed = f"the placeholders are {{{PROMPT_PLACEHOLDERS[0]}}} and {{{PROMPT_PLACEHOLDERS[1]}}}"
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise UsageError(f"{key}: not a template {template!r} ({err}; {allowed}, braces doubled)") from None
+    for name in names:
+        if name not in PROMPT_PLACEHOLDERS:
+            match = closest(name, PROMPT_PLACEHOLDERS)
+            hint = f"; did you mean {{{match}}}?" if match else ""
+            raise UsageError(f"{key}: unknown placeholder {{{name}}} ({allowed}{hint})")
+
+
+def check_device(device: str | None, key: str = "device") -> None:
+    """UsageError for a CUDA device on a machine without CUDA (the other names are left to torch)."""
+    if device and str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"{key} {device!r}: CUDA is not available on this machine (use auto or cpu)")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -60,10 +90,8 @@ class TextFormat:
     )
 
     def __post_init__(self):
-        if self.truncation_side not in TRUNCATION_SIDES:
-            raise ValueError(
-                f"truncation_side must be one of {', '.join(TRUNCATION_SIDES)}, got {self.truncation_side!r}"
-            )
+        check_choice("truncation_side", self.truncation_side, TRUNCATION_SIDES)
+        check_at_least(self, ["min_comment_tokens"], 0)
 
 
 @dataclass
@@ -184,6 +212,7 @@ class ModelLoadingOptions:
 PAIR_STRATEGIES = ("adjacent", "all", "best_vs_rest")
 VIEWS = ("pairwise", "listwise", "sft")
 SFT_COMMENTS = ("all", "best", "top_k")
+INPUT_FORMATS = ("auto", "cupit", "stackexchange", "table", "saved", "hub")
 
 
 @dataclass
@@ -222,7 +251,7 @@ class PrepArguments(OutputOptions):
     output_dir: str | None = field(
         default=None, metadata={"help": "Folder for the views (save_to_disk), summary.json and prep_config.json."}
     )
-    input_format: str = field(default="auto", metadata={"help": "auto, cupit, stackexchange, table or hub."})
+    input_format: str = field(default="auto", metadata={"help": f"{', '.join(INPUT_FORMATS)}."})
     hub_split: str = field(default="train", metadata={"help": "Split read from a Hub dataset id."})
     title_column: str = field(default=_COLUMNS.title, metadata={"help": "Field with the post text (title)."})
     body_column: str = field(default=_COLUMNS.body, metadata={"help": "Field with the post body (context), optional."})
@@ -268,15 +297,18 @@ class PrepArguments(OutputOptions):
     def __post_init__(self):
         if isinstance(self.inputs, str):
             self.inputs = [self.inputs]
-        if self.pair_strategy not in PAIR_STRATEGIES:
-            raise ValueError(f"pair_strategy '{self.pair_strategy}' is not one of {', '.join(PAIR_STRATEGIES)}")
-        if self.sft_comments not in SFT_COMMENTS:
-            raise ValueError(f"sft_comments '{self.sft_comments}' is not one of {', '.join(SFT_COMMENTS)}")
-        unknown = set(self.views) - set(VIEWS)
-        if unknown:
-            raise ValueError(f"unknown views {sorted(unknown)} (choose from {', '.join(VIEWS)})")
-        if self.split_by not in ("post", "site"):
-            raise ValueError(f"split_by '{self.split_by}' must be post or site")
+        check_choice("pair_strategy", self.pair_strategy, PAIR_STRATEGIES)
+        check_choice("sft_comments", self.sft_comments, SFT_COMMENTS)
+        for view in [self.views] if isinstance(self.views, str) else self.views:
+            check_choice("views:", view, VIEWS)
+        check_choice("split_by", self.split_by, ("post", "site"))
+        check_choice("input_format", self.input_format, INPUT_FORMATS)
+        check_prompt_template(self.prompt_template)
+        for name in ("test_size", "validation_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or value < 0 or (value >= 1 and value != int(value)):
+                raise UsageError(f"{name} must be a fraction in [0, 1) or a count >= 1, got {value}")
+        check_at_least(self, ["max_posts", "max_pairs_per_post", "sft_top_k", "min_comments"])
 
     @property
     def columns(self) -> Columns:
@@ -381,8 +413,9 @@ class TrainingScriptArguments(ScriptArguments, OutputOptions, ModelLoadingOption
             raise ValueError("dataset_name is required: a data_prep folder, a raw ranked file or a Hub dataset id")
         if self.dataset_streaming:
             raise ValueError("dataset_streaming is not supported: commentrank reads whole posts")
-        if self.pair_strategy not in PAIR_STRATEGIES:
-            raise ValueError(f"pair_strategy '{self.pair_strategy}' is not one of {', '.join(PAIR_STRATEGIES)}")
+        check_choice("pair_strategy", self.pair_strategy, PAIR_STRATEGIES)
+        check_prompt_template(self.prompt_template)
+        check_at_least(self, ["max_train_samples", "max_eval_samples"])
 
 
 @dataclass
@@ -453,18 +486,18 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     def __post_init__(self):
         TrainingScriptArguments.__post_init__(self)
         TextFormat.__post_init__(self)
-        if self.loss_type not in LOSSES:
-            raise ValueError(f"unknown loss_type '{self.loss_type}' (choose from {', '.join(LOSSES)})")
-        if self.relevance not in RELEVANCES:
-            raise ValueError(f"relevance '{self.relevance}' is not one of {', '.join(RELEVANCES)}")
+        check_choice("loss_type", self.loss_type, LOSSES)
+        check_choice("relevance", self.relevance, RELEVANCES)
         if self.relevance != "ranks" and self.loss_type == "pairwise":
             raise ValueError("relevance applies to the listwise losses; loss_type pairwise trains on pairs")
-        if self.length_feature not in LENGTH_FEATURES:
-            raise ValueError(f"length_feature '{self.length_feature}' is not one of {', '.join(LENGTH_FEATURES)}")
+        check_choice("length_feature", self.length_feature, LENGTH_FEATURES)
         if self.length_feature != "none" and self.loss_type == "pairwise":
             raise ValueError("length_feature needs a listwise loss_type (pairwise_all, listmle, ...)")
-        if self.length_init not in LENGTH_INITS:
-            raise ValueError(f"length_init '{self.length_init}' is not one of {', '.join(LENGTH_INITS)}")
+        check_choice("length_init", self.length_init, LENGTH_INITS)
+        check_at_least(self, ["max_comments_per_post"], 2)
+        check_at_least(self, ["ndcg_eval_posts"], 0)
+        if not 0 <= self.freeze_fraction < 1:
+            raise UsageError(f"freeze_fraction must be in [0, 1), got {self.freeze_fraction}")
         if self.length_feature != "none" and self.length_init == "zero" and self.length_learning_rate == 0:
             raise ValueError("length_init zero with length_learning_rate 0 leaves the length term at 0: set one")
 
@@ -516,6 +549,9 @@ class ExportArguments(OutputOptions, ModelLoadingOptions):
     max_posts: int | None = field(default=200, metadata={"help": "Posts of the parity table."})
     batch_size: int = field(default=32, metadata={"help": "Inputs per forward pass in the parity run."})
 
+    def __post_init__(self):
+        check_at_least(self, ["max_posts", "batch_size"])
+
 
 @dataclass
 class ScoreArguments(OutputOptions, ModelLoadingOptions):
@@ -557,3 +593,11 @@ class ScoreArguments(OutputOptions, ModelLoadingOptions):
         default=None, metadata={"help": "Base model named in the card (default: read from the model's card)."}
     )
     license: str = field(default="apache-2.0", metadata={"help": "License in the card's metadata."})
+
+    def __post_init__(self):
+        check_prompt_template(self.prompt_template)
+        check_at_least(self, ["max_posts", "max_length", "batch_size"])
+        check_at_least(self, ["n_seeds"])
+        check_at_least(self, ["n_bootstrap"], 0)
+        check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        check_device(self.device)

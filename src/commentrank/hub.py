@@ -1,8 +1,9 @@
 """Publishing on the Hugging Face Hub: a model folder (once, at the end, without checkpoints or training arguments)
 and data_prep's views as configs of one dataset repo.
 
-The token comes from the usual Hugging Face environment (`HF_TOKEN`) or login (`hf auth login`): it is never passed,
-printed or written here.
+The token is the one given (a training run's `--hub_token`), else the usual Hugging Face environment (`HF_TOKEN`) or
+login (`hf auth login`): it is never printed or written here. A failed push is a `HubError`: one line naming the repo
+and the cause.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ import shutil
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+class HubError(RuntimeError):
+    """A push to the Hub failed: the message names the repo and the cause (never the token)."""
+
+
+def _cause(err: BaseException, token: str | None) -> str:
+    """The first line of an error, without the token."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text.replace(token, "***") if token else text
+
 
 # Never uploaded: checkpoints, optimizer and scheduler states, pickled training arguments (they may hold a token),
 # logs and hidden files (e.g. temporary files of atomic writes).
@@ -49,9 +62,11 @@ def push_model_folder(
     private: bool = False,
     commit_message: str = "Upload commentrank reward model",
     ignore_patterns: list[str] | None = None,
+    token: str | None = None,
 ) -> str:
     """Create the model repo if needed and upload the folder (model, tokenizer, README.md card, encoder settings),
-    leaving out checkpoints, optimizer states and training arguments. Returns the repo id."""
+    leaving out checkpoints, optimizer states and training arguments. Returns the repo id. `token`: default, the
+    logged-in one."""
     from huggingface_hub import HfApi, get_token
 
     folder = Path(folder)
@@ -59,18 +74,25 @@ def push_model_folder(
         raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json): nothing to upload")
     if not (folder / "README.md").is_file():
         logger.warning("%s has no README.md: the repo gets no model card", folder)
-    if get_token() is None:
-        raise RuntimeError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN before --push_to_hub")
-    api = HfApi()
-    url = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
-    repo_id = getattr(url, "repo_id", None) or repo_id
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="model",
-        commit_message=commit_message,
-        ignore_patterns=list(ignore_patterns or HUB_IGNORE_PATTERNS),
-    )
+    token = token or get_token()
+    if token is None:
+        raise HubError(
+            f"cannot push to the Hub repo {repo_id}: no Hugging Face token (log in with `hf auth login`, set HF_TOKEN "
+            "or pass --hub_token)"
+        )
+    try:
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
+        repo_id = getattr(url, "repo_id", None) or repo_id
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            commit_message=commit_message,
+            ignore_patterns=list(ignore_patterns or HUB_IGNORE_PATTERNS),
+        )
+    except Exception as err:  # HTTP, network, permission, quota...: one line naming the repo
+        raise HubError(f"cannot push to the Hub repo {repo_id}: {_cause(err, token)}") from err
     logger.info("uploaded %s to https://huggingface.co/%s", folder, repo_id)
     return repo_id
 
@@ -111,13 +133,16 @@ def stage_model_folder(model_path: str | os.PathLike, dest: str | os.PathLike, *
 
 def push_dataset_views(dataset_dicts: dict, files: dict[str, str], repo_id: str, private: bool = False) -> None:
     """Each view becomes a config of one Hub dataset repo; `files` (name -> text, e.g. the summary) go next to them."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
 
-    for view, dataset_dict in dataset_dicts.items():
-        dataset_dict.push_to_hub(repo_id, config_name=view, private=private)
-    api = HfApi()
-    for name, text in files.items():
-        api.upload_file(
-            path_or_fileobj=text.encode(), path_in_repo=name, repo_id=repo_id, repo_type="dataset",
-            commit_message=f"data_prep {name}",
-        )  # fmt: skip
+    try:
+        for view, dataset_dict in dataset_dicts.items():
+            dataset_dict.push_to_hub(repo_id, config_name=view, private=private)
+        api = HfApi()
+        for name, text in files.items():
+            api.upload_file(
+                path_or_fileobj=text.encode(), path_in_repo=name, repo_id=repo_id, repo_type="dataset",
+                commit_message=f"data_prep {name}",
+            )  # fmt: skip
+    except Exception as err:  # HTTP, network, permission, quota...: one line naming the repo
+        raise HubError(f"cannot push to the Hub dataset repo {repo_id}: {_cause(err, get_token())}") from err

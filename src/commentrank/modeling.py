@@ -23,7 +23,10 @@ def load_tokenizer(name_or_path: str, pad_at_eos: bool = True, **kwargs):
     that the reward is read *at* the appended EOS as in the original CUP IT solution (the embeddings must then
     be resized: `load_reward_model` does it).
     """
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except OSError as err:
+        raise model_not_found(name_or_path, err) from None
     if tokenizer.eos_token is None and tokenizer.sep_token is not None:
         tokenizer.eos_token = tokenizer.sep_token
     if tokenizer.pad_token is None or (not pad_at_eos and tokenizer.pad_token == tokenizer.eos_token):
@@ -32,6 +35,16 @@ def load_tokenizer(name_or_path: str, pad_at_eos: bool = True, **kwargs):
         else:
             tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
     return tokenizer
+
+
+def model_not_found(name_or_path: str, err: OSError) -> FileNotFoundError:
+    """The one-line error for a model transformers could not load (an OSError of many lines)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if Path(name_or_path).is_dir():
+        return FileNotFoundError(f"{name_or_path}: cannot load the model's tokenizer ({first})")
+    return FileNotFoundError(
+        f"model not found: {name_or_path} is neither a local folder nor a Hub model that could be reached ({first})"
+    )
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -84,7 +97,7 @@ def check_weights_format(name_or_path: str, allow_pickle: bool = False) -> None:
     if pickles:
         raise ValueError(
             f"{name_or_path} holds pickle weights ({', '.join(pickles)}) and no safetensors: loading a pickle can run "
-            "any code. Convert it (model.save_pretrained writes safetensors), or pass --allow_pickle_weights true if "
+            "any code. Convert it (model.save_pretrained writes safetensors), or pass --allow_pickle_weights if "
             "you trust its source"
         )
 

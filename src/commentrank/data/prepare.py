@@ -161,13 +161,14 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
 
 
 def main(argv: list[str] | None = None) -> PrepSummary:
-    from trl import TrlParser
-
+    from commentrank.cli import Parser
     from commentrank.io_utils import exits_on_bad_input
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    (config,) = TrlParser([PrepArguments]).parse_args_and_config(argv)
-    with exits_on_bad_input("data_prep"):
+    (config,) = Parser([PrepArguments], prog="data_prep").parse_args_and_config(argv)
+    from commentrank.hub import HubError
+
+    with exits_on_bad_input("data_prep", HubError):
         summary = run_prepare(config)
     print(summary.format())
     return summary

@@ -131,6 +131,9 @@ def read_cupit_jsonl(path: str | os.PathLike, columns: Columns | None = None) ->
                 reason = err.msg.removesuffix(" at")  # e.g. "Invalid control character at"
                 yield location, Problem("malformed_json", "<line>", f"malformed JSON: {reason} (column {err.colno})")
                 continue
+            except RecursionError:  # a line nested deeper than Python's recursion limit
+                yield location, Problem("malformed_json", "<line>", "malformed JSON: nested too deeply")
+                continue
             try:
                 yield location, post_from_mapping(obj, columns, default_id=f"{path.name}:{line_no}")
             except ProblemSignal as signal:
