@@ -53,7 +53,7 @@ def main(argv=None) -> PairwiseRewardTrainer:
     with exits_on_bad_input("reward"):  # data, model and settings: a clear message, not a traceback
         settings = steps.run_settings(script_args, training_args, model_args)
         inputs = [script_args.dataset_name, model_args.model_name_or_path]
-        if not steps.claim_training_output(training_args, "reward_model", inputs, script_args.overwrite_output,
+        if not steps.check_training_output(training_args, "reward_model", inputs, script_args.overwrite_output,
                                            settings):  # fmt: skip
             return None  # this run, finished, is already there
         data = steps.open_training_data(script_args, training_args.seed)
@@ -91,6 +91,7 @@ def main(argv=None) -> PairwiseRewardTrainer:
             eval_dataset, eval_counts = prepare(
                 steps.subset(view[script_args.dataset_test_split], script_args.max_eval_samples)
             )
+        steps.claim_training_output(training_args, "reward_model", inputs, script_args.overwrite_output, settings)
         data_summary = {"source": data.summary, "prompt_template": encoder_settings.prompt_template, "train": counts,
                         "eval": eval_counts}  # fmt: skip
         logger.info("data: %s", {k: v for k, v in data_summary.items() if k != "source"})

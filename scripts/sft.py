@@ -93,7 +93,7 @@ def main(argv=None):
     with exits_on_bad_input("sft"):
         settings = steps.run_settings(script_args, training_args, model_args)
         inputs = [script_args.dataset_name, model_args.model_name_or_path]
-        if not steps.claim_training_output(training_args, "sft_model", inputs, script_args.overwrite_output, settings):
+        if not steps.check_training_output(training_args, "sft_model", inputs, script_args.overwrite_output, settings):
             return None  # this run, finished, is already there
         data = steps.open_training_data(script_args, training_args.seed)
         view = data.require_view(script_args.view)
@@ -106,6 +106,7 @@ def main(argv=None):
         if training_args.eval_strategy != "no":
             eval_split = steps.split_of(view, script_args.dataset_test_split, data.source)
             eval_dataset = steps.subset(eval_split, script_args.max_eval_samples).select_columns(keep)
+        steps.claim_training_output(training_args, "sft_model", inputs, script_args.overwrite_output, settings)
         logger.info("sft: %d training texts, %s eval texts", len(train), len(eval_dataset) if eval_dataset else 0)
 
     push_repo = steps.take_hub_push(training_args)

@@ -5,8 +5,10 @@ folders" table."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from test_pipeline import data, sft_args, tiny_lm  # noqa: F401 (fixtures)
@@ -123,14 +125,19 @@ def test_an_old_marker_without_entries_replaces_only_the_names_its_kind_writes(t
 
 def test_a_read_only_or_full_location_is_an_error_before_any_work(tmp_path, tiny_bert, prepared_sample):
     read_only = "/sys/commentrank-out"  # sysfs takes no new file, even for root
-    if os.access("/sys", os.W_OK) and not os.path.isdir("/sys/kernel"):
-        pytest.skip("no read-only location here")
+    try:
+        tempfile.TemporaryFile(dir="/sys").close()
+        pytest.skip("/sys takes new files here: no read-only location to test")
+    except FileNotFoundError:
+        pytest.skip("no /sys here: no read-only location to test")
+    except OSError:
+        pass
     raw = write_jsonl(tmp_path / "raw.jsonl", [good(i) for i in range(5)])
     with pytest.raises(SystemExit, match=r"^data_prep: error: output_dir /sys/commentrank-out is not writable"):
         prep(raw, read_only)
     with pytest.raises(SystemExit, match=r"^reward: error: output_dir /sys/commentrank-out is not writable"):
         reward.main(args_for(tiny_bert, prepared_sample, read_only, "--max_steps", "1"))
-    free = __import__("shutil").disk_usage(tmp_path).free
+    free = shutil.disk_usage(tmp_path).free
     with pytest.raises(OutputDirError, match=r"output_dir .*out: only \d+ MB free on its disk, about \d+ MB needed"):
         check_output_dir(tmp_path / "out", "scores", min_free_bytes=free + 2**40)
 

@@ -113,46 +113,55 @@ def space_needed(model_name_or_path: str) -> int:
     return max(outputs.MIN_FREE_BYTES, 4 * weights)
 
 
-def claim_training_output(training_args, kind: str, inputs, overwrite: bool, settings: dict) -> bool:
-    """Make the output folder this run's before any work; False when it already holds this run, finished (said in the
-    log: nothing to do).
+def check_training_output(training_args, kind: str, inputs, overwrite: bool, settings: dict) -> bool:
+    """Whether this run may train into its output folder, said before any work (nothing is written); False when the
+    folder already holds this run, finished (said in the log: nothing to do).
 
-    Absent or empty: claimed. An earlier run of this `kind` with the same `settings`: resumed (from its last
+    Absent or empty: yes. An earlier run of this `kind` with the same `settings`: yes, to resume it (from its last
     complete checkpoint). One with other settings that made progress (a checkpoint, or finished): refused, naming each
-    difference, unless `overwrite` (then its entries are removed, the folder's other files kept); one without
-    progress is taken over. Never an input, a folder inside one, or files commentrank did not write (`outputs`). The
-    main process checks and writes first, the others check after it."""
+    difference, unless `overwrite` (`claim_training_output` then removes its entries, the folder's other files kept);
+    one without progress is taken over. Never an input, a folder inside one, files commentrank did not write, or a
+    location without room (`outputs.check_output_dir`)."""
+    out = training_args.output_dir
+    marker = read_marker(out)
+    check_output_dir(out, kind, inputs=inputs, overwrite=overwrite, entries=IN_PLACE_FILES,
+                     min_free_bytes=space_needed(settings.get("model_name_or_path", "")))  # fmt: skip
+    if marker is None or marker["kind"] != kind or overwrite:
+        return True
+    if not (marker.get("finished") or any(Path(out).glob("checkpoint-*"))):
+        return True  # nothing to resume: taken over
+    recorded = marker.get("run")
+    if not isinstance(recorded, dict):
+        raise OutputDirError(
+            f"output_dir {out} holds a {kind} run of an older commentrank that did not record its settings: "
+            "choose another folder, or pass --overwrite_output true to replace it"
+        )
+    changes = settings_changes(recorded, settings)
+    if changes:
+        raise OutputDirError(
+            f"output_dir {out} holds another training run ({'; '.join(changes)}): choose another folder, "
+            "or pass --overwrite_output true to replace it"
+        )
+    if marker.get("finished"):
+        logger.warning("output_dir %s already holds this run, finished: nothing to do (pass --overwrite_output true "
+                       "to train it again)", out)  # fmt: skip
+        return False
+    return True
+
+
+def claim_training_output(training_args, kind: str, inputs, overwrite: bool, settings: dict) -> None:
+    """Just before training: checked again (`check_training_output`), the folder becomes this run's, its settings
+    recorded in the marker (with `overwrite`, the earlier run's entries removed first, a user's files kept). The main
+    process writes first, the others check after it."""
     out = training_args.output_dir
     with training_args.main_process_first(local=False, desc="claiming the output folder"):
-        marker = read_marker(out)
-        check_output_dir(out, kind, inputs=inputs, overwrite=overwrite, entries=IN_PLACE_FILES,
-                         min_free_bytes=space_needed(settings.get("model_name_or_path", "")))  # fmt: skip
-        same_kind = marker is not None and marker["kind"] == kind
-        progress = same_kind and (marker.get("finished") or any(Path(out).glob("checkpoint-*")))
-        recorded = marker.get("run") if marker else None
-        if marker is not None and overwrite:
-            if training_args.process_index == 0:
-                outputs.remove_entries(out)  # the earlier run's entries, the folder's other files kept
-        elif progress:
-            if not isinstance(recorded, dict):
-                raise OutputDirError(
-                    f"output_dir {out} holds a {kind} run of an older commentrank that did not record its settings: "
-                    "choose another folder, or pass --overwrite_output true to replace it"
-                )
-            changes = settings_changes(recorded, settings)
-            if changes:
-                raise OutputDirError(
-                    f"output_dir {out} holds another training run ({'; '.join(changes)}): choose another folder, "
-                    "or pass --overwrite_output true to replace it"
-                )
-            if marker.get("finished"):
-                logger.warning("output_dir %s already holds this run, finished: nothing to do (pass "
-                               "--overwrite_output true to train it again)", out)  # fmt: skip
-                return False
-        if training_args.process_index == 0 and (read_marker(out) or {}).get("run") != settings:
-            outputs.claim_output_dir(out, kind, inputs=inputs, overwrite=overwrite, run=settings, finished=False,
-                             entry_patterns=TRAINING_ENTRY_PATTERNS, extra_entries=IN_PLACE_FILES)  # fmt: skip
-    return True
+        check_training_output(training_args, kind, inputs, overwrite, settings)
+        if training_args.process_index != 0 or (read_marker(out) or {}).get("run") == settings and not overwrite:
+            return
+        if overwrite and read_marker(out) is not None:
+            outputs.remove_entries(out)  # the earlier run's entries, the folder's other files kept
+        outputs.claim_output_dir(out, kind, inputs=inputs, overwrite=overwrite, run=settings, finished=False,
+                                 entry_patterns=TRAINING_ENTRY_PATTERNS, extra_entries=IN_PLACE_FILES)  # fmt: skip
 
 
 def save_final(trainer, kind: str, settings: dict, write_files=None) -> None:
