@@ -52,6 +52,11 @@ def main(argv=None) -> PairwiseRewardTrainer:
     set_seed(training_args.seed)  # before the score head is created: every process must start from the same weights
 
     with exits_on_bad_input("reward"):  # data, model and settings: a clear message, not a traceback
+        settings = steps.run_settings(script_args, training_args, model_args)
+        inputs = [script_args.dataset_name, model_args.model_name_or_path]
+        if not steps.check_training_output(training_args, "reward_model", inputs, script_args.overwrite_output,
+                                           settings):  # fmt: skip
+            return None  # this run, finished, is already there
         data = steps.open_training_data(script_args, training_args.seed)
         view = data.require_view(script_args.view)
         check_eval_split(view, script_args.dataset_test_split, training_args.eval_strategy)
@@ -61,9 +66,9 @@ def main(argv=None) -> PairwiseRewardTrainer:
             freeze_fraction=script_args.freeze_fraction, attn_implementation=model_args.attn_implementation,
             allow_pickle=script_args.allow_pickle_weights, freeze_embeddings=script_args.freeze_embeddings,
         )  # fmt: skip
-        settings = script_args.encoder_settings(training_args.max_length, data.prompt_template)
-        encoder = PairEncoder(tokenizer, settings, model=model)
-        settings = encoder.settings  # max_length as used: lowered to what the model takes
+        encoder = PairEncoder(tokenizer, script_args.encoder_settings(training_args.max_length, data.prompt_template),
+                              model=model)  # fmt: skip
+        encoder_settings = encoder.settings  # max_length as used: lowered to what the model takes
 
         listwise = data.view("listwise") or {}  # the NDCG callback scores whole validation posts
         eval_posts = list(listwise.get(script_args.dataset_test_split, []))[: script_args.ndcg_eval_posts]
@@ -88,16 +93,15 @@ def main(argv=None) -> PairwiseRewardTrainer:
             eval_dataset, eval_counts = prepare(
                 steps.subset(view[script_args.dataset_test_split], script_args.max_eval_samples)
             )
-        inputs = [script_args.dataset_name, model_args.model_name_or_path]
-        steps.claim_training_output(training_args, "reward_model", inputs, script_args.overwrite_output)
-        data_summary = {"source": data.summary, "prompt_template": settings.prompt_template, "train": counts,
+        steps.claim_training_output(training_args, "reward_model", inputs, script_args.overwrite_output, settings)
+        data_summary = {"source": data.summary, "prompt_template": encoder_settings.prompt_template, "train": counts,
                         "eval": eval_counts}  # fmt: skip
         logger.info("data: %s", {k: v for k, v in data_summary.items() if k != "source"})
 
     push_repo = steps.take_hub_push(training_args)
     trainer = trainer_cls(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args), callbacks=[callback], encoder_settings=settings, **extra,
+        peft_config=get_peft_config(model_args), callbacks=[callback], encoder_settings=encoder_settings, **extra,
     )  # fmt: skip
     callback.trainer = trainer
     result = trainer.train(resume_from_checkpoint=steps.checkpoint_to_resume(training_args))
@@ -114,10 +118,13 @@ def main(argv=None) -> PairwiseRewardTrainer:
 
     if script_args.merge_lora and is_peft_model(trainer.model):
         trainer.model = trainer.model.merge_and_unload()
-    trainer.save_model(training_args.output_dir)
+
+    def write_files(folder):  # next to the final model, before it is moved into output_dir
+        steps.write_json(folder, "data_summary.json", data_summary)
+        write_card(trainer, script_args, model_args, callback, encoder, push_repo, folder)
+
+    steps.save_final(trainer, "reward_model", settings, write_files)
     if trainer.accelerator.is_main_process:
-        steps.write_json(training_args.output_dir, "data_summary.json", data_summary)
-        write_card(trainer, script_args, model_args, callback, encoder, push_repo)
         if push_repo:
             with exits_on_bad_input("reward", HubError):
                 push_model_folder(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo),
@@ -127,7 +134,7 @@ def main(argv=None) -> PairwiseRewardTrainer:
     return trainer
 
 
-def write_card(trainer, script_args, model_args, callback, encoder, push_repo) -> None:
+def write_card(trainer, script_args, model_args, callback, encoder, push_repo, folder) -> None:
     """The model card: the loss, the data, and the NDCG results on the evaluation posts against the baselines."""
     from commentrank.hub import repo_name_for
 
@@ -138,7 +145,7 @@ def write_card(trainer, script_args, model_args, callback, encoder, push_repo) -
         dataset=script_args.dataset_name, results=results, split=script_args.dataset_test_split,
         loss_type=script_args.loss_type, text_pair=encoder.text_pair, settings=encoder.settings, training=training,
     )  # fmt: skip
-    save_model_card(card, trainer.args.output_dir)
+    save_model_card(card, folder)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,11 @@ from commentrank.data.loading import load_scoring_rows
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.outputs import OutputDir, check_output_dir
 from commentrank.score.inference import merge_shards
-from commentrank.score.report import collapse_warning, evaluate, markdown_table, write_outputs
+from commentrank.score.report import PLOT_NAME, collapse_warning, evaluate, markdown_table, write_outputs
 from commentrank.score.scorer import load_scorer
 
 logger = logging.getLogger("commentrank.score")
+OUTPUT_FILES = ("predictions.jsonl", "metrics.json", "report.md", PLOT_NAME)  # what write_outputs may write
 
 
 def publish(config: ScoreArguments, scorer, data, results, details) -> str:
@@ -57,7 +58,7 @@ def publish(config: ScoreArguments, scorer, data, results, details) -> str:
 def run(config: ScoreArguments) -> dict:
     # One process, or one of `accelerate launch`'s: each scores a share of the batches (gloo on CPU-only machines)
     state = PartialState(cpu=config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()))
-    ours = dict(inputs=[config.dataset, config.model], overwrite=config.overwrite_output)
+    ours = dict(inputs=[config.dataset, config.model], overwrite=config.overwrite_output, entries=OUTPUT_FILES)
     check_output_dir(config.output_dir, "scores", **ours)  # before any work: never replace what we did not write
     device = state.device if config.device == "auto" and state.num_processes > 1 else config.device
     device = "cpu" if str(device).startswith("cpu") else device

@@ -89,6 +89,10 @@ def main(argv=None):
     training_args.model_init_kwargs = model_init_kwargs
     tokenizer_name = script_args.tokenizer_name_or_path or model_args.model_name_or_path
     with exits_on_bad_input("sft"):
+        settings = steps.run_settings(script_args, training_args, model_args)
+        inputs = [script_args.dataset_name, model_args.model_name_or_path]
+        if not steps.check_training_output(training_args, "sft_model", inputs, script_args.overwrite_output, settings):
+            return None  # this run, finished, is already there
         try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, revision=model_args.model_revision,
                                                       trust_remote_code=training_args.trust_remote_code)  # fmt: skip
@@ -106,9 +110,8 @@ def main(argv=None):
         if training_args.eval_strategy != "no":
             eval_split = steps.split_of(view, script_args.dataset_test_split, data.source)
             eval_dataset = steps.subset(eval_split, script_args.max_eval_samples).select_columns(keep)
+        steps.claim_training_output(training_args, "sft_model", inputs, script_args.overwrite_output, settings)
         logger.info("sft: %d training texts, %s eval texts", len(train), len(eval_dataset) if eval_dataset else 0)
-        inputs = [script_args.dataset_name, model_args.model_name_or_path]
-        steps.claim_training_output(training_args, "sft_model", inputs, script_args.overwrite_output)
 
     push_repo = steps.take_hub_push(training_args)
     trainer = SafeSFTTrainer(
@@ -127,17 +130,20 @@ def main(argv=None):
         all_metrics.update(metrics)
 
     output_dir = training_args.output_dir
-    trainer.save_model(output_dir)
     merge = model_args.use_peft and script_args.merge_lora
-    if trainer.accelerator.is_main_process:
+
+    def write_files(folder):  # next to the final model, before it is moved into output_dir
         if merge:
-            merge_adapter(output_dir, model_args.dtype)
+            merge_adapter(str(folder), model_args.dtype)
         card = build_sft_card(
             model_id=push_repo or repo_name_for(output_dir), base_model=model_args.model_name_or_path,
             dataset=script_args.dataset_name, merged=merge, output_dir=output_dir,
             training=card_settings(script_args, training_args, model_args, merge, all_metrics),
         )  # fmt: skip
-        save_model_card(card, output_dir)
+        save_model_card(card, folder)
+
+    steps.save_final(trainer, "sft_model", settings, write_files)
+    if trainer.accelerator.is_main_process:
         if push_repo:
             with exits_on_bad_input("sft", HubError):
                 push_model_folder(output_dir, push_repo, private=bool(training_args.hub_private_repo),

@@ -289,6 +289,8 @@ def test_resume_skips_a_half_written_checkpoint_and_finishes(tiny_bert, prepared
         if path.name != "config.json":
             path.unlink()
     (half / "optimizer.pt").write_bytes(b"")
+    marker = json.loads((out / MARKER).read_text())  # a kill while checkpoint-4 is written comes before the finish
+    (out / MARKER).write_text(json.dumps({**marker, "finished": False}))
     with caplog.at_level(logging.WARNING):
         trainer = reward.main(argv)
     assert "skipping the incomplete checkpoint" in caplog.text and "checkpoint-4" in caplog.text

@@ -26,7 +26,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"
+    )  # the pid: leftovers of killed runs
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -128,9 +128,14 @@ def record_files(config: PrepArguments, summary: PrepSummary) -> dict[str, str]:
     return {SUMMARY_FILE: summary.to_json() + "\n", PREP_CONFIG_FILE: json.dumps(config.recorded(), indent=2) + "\n"}
 
 
+def output_entries(config: PrepArguments) -> list[str]:
+    """The names a data_prep run writes in its output folder (a user's file of that name there stops it)."""
+    return [*config.views, SUMMARY_FILE, PREP_CONFIG_FILE]
+
+
 def write_views(folder, dataset_dicts: dict, files: dict[str, str], **output_dir_options) -> None:
     """The views and `files` saved to `folder` at once (`OutputDir`: a half-written folder is never left; its
-    `inputs` / `overwrite` options guard what commentrank did not write)."""
+    `inputs` / `overwrite` / `entries` options guard what commentrank did not write)."""
     with OutputDir(folder, "data_prep", **output_dir_options) as tmp:
         for view, dataset_dict in dataset_dicts.items():
             dataset_dict.save_to_disk(str(tmp / view))
@@ -147,11 +152,12 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
     if not config.output_dir and not config.push_to_hub:
         raise ValueError("no output: give --output_dir FOLDER (or --push_to_hub REPO)")
     if config.output_dir:  # before the work: never replace an input or what commentrank did not write
-        check_output_dir(config.output_dir, "data_prep", inputs=config.inputs, overwrite=config.overwrite_output)
+        ours = dict(inputs=config.inputs, overwrite=config.overwrite_output, entries=output_entries(config))
+        check_output_dir(config.output_dir, "data_prep", **ours)
     dataset_dicts, summary = prepare_views(config)
     files = record_files(config, summary)
     if config.output_dir:
-        write_views(config.output_dir, dataset_dicts, files, inputs=config.inputs, overwrite=config.overwrite_output)
+        write_views(config.output_dir, dataset_dicts, files, **ours)
         logger.info("wrote %s to %s", ", ".join(dataset_dicts), config.output_dir)
     if config.push_to_hub:
         from commentrank.hub import push_dataset_views

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import logging
 import os
+import shutil
+from pathlib import Path
 
 import datasets
 
-from commentrank.configs import TrainingScriptArguments
+from commentrank import outputs
+from commentrank.configs import TextFormat, TrainingScriptArguments
 from commentrank.data.loading import RankedData, open_ranked_data
 from commentrank.io_utils import atomic_write_text
-from commentrank.outputs import check_output_dir, claim_output_dir
-from commentrank.train.checkpoints import last_complete_checkpoint
+from commentrank.outputs import OutputDirError, check_output_dir, read_marker
+from commentrank.train.checkpoints import WEIGHT_FILES, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +57,136 @@ def checkpoint_to_resume(training_args) -> str | None:
     return checkpoint
 
 
-def claim_training_output(training_args, kind: str, inputs, overwrite: bool) -> None:
-    """The output folder is ours before training writes into it: absent, empty, or an earlier run of this `kind` (to
-    resume); never an input or a folder of files commentrank did not write. Marked by the main process."""
-    check_output_dir(training_args.output_dir, kind, inputs=inputs, overwrite=overwrite)
-    if training_args.process_index == 0:
-        claim_output_dir(training_args.output_dir, kind, inputs=inputs, overwrite=overwrite)
+# The settings that decide what a training run produces, by the arguments object that holds them (a name the script's
+# objects lack is left out). Recorded in the output folder's marker when training starts: a run whose settings differ
+# from those recorded is refused, naming each difference (resuming would mix two runs), and a finished run re-run is a
+# no-op. Left out on purpose: logging, saving, evaluation and Hub options, batch sizes of evaluation, the number of
+# processes.
+RUN_SETTINGS = {
+    "model": ("model_name_or_path", "model_revision", "dtype", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
+              "lora_target_modules", "load_in_8bit", "load_in_4bit"),
+    "script": ("dataset_name", "dataset_config", "dataset_train_split", "prompt_template", "pair_strategy",
+               "skip_invalid", "max_train_samples", "tokenizer_name_or_path", "merge_lora", "loss_type",
+               "max_comments_per_post", "relevance", "use_margin", "length_feature", "length_init",
+               "length_learning_rate", "odin_weight", "freeze_embeddings", "freeze_fraction",
+               *(f.name for f in dataclasses.fields(TextFormat))),
+    "training": ("max_length", "learning_rate", "num_train_epochs", "max_steps", "seed", "data_seed",
+                 "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_steps",
+                 "lr_scheduler_type", "optim", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
+                 "center_rewards_coefficient", "packing", "completion_only_loss", "assistant_only_loss",
+                 "dataset_text_field", "bf16", "fp16"),
+}  # fmt: skip
+TRAINING_ENTRY_PATTERNS = ["checkpoint-*", "runs"]  # written as training goes: ours, whatever the list says
+# written in place by the Trainer (TRL: the card, at each checkpoint): registered when the run starts
+IN_PLACE_FILES = ["README.md", "train_results.json", "eval_results.json", "all_results.json", "trainer_state.json"]
+
+
+def run_settings(script_args, training_args, model_args) -> dict:
+    """The values of `RUN_SETTINGS` for this run, as JSON values (local paths normalized)."""
+    values = {}
+    for source, names in (("model", model_args), ("script", script_args), ("training", training_args)):
+        for name in RUN_SETTINGS[source]:
+            if not hasattr(names, name):
+                continue
+            value = getattr(names, name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            if name in ("model_name_or_path", "dataset_name") and isinstance(value, str) and os.path.exists(value):
+                value = os.path.normpath(value)
+            values[name] = value
+    return json.loads(json.dumps(values, default=str))
+
+
+def settings_changes(recorded: dict, settings: dict) -> list[str]:
+    """`name old -> new` for every setting that differs (one that only one side records included)."""
+    missing = "(unset)"
+    return [f"{name} {json.dumps(recorded.get(name, missing))} -> {json.dumps(settings.get(name, missing))}"
+            for name in sorted(set(recorded) | set(settings)) if recorded.get(name, missing) != settings.get(name, missing)]  # fmt: skip
+
+
+def space_needed(model_name_or_path: str) -> int:
+    """About the disk space a training run needs: a checkpoint (the weights and Adam's two moments) and the final
+    model, from the size of the base model's weights; the generic minimum for a Hub id."""
+    folder = Path(model_name_or_path)
+    weights = sum((folder / name).stat().st_size for name in WEIGHT_FILES if (folder / name).is_file())
+    weights += sum(p.stat().st_size for p in folder.glob("model-*.safetensors")) if folder.is_dir() else 0
+    return max(outputs.MIN_FREE_BYTES, 4 * weights)
+
+
+def check_training_output(training_args, kind: str, inputs, overwrite: bool, settings: dict) -> bool:
+    """Whether this run may train into its output folder, said before any work (nothing is written); False when the
+    folder already holds this run, finished (said in the log: nothing to do).
+
+    Absent or empty: yes. An earlier run of this `kind` with the same `settings`: yes, to resume it (from its last
+    complete checkpoint). One with other settings that made progress (a checkpoint, or finished): refused, naming each
+    difference, unless `overwrite` (`claim_training_output` then removes its entries, the folder's other files kept);
+    one without progress is taken over. Never an input, a folder inside one, files commentrank did not write, or a
+    location without room (`outputs.check_output_dir`)."""
+    out = training_args.output_dir
+    marker = read_marker(out)
+    check_output_dir(out, kind, inputs=inputs, overwrite=overwrite, entries=IN_PLACE_FILES,
+                     min_free_bytes=space_needed(settings.get("model_name_or_path", "")))  # fmt: skip
+    if marker is None or marker["kind"] != kind or overwrite:
+        return True
+    if not (marker.get("finished") or any(Path(out).glob("checkpoint-*"))):
+        return True  # nothing to resume: taken over
+    recorded = marker.get("run")
+    if not isinstance(recorded, dict):
+        raise OutputDirError(
+            f"output_dir {out} holds a {kind} run of an older commentrank that did not record its settings: "
+            "choose another folder, or pass --overwrite_output true to replace it"
+        )
+    changes = settings_changes(recorded, settings)
+    if changes:
+        raise OutputDirError(
+            f"output_dir {out} holds another training run ({'; '.join(changes)}): choose another folder, "
+            "or pass --overwrite_output true to replace it"
+        )
+    if marker.get("finished"):
+        logger.warning("output_dir %s already holds this run, finished: nothing to do (pass --overwrite_output true "
+                       "to train it again)", out)  # fmt: skip
+        return False
+    return True
+
+
+def claim_training_output(training_args, kind: str, inputs, overwrite: bool, settings: dict) -> None:
+    """Just before training: checked again (`check_training_output`), the folder becomes this run's, its settings
+    recorded in the marker (with `overwrite`, the earlier run's entries removed first, a user's files kept). The main
+    process writes first, the others check after it."""
+    out = training_args.output_dir
+    with training_args.main_process_first(local=False, desc="claiming the output folder"):
+        check_training_output(training_args, kind, inputs, overwrite, settings)
+        if training_args.process_index != 0 or (read_marker(out) or {}).get("run") == settings and not overwrite:
+            return
+        if overwrite and read_marker(out) is not None:
+            outputs.remove_entries(out)  # the earlier run's entries, the folder's other files kept
+        outputs.claim_output_dir(out, kind, inputs=inputs, overwrite=overwrite, run=settings, finished=False,
+                                 entry_patterns=TRAINING_ENTRY_PATTERNS, extra_entries=IN_PLACE_FILES)  # fmt: skip
+
+
+def save_final(trainer, kind: str, settings: dict, write_files=None) -> None:
+    """The final model (`trainer.save_model`) and the files `write_files(folder)` adds (card, summaries), saved into
+    a temporary folder beside `output_dir` (named with the main process's id) and moved in at once, registered in
+    the marker first; the run is then marked finished. A kill or a full disk while saving leaves the folder as the
+    last checkpoint left it (and the temporary folder, which the next run removes): never a model without weights."""
+    from accelerate.utils import broadcast_object_list
+
+    out = Path(trainer.args.output_dir)
+    name = [str(out.with_name(f".{out.name}.tmp-{os.getpid()}-final"))]
+    if trainer.accelerator.num_processes > 1:
+        broadcast_object_list(name)  # every process saves its part into the main process's folder
+    staging = Path(name[0])
+    try:
+        trainer.save_model(str(staging))
+        if trainer.accelerator.is_main_process:
+            if write_files is not None:
+                write_files(staging)
+            outputs.install_entries(staging, out, kind, replace_all=False, run=settings, finished=True,
+                            entry_patterns=TRAINING_ENTRY_PATTERNS)  # fmt: skip
+    finally:
+        if trainer.accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
 
 
 def take_hub_push(training_args) -> str | None:
