@@ -14,7 +14,8 @@ of `--train_posts` of them when given; NDCG on every `validation` post; the test
 inside the process (timers around the library's own functions, a forward pre-hook counting real and padded tokens
 of the training forwards): tokenization (`prepare_listwise`), the length fit, `trainer.train()`, the NDCG
 evaluation, and the whole run. Comments/s and tokens/s are training comments and real tokens over the training
-time; the padded share is the padded cells the model was given that hold no token. NDCG@5 on the validation posts
+time (wall clock, and the process's CPU time: with one thread per run the CPU time is the better measure on a
+shared machine, where waiting for a core inflates the wall clock); the padded share is the padded cells the model was given that hold no token. NDCG@5 on the validation posts
 has its bootstrap 95% interval over posts and the paired interval of its difference to the baseline of the same
 seed. The table goes to stdout and to `benchmarks/results/throughput.md` (`--output`).
 """
@@ -69,6 +70,7 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     parser.add_argument("--work", default=None, help="Folder for the prepared data (default: a temporary one).")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "throughput.md"))
+    parser.add_argument("--from_results", action="store_true", help="Only write the table of the runs in --work.")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one variant, write JSON
     return parser.parse_args(argv)
 
@@ -118,9 +120,9 @@ def run_child(spec: dict) -> dict:
 
     def counted_train(self, *args, **kwargs):
         counter["hook"] = ForwardCounter(self.model)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = train(self, *args, **kwargs)
-        counter["seconds"] = time.perf_counter() - start
+        counter["seconds"], counter["cpu"] = time.perf_counter() - start, time.process_time() - cpu
         counter["hook"].handle.remove()
         return result
 
@@ -130,7 +132,7 @@ def run_child(spec: dict) -> dict:
     total = time.perf_counter() - start
     hook = counter["hook"]
     posts = scored[-1]
-    return {"total": total, "train": counter["seconds"], **{k: t.seconds for k, t in timers.items()},
+    return {"total": total, "train": counter["seconds"], "train_cpu": counter["cpu"], **{k: t.seconds for k, t in timers.items()},
             "steps": trainer.state.global_step, "comments": hook.sequences, "tokens": hook.tokens,
             "cells": hook.cells, "posts": [{"ranks": p["ranks"], "scores": [float(s) for s in p["scores"]],
                                             "comments": p["comments"]} for p in posts]}  # fmt: skip
@@ -156,6 +158,11 @@ def run_variant(name: str, seed: int, data: Path, args, work: Path) -> dict:
     return result
 
 
+def cpu(run: dict) -> float:
+    """The training run's CPU time (NaN in results written before it was measured)."""
+    return run.get("train_cpu", float("nan"))
+
+
 def summarize(runs: dict, names: list[str], seeds: list[int]) -> list[dict]:
     """Per variant: means over seeds of the rates and times, ratios to the baseline of the same seed, NDCG@5 of each
     seed with its interval, and the paired difference to the baseline."""
@@ -171,6 +178,7 @@ def summarize(runs: dict, names: list[str], seeds: list[int]) -> list[dict]:
             return sum(f(r) for r in mine) / len(mine)
 
         ratio = sum(runs[("baseline", s)]["train"] / runs[(name, s)]["train"] for s in seeds) / len(seeds)
+        cpu_ratio = sum(cpu(runs[("baseline", s)]) / cpu(runs[(name, s)]) for s in seeds) / len(seeds)
         ndcg = [bootstrap_interval(stats[(name, s)], "ndcg@5") for s in seeds]
         diff = [paired_difference_interval(stats[(name, s)], stats[("baseline", s)], "ndcg@5") for s in seeds]
         rows.append({"name": name, "steps": mean(lambda r: r["steps"]), "comments/s": mean(lambda r: r["comments"] /
@@ -178,12 +186,13 @@ def summarize(runs: dict, names: list[str], seeds: list[int]) -> list[dict]:
                      "padded": mean(lambda r: 1 - r["tokens"] / r["cells"]), "train": mean(lambda r: r["train"]),
                      "tokenize": mean(lambda r: r["tokenize"]), "length_fit": mean(lambda r: r["length_fit"]),
                      "eval": mean(lambda r: r["eval"]), "total": mean(lambda r: r["total"]), "ratio": ratio,
+                     "train_cpu": mean(cpu), "cpu_ratio": cpu_ratio,
                      "ndcg": ndcg, "diff": diff})  # fmt: skip
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ("| variant | flags over the recipe | steps | comments/s | tokens/s | padded | train s | vs baseline | "
+    header = ("| variant | flags over the recipe | steps | comments/s | tokens/s | padded | train s | vs baseline | train CPU s | vs baseline (CPU) | "
               "tokenize s | length fit s | eval s | run s | validation NDCG@5 [95%] | minus baseline [95%] |")  # fmt: skip
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
@@ -192,13 +201,23 @@ def format_table(rows: list[dict]) -> str:
             if r["name"] != "baseline" else "-"  # fmt: skip
         flags = " ".join(VARIANTS[r["name"]]).replace("--", "") or "(today's trainer)"
         lines.append(f"| {r['name']} | {flags} | {r['steps']:.0f} | {r['comments/s']:.1f} | {r['tokens/s']:.0f} | "
-                     f"{r['padded']:.1%} | {r['train']:.0f} | {r['ratio']:.2f}x | {r['tokenize']:.1f} | "
+                     f"{r['padded']:.1%} | {r['train']:.0f} | {r['ratio']:.2f}x | {r['train_cpu']:.0f} | {r['cpu_ratio']:.2f}x | "
+                     f"{r['tokenize']:.1f} | "
                      f"{r['length_fit']:.2f} | {r['eval']:.1f} | {r['total']:.0f} | {ndcg} | {diff} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_results:  # the table of finished runs (`--work` of an earlier run), without running anything
+        runs = {
+            tuple(f.parent.name.rsplit("-", 1)): json.loads(f.read_text())
+            for f in Path(args.work).glob("*/result.json")
+        }
+        runs = {(name, int(seed)): run for (name, seed), run in runs.items()}
+        args.seeds = sorted({seed for _, seed in runs})
+        names = [n for n in VARIANTS if all((n, s) in runs for s in args.seeds)]
+        return write_table(args, runs, summarize(runs, names, args.seeds))
     if args.child:
         spec = json.loads(Path(args.child).read_text())
         Path(spec["result"]).write_text(json.dumps(run_child(spec)))
@@ -212,6 +231,10 @@ def main(argv=None):
             for name in names:
                 runs[(name, seed)] = run_variant(name, seed, data, args, work)
         rows = summarize(runs, names, args.seeds)
+    write_table(args, runs, rows)
+
+
+def write_table(args, runs: dict, rows: list[dict]) -> None:
     table = format_table(rows)
     import torch
 
