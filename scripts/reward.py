@@ -85,7 +85,9 @@ def main(argv=None) -> PairwiseRewardTrainer:
             extra = {"loss_type": script_args.loss_type, "use_margin": script_args.use_margin,
                      "relevance": script_args.relevance, "length_feature": script_args.length_feature,
                      "length_learning_rate": script_args.length_learning_rate,
-                     "length_init": script_args.length_init, "odin_weight": script_args.odin_weight}  # fmt: skip
+                     "length_init": script_args.length_init, "odin_weight": script_args.odin_weight,
+                     "batch_token_budget": script_args.batch_token_budget,
+                     "length_sorted_forward": script_args.length_sorted_forward}  # fmt: skip
         train = steps.split_of(view, script_args.dataset_train_split, data.source).shuffle(seed=training_args.seed)
         train, counts = prepare(steps.subset(train, script_args.max_train_samples))
         eval_dataset, eval_counts = None, None

@@ -482,6 +482,21 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     ndcg_eval_posts: int | None = field(
         default=None, metadata={"help": "Validation posts scored by the NDCG callback (default: all; 0: none)."}
     )
+    batch_token_budget: int | None = field(
+        default=None,
+        metadata={
+            "help": "Listwise: each step a batch of whole posts of similar length, up to this many padded tokens "
+            "(comments x longest comment), instead of per_device_train_batch_size posts (default: the fixed count; "
+            "the number of steps changes with it: benchmarks/bench_throughput.py)."
+        },
+    )
+    length_sorted_forward: bool = field(
+        default=False,
+        metadata={
+            "help": "Listwise: forward a step's comments sorted by length in groups, each padded to its own longest, "
+            "instead of one batch padded to the longest (same loss, fewer padded tokens)."
+        },
+    )
 
     def __post_init__(self):
         TrainingScriptArguments.__post_init__(self)
@@ -496,8 +511,11 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
         check_choice("length_init", self.length_init, LENGTH_INITS)
         check_at_least(self, ["max_comments_per_post"], 2)
         check_at_least(self, ["ndcg_eval_posts"], 0)
+        check_at_least(self, ["batch_token_budget"], 1)
         if not 0 <= self.freeze_fraction < 1:
             raise UsageError(f"freeze_fraction must be in [0, 1), got {self.freeze_fraction}")
+        if self.loss_type == "pairwise" and (self.batch_token_budget is not None or self.length_sorted_forward):
+            raise ValueError("batch_token_budget and length_sorted_forward need a listwise loss_type")
         if self.length_feature != "none" and self.length_init == "zero" and self.length_learning_rate == 0:
             raise ValueError("length_init zero with length_learning_rate 0 leaves the length term at 0: set one")
 

@@ -37,6 +37,13 @@ Capping (`max_comments`): posts with more comments than the cap keep a seeded ra
 `seed` and the post id, the same in every epoch, in their original order), not the best-ranked ones: a random
 subset keeps both ends of the ranking, so every comparison of the full list has the same chance to be trained on,
 whereas keeping the top ranks would never show the model a bad comment of a long thread.
+
+Throughput (benchmarks/bench_throughput.py): a step's comments are one right-padded batch, so short comments pay for
+the longest one. `length_sorted_forward` forwards them sorted by length in groups, each padded to its own longest
+(`forward_groups`: the fewest padded cells plus a fixed cost per forward), and scatters the rewards back: the same
+loss and gradient, fewer padded tokens. `batch_token_budget` replaces the fixed number of posts per step by batches of
+whole posts of similar length up to a budget of padded tokens (`token_budget_batches`), drawn in a seeded random
+order each epoch.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from typing import Any
 import datasets
 import torch
 from transformers.data.data_collator import DataCollatorMixin
+from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 
 from commentrank.configs import (
@@ -91,6 +99,8 @@ LENGTH_COLUMN = "log_lengths"  # with a length_feature: encoding.length_feature 
 LENGTH_STATE_FILE = "length_term.json"  # the length term's weight in each checkpoint (resume)
 LENGTH_FIT_POSTS = 10_000  # length_init fit: the posts the length term's starting weight is fitted on
 LENGTH_FIT_RIDGE = 1e-3  # and a ridge on it: data that length orders perfectly still gets a finite weight
+FORWARD_COST_TOKENS = 128  # length_sorted_forward: the cost of one more forward pass, in padded tokens
+MEGABATCH_POSTS = 64  # batch_token_budget: posts are sorted by length within seeded random groups of this many
 GRADED_LOSSES = ("listnet", "lambdaloss")  # the losses whose gains come from `relevance` (the others: the ranks)
 
 
@@ -258,6 +268,91 @@ class DataCollatorForListwise(DataCollatorMixin):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Throughput: fewer padded tokens per step
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _round_up(length: int, multiple: int | None) -> int:
+    return -(-length // multiple) * multiple if multiple else length
+
+
+def padded_cells(lengths: list[int], pad_to_multiple_of: int | None = None) -> int:
+    """The cells of one right-padded batch of sequences of these lengths: count x longest (rounded up)."""
+    return len(lengths) * _round_up(max(lengths), pad_to_multiple_of) if lengths else 0
+
+
+def forward_groups(
+    lengths: list[int], pad_to_multiple_of: int | None = None, cost_per_forward: int = FORWARD_COST_TOKENS
+) -> list[list[int]]:
+    """Partition sequences into forward passes of similar length: sorted longest first, cut where the padded cells
+    of all the passes plus `cost_per_forward` per pass are fewest (an exact dynamic programme over the sorted order).
+    Returns lists of indices into `lengths`, each list longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    n = len(order)
+    best, cut = [0] + [math.inf] * n, [0] * (n + 1)  # best[j]: the cost of the first j sorted sequences
+    for j in range(1, n + 1):
+        for i in range(j):  # the last pass holds sorted sequences i..j-1, padded to the longest, order[i]
+            cost = best[i] + (j - i) * _round_up(lengths[order[i]], pad_to_multiple_of) + cost_per_forward
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def token_budget_batches(
+    post_lengths: list[list[int]],
+    budget: int,
+    seed: int,
+    pad_to_multiple_of: int | None = None,
+    megabatch: int = MEGABATCH_POSTS,
+) -> list[list[int]]:
+    """Batches of whole posts (indices into `post_lengths`, each a post's comment lengths in tokens) of similar
+    length: the posts in a seeded random order, cut into groups of `megabatch` posts, each group sorted by its posts'
+    longest comment and cut greedily into batches of at most `budget` padded cells (`padded_cells` of all their
+    comments); a post above the budget on its own is a batch of its own. Every post is in exactly one batch."""
+    if budget < 1:
+        raise ValueError(f"batch_token_budget must be positive, got {budget}")
+    order = list(range(len(post_lengths)))
+    random.Random(seed).shuffle(order)
+    batches = []
+    for start in range(0, len(order), megabatch):
+        group = sorted(order[start : start + megabatch], key=lambda i: -max(post_lengths[i], default=0))
+        batch, lengths = [], []
+        for post in group:
+            if batch and padded_cells(lengths + post_lengths[post], pad_to_multiple_of) > budget:
+                batches.append(batch)
+                batch, lengths = [], []
+            batch.append(post)
+            lengths = lengths + post_lengths[post]
+        if batch:
+            batches.append(batch)
+    return batches
+
+
+class TokenBudgetBatchSampler(torch.utils.data.Sampler):
+    """`token_budget_batches` (made once), yielded in a seeded random order that changes with each epoch."""
+
+    def __init__(self, post_lengths, budget: int, seed: int, pad_to_multiple_of: int | None = None):
+        self.batches = token_budget_batches(post_lengths, budget, seed, pad_to_multiple_of)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = list(range(len(self.batches)))
+        random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        self.epoch += 1  # a loader that never calls set_epoch still gets a new order each epoch
+        yield from (self.batches[i] for i in order)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -284,6 +379,10 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         max_comments_per_post: cap applied when the trainer tokenizes a raw listwise view itself.
         encoder_settings: how it encodes a raw listwise view (the recipe's `EncoderSettings`, also saved with every
             checkpoint); default: the default settings at `args.max_length`.
+        batch_token_budget: batches of whole posts of similar length up to this many padded tokens per step
+            (`token_budget_batches`) instead of `per_device_train_batch_size` posts; None: the fixed post count.
+        length_sorted_forward: forward a step's comments sorted by length in groups, each padded to its own longest
+            (`forward_groups`), instead of one batch padded to the step's longest comment.
 
     Datasets are either `prepare_listwise` outputs (`comment_ids`, `ranks`, and `relevance` with relevance votes) or
     raw listwise views (`prompt`, `comments`, `ranks`, and `votes` with relevance votes), then encoded here with a
@@ -305,8 +404,13 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         length_learning_rate: float = LENGTH_LEARNING_RATE,
         length_init: str = LENGTH_INITS[0],
         odin_weight: float = 1.0,
+        batch_token_budget: int | None = None,
+        length_sorted_forward: bool = False,
         **kwargs,
     ):
+        if batch_token_budget is not None and batch_token_budget < 1:
+            raise ValueError(f"batch_token_budget must be positive, got {batch_token_budget}")
+        self.batch_token_budget, self.length_sorted_forward = batch_token_budget, length_sorted_forward
         if length_feature not in LENGTH_FEATURES:
             raise ValueError(f"length_feature '{length_feature}' is not one of {', '.join(LENGTH_FEATURES)}")
         if length_init not in LENGTH_INITS:
@@ -433,6 +537,44 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
             with torch.no_grad():
                 self.length_weight.fill_(json.loads(open(path, encoding="utf-8").read())["weight"])
 
+    def get_train_dataloader(self):
+        if self.batch_token_budget is None:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+        lengths = [[len(ids) for ids in post] for post in dataset["comment_ids"]]
+        sampler = TokenBudgetBatchSampler(
+            lengths, self.batch_token_budget, self.args.seed, self.args.pad_to_multiple_of
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def _rewards(self, model, model_inputs) -> tuple[torch.Tensor, Any]:
+        """The model's reward of each row and the outputs, in one forward pass or (length_sorted_forward) in
+        `forward_groups` (the outputs then hold the rewards as `logits` only)."""
+        mask = model_inputs.get("attention_mask")
+        if not self.length_sorted_forward or mask is None:
+            outputs = model(**model_inputs)
+            return outputs.logits.squeeze(-1).float(), outputs
+        lengths = mask.sum(1).tolist()
+        rewards = []
+        for group in forward_groups(lengths, self.args.pad_to_multiple_of):
+            width = min(_round_up(lengths[group[0]], self.args.pad_to_multiple_of), mask.shape[1])
+            index = torch.tensor(group, device=mask.device)
+            inputs = {k: v[index, :width] if torch.is_tensor(v) and v.dim() == 2 else v
+                      for k, v in model_inputs.items()}  # fmt: skip
+            rewards.append((index, model(**inputs).logits.squeeze(-1).float()))
+        flat = torch.cat([r for _, r in rewards])
+        flat = flat[torch.argsort(torch.cat([i for i, _ in rewards]))]  # back in the batch's row order
+        return flat, SequenceClassifierOutput(logits=flat[:, None])
+
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         columns = dataset.column_names if dataset.column_names is not None else []
         if set(LISTWISE_COLUMNS) <= set(columns):
@@ -477,8 +619,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
             k: v for k, v in inputs.items() if k not in ("post_index", "ranks", RELEVANCE_COLUMN, LENGTH_COLUMN)
         }
         model_inputs["use_cache"] = False
-        outputs = model(**model_inputs)
-        rewards = outputs.logits.squeeze(-1).float()
+        rewards, outputs = self._rewards(model, model_inputs)
         penalty = None
         if self.length_weight is not None:
             if LENGTH_COLUMN not in inputs:

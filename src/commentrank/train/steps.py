@@ -68,7 +68,7 @@ RUN_SETTINGS = {
     "script": ("dataset_name", "dataset_config", "dataset_train_split", "prompt_template", "pair_strategy",
                "skip_invalid", "max_train_samples", "tokenizer_name_or_path", "merge_lora", "loss_type",
                "max_comments_per_post", "relevance", "use_margin", "length_feature", "length_init",
-               "length_learning_rate", "odin_weight", "freeze_embeddings", "freeze_fraction",
+               "length_learning_rate", "odin_weight", "freeze_embeddings", "freeze_fraction", "batch_token_budget",
                *(f.name for f in dataclasses.fields(TextFormat))),
     "training": ("max_length", "learning_rate", "num_train_epochs", "max_steps", "seed", "data_seed",
                  "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_steps",
