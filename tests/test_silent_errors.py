@@ -46,3 +46,87 @@ def test_a_model_folder_without_its_tokenizer_is_refused(no_tokenizer, tmp_path,
     with pytest.raises(SystemExit, match=f"^export: error: {message}"):
         load_script("export").main(["--model", str(no_tokenizer), "--output_dir", str(tmp_path / "onnx")])
     assert not (tmp_path / "scores").exists() and not (tmp_path / "onnx" / "tokenizer.json").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# data_prep: a post given twice, and counts that add up
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def counts_add_up(summary: dict) -> None:
+    """read = kept + dropped (by reason) + left out by --max_posts, for posts and for comments."""
+    over = summary.get("over_max_posts", {"posts": 0, "comments": 0})
+    for unit in ("posts", "comments"):
+        dropped = sum(summary[f"{unit}_dropped"].values())
+        assert summary[f"{unit}_read"] == summary[f"{unit}_kept"] + dropped + over[unit], unit
+
+
+def split_ids(folder) -> dict[str, set]:
+    import datasets
+
+    listwise = datasets.load_from_disk(str(folder / "listwise"))
+    return {split: set(listwise[split]["post_id"]) for split in listwise}
+
+
+@pytest.mark.parametrize("how", ["a file passed twice", "a post repeated in one file"])
+def test_a_post_given_twice_is_kept_once_before_the_split(how, tmp_path, caplog):
+    """The same post (same text, body and comment texts) twice was split twice: a training post could land in test.
+    The first copy is kept, the others are dropped before the split, counted as duplicate_post, with a warning."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(20)
+    if how == "a file passed twice":
+        inputs = [str(write_jsonl(tmp_path / "a.jsonl", rows))] * 2
+        n_repeats = 20
+    else:
+        repeat = {**rows[3], "id": "other-id", "comments": rows[3]["comments"][::-1]}  # the order does not matter
+        inputs = [str(write_jsonl(tmp_path / "a.jsonl", [*rows, repeat]))]
+        n_repeats = 1
+    out = tmp_path / "data"
+    run_prepare(PrepArguments(inputs=inputs, output_dir=str(out), test_size=0.3, validation_size=0.2))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["posts_dropped"] == {"duplicate_post": n_repeats} and summary["posts_kept"] == 20
+    counts_add_up(summary)
+    texts = {}
+    for split, ids in split_ids(out).items():
+        for post_id in ids:
+            texts.setdefault(post_id.split(":")[-1], []).append(split)
+    assert len(texts) == 20 and all(len(splits) == 1 for splits in texts.values())
+    assert any("duplicate_post" in w for w in summary["warnings"])
+    assert any("duplicate_post" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_posts_with_the_same_text_but_other_comments_are_both_kept(tmp_path):
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(6)
+    rows.append({**rows[0], "id": "p0-again", "comments": rows[1]["comments"]})
+    run_prepare(PrepArguments(inputs=[str(write_jsonl(tmp_path / "a.jsonl", rows))], output_dir=str(tmp_path / "d"),
+                              test_size=0.2))  # fmt: skip
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["posts_kept"] == 7 and summary["posts_dropped"] == {}
+
+
+def test_counts_add_up_with_max_posts(tmp_path):
+    """--max_posts left posts out while still counting them as kept: read = kept + dropped + over_max_posts."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(30)
+    rows[5]["comments"][0]["text"] = ""  # dropped: empty_comment_text
+    path = write_jsonl(tmp_path / "a.jsonl", [*rows, rows[7]])  # and a duplicate_post
+    out = tmp_path / "data"
+    run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(out), skip_invalid=True, max_posts=10,
+                              test_size=0.2))  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["posts_read"] == 31 and summary["posts_kept"] == 10
+    assert summary["posts_dropped"] == {"empty_comment_text": 1, "duplicate_post": 1}
+    assert summary["over_max_posts"]["posts"] == 31 - 10 - 2
+    counts_add_up(summary)
+    import datasets
+
+    listwise = datasets.load_from_disk(str(out / "listwise"))
+    assert sum(len(listwise[s]) for s in listwise) == summary["posts_kept"]
+    assert sum(len(c) for s in listwise for c in listwise[s]["comments"]) == summary["comments_kept"]

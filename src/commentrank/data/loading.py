@@ -230,7 +230,7 @@ def load_scoring_rows(
     summary = PrepSummary()
     data = _open(source)
     if data.kind == "raw" and data.raw_rows is None:  # a raw file: data_prep's readers, every post in file order
-        posts = load_posts(PrepArguments(inputs=[source], skip_invalid=skip_invalid), summary, SCORING)
+        posts = load_posts(PrepArguments(inputs=[source], skip_invalid=skip_invalid), summary, SCORING, False)
         template, used_split = prompt_template or DEFAULT_PROMPT_TEMPLATE, None
     else:
         if data.kind == "raw":  # a dataset of raw CUP IT rows: data_prep's reader, prompts from the template

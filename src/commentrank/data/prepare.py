@@ -17,30 +17,54 @@ from commentrank.outputs import OutputDir, check_output_dir
 logger = logging.getLogger(__name__)
 
 
-def load_posts(config: PrepArguments, summary: PrepSummary, rules: ValidationRules | None = None) -> list[RankedPost]:
+def load_posts(
+    config: PrepArguments, summary: PrepSummary, rules: ValidationRules | None = None, drop_duplicates: bool = True
+) -> list[RankedPost]:
     """Read and validate every input (under `rules`; default: training's, with `config.min_comments`); a post id
-    seen in an earlier input is prefixed with its source."""
+    seen in an earlier input is prefixed with its source. With `drop_duplicates` (data_prep; scoring keeps every post)
+    a post that repeats an earlier one (`post_key`) is dropped as `duplicate_post`, so that the split cannot put its
+    copies on both sides; then `config.max_posts` keeps a seeded sample (the rest counted as `over_max_posts`)."""
     if not config.inputs:
         raise ValueError("no inputs given (--inputs FILE [FILE ...])")
     posts: list[RankedPost] = []
     seen: set[str] = set()
+    first_of: dict[tuple, str] = {}
+    repeats: list[str] = []
     for source in config.inputs:
         summary.sources.append(source)
         items = read_source(source, config.input_format, config.columns, config.hub_split)
         rules = rules or ValidationRules(min_comments=config.min_comments)
         for post in collect_posts(items, summary, config.skip_invalid, rules):
+            if drop_duplicates:
+                key = post_key(post)
+                if key in first_of:
+                    summary.unkeep(post, "duplicate_post")
+                    repeats.append(f"post {post.post_id} of {source} repeats {first_of[key]}")
+                    continue
+                first_of[key] = f"post {post.post_id} of {source}"
             if post.post_id in seen:
                 post.post_id = f"{source}:{post.post_id}"
             seen.add(post.post_id)
             posts.append(post)
+    if repeats:
+        summary.warn(
+            f"{len(repeats)} post(s) repeat an earlier post (the same text, body and comment texts) and were dropped "
+            f"before the split, counted as duplicate_post (e.g. {repeats[0]})"
+        )
     if config.max_posts is not None and len(posts) > config.max_posts:
         keep = set(random.Random(config.seed).sample(range(len(posts)), config.max_posts))
-        summary.posts_dropped["over_max_posts"] += len(posts) - len(keep)
-        summary.comments_dropped["over_max_posts"] += sum(
-            len(p.comments) for i, p in enumerate(posts) if i not in keep
-        )
+        for i, post in enumerate(posts):
+            if i not in keep:
+                summary.unkeep(post)
         posts = [p for i, p in enumerate(posts) if i in keep]
     return posts
+
+
+def post_key(post: RankedPost) -> tuple:
+    """What makes two posts the same post: the same text (or built prompt), body and multiset of comment texts
+    (stripped; order and scores do not matter, so a re-crawl with other votes is still the same post)."""
+    title = post.prompt if post.prompt is not None else post.title
+    return title.strip(), (post.body or "").strip(), tuple(sorted(c.text.strip() for c in post.comments))
 
 
 def _size(value: float, total: int) -> int:
