@@ -13,13 +13,14 @@ The post is JSON `{"text": ..., "comments": [...]}` (comments as strings or CUP 
 
 import argparse
 import json
+import logging
 import sys
 
 from commentrank.configs import Columns
 from commentrank.data.readers import ProblemSignal, post_from_mapping
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import SCORING, InvalidInputError, validate_post
-from commentrank.data.views import build_prompt
+from commentrank.data.views import build_prompt, prompt_warnings
 from commentrank.io_utils import exits_on_bad_input
 
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         scorer = load_scorer(args.model, args.max_length, args.device, allow_pickle=args.allow_pickle_weights)
         texts = [c.text for c in post.comments]
+        for warning in prompt_warnings([post], scorer.settings.prompt_template):  # e.g. a with-context model, no body
+            logging.getLogger("commentrank.rank").warning(warning)
         ranked = scorer.rank(build_prompt(post, scorer.settings.prompt_template), texts, args.batch_size)
     rows = [{"rank": rank, "reward": reward, "index": i, "text": texts[i]} for rank, (i, reward) in enumerate(ranked)]
     if args.json:

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from test_scoring import cupit_rows, tiny_model, write_jsonl
+from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
 
 from commentrank.score.scorer import load_scorer
 
@@ -130,3 +130,69 @@ def test_counts_add_up_with_max_posts(tmp_path):
     listwise = datasets.load_from_disk(str(out / "listwise"))
     assert sum(len(listwise[s]) for s in listwise) == summary["posts_kept"]
     assert sum(len(c) for s in listwise for c in listwise[s]["comments"]) == summary["comments_kept"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Warnings, logged and recorded: prompts that cannot be what was meant, a filter that leaves no pairs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def warned(caplog, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_prompt_template_without_a_placeholder_is_warned_about(tmp_path, caplog):
+    """'Rank these answers' as the template gives every post the same prompt: the model never sees the question."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    path = write_jsonl(tmp_path / "a.jsonl", cupit_rows(10))
+    for template, expected in (("Rank these answers", True), ("Q: {title}", False)):
+        out = tmp_path / f"data-{expected}"
+        caplog.clear()
+        run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(out), prompt_template=template, test_size=0.2))
+        summary = json.loads((out / "summary.json").read_text())
+        assert any("no placeholder" in w for w in summary.get("warnings", [])) is expected
+        assert warned(caplog, "every post gets the same prompt") is expected
+
+
+def test_a_with_context_model_scoring_posts_without_bodies_is_warned_about(tmp_path, caplog, monkeypatch):
+    """A model trained with '{title}\\n\\n{body}' scoring a CUP IT file (no post_body) sees the title alone: scoring
+    and rank.py say so."""
+    from commentrank.configs import EncoderSettings
+
+    model = tiny_model(tmp_path / "with-context")
+    EncoderSettings(prompt_template="{title}\n\n{body}").save(model)
+    score = load_script("score").main
+    rows = cupit_rows(3)
+    for name, bodies in (("without", False), ("with", True)):
+        data = write_jsonl(tmp_path / f"{name}.jsonl", [{**r, "post_body": "Details."} if bodies else r for r in rows])
+        caplog.clear()
+        out = tmp_path / f"scores-{name}"
+        score(["--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--no_progress"])
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert any("3 of 3 posts have no body" in w for w in metrics["warnings"]) is not bodies
+        assert warned(caplog, "have no body") is not bodies
+        caplog.clear()
+        monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(read_jsonl(data)[0])))
+        load_script("rank").main(["--model", str(model)])
+        assert warned(caplog, "1 of 1 posts have no body") is not bodies
+
+
+def test_an_empty_pairwise_view_after_the_visibility_filter_is_warned_about(tmp_path, caplog):
+    """Every preferred answer written first: the filter removes every pair, and the run says so and how many."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(10)
+    for row in rows:  # the best (score 0) is the oldest: no pair is "visible"
+        for comment in row["comments"]:
+            comment["created"] = f"2020-01-0{comment['score'] + 1}T00:00:00"
+    out = tmp_path / "data"
+    run_prepare(PrepArguments(inputs=[str(write_jsonl(tmp_path / "a.jsonl", rows))], output_dir=str(out),
+                              visibility_filter=True, test_size=0.2))  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    candidates = summary["pairs"]["adjacent (selected)"]["candidates"]
+    assert summary["pairs"]["adjacent (selected)"]["kept"] == 0 and not (out / "pairwise").exists()
+    message = f"--visibility_filter removed {candidates} of {candidates} pairs"
+    assert any(message in w for w in summary["warnings"]) and warned(caplog, message)

@@ -10,7 +10,15 @@ from commentrank.configs import PAIR_STRATEGIES, PrepArguments
 from commentrank.data.readers import read_source
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import PrepSummary, ValidationRules, collect_posts
-from commentrank.data.views import PairOptions, build_prompt, listwise_row, make_pairs, pair_counts, sft_rows
+from commentrank.data.views import (
+    PairOptions,
+    build_prompt,
+    listwise_row,
+    make_pairs,
+    pair_counts,
+    prompt_warnings,
+    sft_rows,
+)
 from commentrank.io_utils import atomic_write_text
 from commentrank.outputs import OutputDir, check_output_dir
 
@@ -120,6 +128,14 @@ def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summ
                 views[view][split] = view_rows
     summary.pairs = {f"{s}{' (selected)' if s == config.pair_strategy else ''}": c for s, c in counts.items()}
     summary.splits = {view: {split: len(rows) for split, rows in d.items()} for view, d in views.items()}
+    selected = counts[config.pair_strategy]
+    if config.visibility_filter and "pairwise" in views and not views["pairwise"].get("train"):
+        removed = selected.get("dropped_older_preferred", 0) + selected.get("dropped_no_timestamp", 0)
+        summary.warn(
+            f"the pairwise view has no training pairs: --visibility_filter removed {removed} of "
+            f"{selected.get('candidates', 0)} pairs ({selected.get('dropped_older_preferred', 0)} with the preferred "
+            f"comment written first, {selected.get('dropped_no_timestamp', 0)} without a timestamp)"
+        )
     return views
 
 
@@ -139,6 +155,8 @@ def prepare_views(config: PrepArguments) -> tuple[dict, PrepSummary]:
     posts = load_posts(config, summary)
     if not posts:
         raise ValueError(f"no valid posts in {', '.join(config.inputs)}: {summary.to_json()}")
+    for warning in prompt_warnings(posts, config.prompt_template):
+        summary.warn(warning)
     splits = split_posts(posts, config)
     return to_dataset_dicts(build_views(splits, config, summary)), summary
 
