@@ -6,6 +6,7 @@ import io
 import json
 import sys
 
+import numpy as np
 import pytest
 from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
 
@@ -196,3 +197,37 @@ def test_an_empty_pairwise_view_after_the_visibility_filter_is_warned_about(tmp_
     assert summary["pairs"]["adjacent (selected)"]["kept"] == 0 and not (out / "pairwise").exists()
     message = f"--visibility_filter removed {candidates} of {candidates} pairs"
     assert any(message in w for w in summary["warnings"]) and warned(caplog, message)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Memory and time: metrics of a huge thread, a huge comment, a huge post in listwise training
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def pair_stats_by_every_pair(ranks, scores, lengths):
+    """The definition, pair by pair: over label-ordered pairs (and those whose better comment is strictly shorter),
+    a win counts 1 and a score tie 0.5."""
+    credit, n_pairs, short_credit, n_short = 0.0, 0, 0.0, 0
+    for i in range(len(ranks)):
+        for j in range(len(ranks)):
+            if ranks[i] < ranks[j]:
+                value = 1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0
+                credit, n_pairs = credit + value, n_pairs + 1
+                if lengths[i] < lengths[j]:
+                    short_credit, n_short = short_credit + value, n_short + 1
+    return credit, n_pairs, short_credit, n_short
+
+
+@pytest.mark.parametrize("n, distinct", [(1, 3), (2, 1), (7, 2), (60, 3), (200, 5), (150, 150), (129, 40)])
+def test_pair_accuracies_are_counted_without_listing_the_pairs(n, distinct):
+    """Pair accuracy and shorter-better pair accuracy were quadratic in a post's comments (125 s for 40,000): counted
+    by sorting now, they equal the pair-by-pair definition exactly, ties in ranks, scores and lengths included."""
+    from commentrank.metrics import _pair_stats
+
+    rng = np.random.default_rng(n)
+    for _ in range(3):
+        ranks = rng.integers(0, max(n // 2, 1), n).astype(float)  # tied ranks form no pair
+        scores = rng.integers(0, distinct, n) / 3  # many tied scores
+        lengths = rng.integers(1, distinct + 2, n).astype(float)
+        assert _pair_stats(ranks, scores, lengths) == pair_stats_by_every_pair(ranks, scores, lengths)
+        assert _pair_stats(ranks, scores, None)[:2] == pair_stats_by_every_pair(ranks, scores, lengths)[:2]
