@@ -231,3 +231,69 @@ def test_pair_accuracies_are_counted_without_listing_the_pairs(n, distinct):
         lengths = rng.integers(1, distinct + 2, n).astype(float)
         assert _pair_stats(ranks, scores, lengths) == pair_stats_by_every_pair(ranks, scores, lengths)
         assert _pair_stats(ranks, scores, None)[:2] == pair_stats_by_every_pair(ranks, scores, lengths)[:2]
+
+
+def long_texts(n_chars: int) -> list[str]:
+    """Long texts of the shipped sample's answers run together (prose, code, numbers, punctuation, runs of spaces and
+    newlines), and two without a space to cut at."""
+    import gzip
+
+    from conftest import SAMPLE
+
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as handle:
+        answers = [c["text"] for line in handle for c in json.loads(line)["comments"]]
+    joined = "  \n".join(answers)
+    starts = range(0, len(joined) - n_chars, len(joined) // 7)
+    return [joined[i : i + n_chars] for i in starts] + ["x" * n_chars, "ab1." * (n_chars // 4)]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    """The bundled MiniLM (WordPiece, text pairs) and a byte-level BPE trained here (a decoder's, like GPT-2)."""
+    from test_pipeline import gpt2_like_tokenizer
+    from transformers import AutoTokenizer
+
+    from commentrank.bundled_models import minilm_path
+
+    return {
+        "wordpiece": AutoTokenizer.from_pretrained(minilm_path()),
+        "byte_bpe": gpt2_like_tokenizer(long_texts(3000)),
+    }
+
+
+@pytest.mark.parametrize("side", ["right", "left", "head_tail"])
+@pytest.mark.parametrize("kind", ["wordpiece", "byte_bpe"])
+def test_a_long_comment_is_cut_by_characters_to_the_same_ids(kind, side, tokenizers):
+    """Long comments (and prompts) are tokenized only in the parts that can be kept, with the same ids as when the
+    whole text was tokenized, for each truncation side."""
+    from commentrank.encoding import PairEncoder
+
+    encoder = PairEncoder(tokenizers[kind], max_length=48, truncation_side=side, min_comment_tokens=8)
+    whole = PairEncoder(tokenizers[kind], max_length=48, truncation_side=side, min_comment_tokens=8)
+    whole.CHARS_PER_TOKEN = 10**9  # never cut
+    texts = long_texts(3000)
+    prompts = ["Which hop?"] * len(texts) + texts[:3]
+    comments = texts + ["A short answer."] * 3
+    assert encoder.encode(prompts, comments) == whole.encode(prompts, comments)
+
+
+def test_a_huge_comment_is_not_tokenized_whole(tokenizers):
+    """A 2 MB comment reached the tokenizer whole (a 20 MB one took 3.5 GB to score); now only its kept parts do."""
+    from commentrank.encoding import PairEncoder
+
+    seen = []
+    tokenizer = tokenizers["wordpiece"]
+
+    class Recording(type(tokenizer)):
+        def __call__(self, text, *args, **kwargs):
+            seen.extend(len(t) for t in (text if isinstance(text, list) else [text]))
+            return super().__call__(text, *args, **kwargs)
+
+    tokenizer = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    tokenizer.__class__ = Recording
+    for side in ("right", "left", "head_tail"):
+        encoder = PairEncoder(tokenizer, max_length=64, truncation_side=side)
+        seen.clear()
+        batch = encoder.encode(["Which hop?"], ["Citra hops, and more. " * 100_000])
+        assert batch.truncated == [True] and len(batch.input_ids[0]) == 64
+        assert max(seen) <= 2 * (64 + encoder.TOKEN_MARGIN) * encoder.CHARS_PER_TOKEN
