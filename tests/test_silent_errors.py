@@ -297,3 +297,24 @@ def test_a_huge_comment_is_not_tokenized_whole(tokenizers):
         batch = encoder.encode(["Which hop?"], ["Citra hops, and more. " * 100_000])
         assert batch.truncated == [True] and len(batch.input_ids[0]) == 64
         assert max(seen) <= 2 * (64 + encoder.TOKEN_MARGIN) * encoder.CHARS_PER_TOKEN
+
+
+def test_a_huge_post_is_capped_by_default_in_listwise_training(tiny_bert, tmp_path):
+    """A 10,000-comment post needed more than 8 GB in one listwise step (no default cap): the cap is on by default
+    (a seeded random subset of DEFAULT_MAX_COMMENTS_PER_POST comments; null in a recipe turns it off)."""
+    from commentrank.configs import DEFAULT_MAX_COMMENTS_PER_POST
+
+    n = DEFAULT_MAX_COMMENTS_PER_POST + 16
+    post = {"id": "huge", "text": "Which beer?", "comments": [{"text": f"answer {i}", "score": i} for i in range(n)]}
+    data = write_jsonl(tmp_path / "huge.jsonl", [post])
+    out = tmp_path / "rm"
+    load_script("reward").main(["--model_name_or_path", tiny_bert, "--dataset_name", str(data), "--output_dir",
+                                str(out), "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
+                                "--activation_checkpointing", "false", "--save_strategy", "no", "--max_length", "32",
+                                "--loss_type", "listmle", "--max_steps", "1", "--ndcg_eval_posts", "0"])  # fmt: skip
+    train = json.loads((out / "data_summary.json").read_text())["train"]
+    assert (train["comments"], train["capped_posts"], train["capped_comments"]) == (
+        DEFAULT_MAX_COMMENTS_PER_POST,
+        1,
+        16,
+    )
