@@ -12,6 +12,7 @@ The post is JSON `{"text": ..., "comments": [...]}` (comments as strings or CUP 
 """
 
 import json
+import logging
 import sys
 
 from commentrank.cli import ArgumentParser
@@ -19,7 +20,7 @@ from commentrank.configs import Columns, check_device
 from commentrank.data.readers import ProblemSignal, post_from_mapping
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import SCORING, InvalidInputError, validate_post
-from commentrank.data.views import build_prompt
+from commentrank.data.views import build_prompt, prompt_warnings
 from commentrank.io_utils import check_at_least, exits_on_bad_input
 
 
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         scorer = load_scorer(args.model, args.max_length, args.device, allow_pickle=args.allow_pickle_weights)
         texts = [c.text for c in post.comments]
+        for warning in prompt_warnings([post], scorer.settings.prompt_template):  # e.g. a with-context model, no body
+            logging.getLogger("commentrank.rank").warning(warning)
         ranked = scorer.rank(build_prompt(post, scorer.settings.prompt_template), texts, args.batch_size)
     rows = [{"rank": rank, "reward": reward, "index": i, "text": texts[i]} for rank, (i, reward) in enumerate(ranked)]
     if args.json:

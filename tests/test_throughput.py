@@ -93,7 +93,9 @@ def test_training_with_both_levers_changes_parameters_and_logs_the_loss(tiny_ber
     assert not torch.equal(after["classifier.weight"].detach(), before["classifier.weight"])
 
 
-def test_levers_need_a_listwise_loss(tiny_bert, prepared_sample, tmp_path):
-    with pytest.raises(ValueError, match="need a listwise loss_type"):
+def test_levers_need_a_listwise_loss(tiny_bert, prepared_sample, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:  # a usage error: one line, exit code 2
         reward.main(args_for(tiny_bert, prepared_sample, tmp_path / "rm", "--loss_type", "pairwise",
                              "--batch_token_budget", "300"))  # fmt: skip
+    assert stop.value.code == 2
+    assert "need a listwise loss_type" in capsys.readouterr().err

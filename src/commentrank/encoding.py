@@ -72,6 +72,21 @@ def model_max_length(tokenizer: PreTrainedTokenizerBase, model=None) -> int | No
     return min(limits) if limits else None
 
 
+def _cut(text: str, limit: int, side: str) -> str:
+    """The first ("head") or last ("tail") at most `limit` characters of `text`, cut at a space that follows a
+    non-space in the second half of that span (the part ends before it, or starts with it), else at `limit`."""
+    if side == "head":
+        i = text.rfind(" ", limit // 2, limit)
+        while i > limit // 2 and text[i - 1].isspace():
+            i = text.rfind(" ", limit // 2, i)
+        return text[:i] if i > limit // 2 else text[:limit]
+    start, stop = len(text) - limit, len(text) - limit // 2
+    i = text.find(" ", start + 1, stop)
+    while 0 <= i and text[i - 1].isspace():
+        i = text.find(" ", i + 1, stop)
+    return text[i:] if i >= 0 else text[start:]
+
+
 @dataclass
 class EncodedBatch:
     input_ids: list[list[int]]
@@ -113,8 +128,9 @@ class PairEncoder:
             self.n_special = len(self.bos) + 1  # BOS (when the tokenizer adds one) and the appended EOS
         if self.max_length <= self.n_special + 2:
             raise ValueError(f"max_length {self.max_length} leaves no room for text")
-        # Whole texts are tokenized first and cut to max_length here (and counted); the tokenizer's "sequence length
-        # is longer than the specified maximum ... indexing errors" warning would only mislead.
+        # Texts are tokenized (a very long one only in the parts that can be kept: `_tokenize_bounded`) and cut to
+        # max_length here (and counted); the tokenizer's "sequence length is longer than the specified maximum ...
+        # indexing errors" warning would only mislead.
         warned = getattr(tokenizer, "deprecation_warnings", None)
         if isinstance(warned, dict):
             warned["sequence-length-is-longer-than-the-specified-maximum"] = True
@@ -137,6 +153,32 @@ class PairEncoder:
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         # split_special_tokens: a "[SEP]" or "<|endoftext|>" typed in a comment is text, never a special token
         return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    # A text longer than (max_length + TOKEN_MARGIN) * CHARS_PER_TOKEN characters is tokenized only in its first and/or
+    # last that many characters (doubled while they hold too few tokens), cut where a space follows a non-space (no
+    # pre-tokenizer piece crosses that point, so the ids kept are those of the whole text): a 20 MB comment no longer
+    # takes gigabytes to score.
+    CHARS_PER_TOKEN = 8
+    TOKEN_MARGIN = 8
+
+    def _tokenize_bounded(self, texts: list[str], sides: tuple[str, ...]) -> list[list[int]]:
+        """`_tokenize(texts)` where only the first ("head") and/or last ("tail") tokens of a text can be kept: a very
+        long text gives the ids of its head and/or tail parts, each holding more tokens than max_length."""
+        need = self.max_length + self.TOKEN_MARGIN
+        limit = need * self.CHARS_PER_TOKEN
+        ids = self._tokenize([text if len(text) <= limit else "" for text in texts])
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                ids[i] = self._tokenize_long(text, sides, need, limit)
+        return ids
+
+    def _tokenize_long(self, text: str, sides: tuple[str, ...], need: int, limit: int) -> list[int]:
+        while limit < len(text):
+            parts = [self._tokenize([_cut(text, limit, side)])[0] for side in sides]
+            if all(len(part) >= need for part in parts):
+                return [token for part in parts for token in part]
+            limit *= 2
+        return self._tokenize([text])[0]
 
     def _fit(self, prompt: list[int], comment: list[int]) -> tuple[list[int], list[int], bool]:
         budget = self.max_length - self.n_special
@@ -163,10 +205,12 @@ class PairEncoder:
             raise ValueError("prompts and comments must have the same length")
         if not self.text_pair:
             prompts = [f"{self.settings.text_prefix}{p}{self.settings.separator}" for p in prompts]
+        side = self.settings.truncation_side
         unique = list(dict.fromkeys(prompts))  # a post's prompt comes once per comment: tokenize it once
-        tokenized = dict(zip(unique, self._tokenize(unique)))
+        tokenized = dict(zip(unique, self._tokenize_bounded(unique, ("tail",) if side == "left" else ("head",))))
         prompt_ids = [tokenized[prompt] for prompt in prompts]
-        comment_ids = self._tokenize(comments)
+        comment_sides = {"right": ("head",), "left": ("tail",), "head_tail": ("head", "tail")}[side]
+        comment_ids = self._tokenize_bounded(comments, comment_sides)
         ids, truncated = [], []
         for p, c in zip(prompt_ids, comment_ids):
             p, c, cut = self._fit(p, c)

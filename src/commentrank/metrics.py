@@ -163,9 +163,6 @@ def relevance_from_votes(votes: ArrayLike) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-_PAIR_BLOCK = 1024
-
-
 def _pair_counts(ranks: ArrayLike, scores: ArrayLike) -> tuple[float, int]:
     """(credit, number of label-ordered pairs) of one post; a win is 1, a score tie 0.5, a loss 0."""
     r = np.asarray(ranks, dtype=np.float64)
@@ -411,6 +408,7 @@ class _Labels:
     rel_votes: np.ndarray | None
     lengths: np.ndarray | None
     adjacent: tuple[np.ndarray, np.ndarray]  # (better, worse) positions of the adjacent label pairs
+    pair_keys: _PairKeys
 
 
 def _labels(post: Mapping[str, Any], with_votes: bool) -> _Labels:
@@ -419,12 +417,14 @@ def _labels(post: Mapping[str, Any], with_votes: bool) -> _Labels:
     order = np.argsort(ranks, kind="stable")
     keep = ranks[order[:-1]] < ranks[order[1:]]  # tied ranks form no pair, as in adjacent_pair_rewards
     comments = post.get("comments")
+    lengths = None if comments is None else longest_first_scores(comments)
     return _Labels(
         ranks=ranks,
         rel_ranks=relevance_from_ranks(ranks),
         rel_votes=relevance_from_votes(post["votes"]) if with_votes else None,
-        lengths=None if comments is None else longest_first_scores(comments),
+        lengths=lengths,
         adjacent=(order[:-1][keep], order[1:][keep]),
+        pair_keys=_pair_keys(ranks, lengths),
     )
 
 
@@ -451,21 +451,107 @@ def _ndcg_at_ks(rel: np.ndarray, ks: tuple, blocks: tuple[np.ndarray, np.ndarray
     return np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal != 0)
 
 
-def _pair_stats(ranks: np.ndarray, scores: np.ndarray, lengths: np.ndarray | None) -> tuple[float, int, float, int]:
+@dataclass(frozen=True)
+class _PairKeys:
+    """The score-independent part of a post's pair counts (:func:`_pair_stats`), computed once per post: the dense
+    ranks ``x`` and lengths ``y`` and the counts that need only them."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    n_pairs: int  # pairs with x strictly ordered
+    n_short: int  # ... and y ordered the same way: the better comment is strictly shorter
+    tied: dict  # pairs tied in x, in y, in both
+
+
+def _pair_keys(ranks: np.ndarray, lengths: np.ndarray | None) -> _PairKeys:
+    x = _dense(ranks)
+    n_pairs = _n_pairs(x.size) - _tied(x)
+    if lengths is None:
+        return _PairKeys(x, None, n_pairs, 0, {"x": _tied(x)})
+    y = _dense(lengths)
+    return _PairKeys(x, y, n_pairs, _concordant(x, y), {"x": _tied(x), "y": _tied(y), "xy": _tied(x, y)})
+
+
+def _pair_stats(
+    ranks: np.ndarray, scores: np.ndarray, lengths: np.ndarray | None, keys: _PairKeys | None = None
+) -> tuple[float, int, float, int]:
     """(credit, pairs) over all label-ordered pairs of one post and over those whose better comment is strictly
-    shorter; a win is 1, a score tie 0.5. Blocks of rows of boolean masks keep memory O(block x n)."""
-    credit, n_pairs, short_credit, n_short = 0.0, 0, 0.0, 0
-    for start in range(0, ranks.size, _PAIR_BLOCK):
-        rows = slice(start, start + _PAIR_BLOCK)
-        better = ranks[rows, None] < ranks[None, :]
-        wins, ties = scores[rows, None] > scores[None, :], scores[rows, None] == scores[None, :]
-        credit += int((better & wins).sum()) + 0.5 * int((better & ties).sum())
-        n_pairs += int(better.sum())
-        if lengths is not None:
-            better &= lengths[rows, None] < lengths[None, :]  # now: the better comment is the shorter one
-            short_credit += int((better & wins).sum()) + 0.5 * int((better & ties).sum())
-            n_short += int(better.sum())
-    return credit, n_pairs, short_credit, n_short
+    shorter; a win is 1, a score tie 0.5. Counted by sorting, never listed: O(n log n) time, O(n) memory (a 40,000-comment
+    post in a tenth of a second, where comparing every pair took seconds). ``keys``: :func:`_pair_keys` of the post.
+
+    With x = rank (lower is better), y = length, z = -score (lower is a win), a pair is counted by the signs of its
+    three differences: pairs = those with x strictly ordered; wins = x and z strictly concordant; ties = x strict, z
+    tied. The shorter-better pairs are x and y strictly concordant; among them the wins are the pairs concordant in
+    all three, from the pairwise concordances of the pairs tied in none (each such pair agrees in all three or
+    disagrees in exactly one: all = (c_xy + c_xz + c_yz - pairs) / 2)."""
+    keys = keys or _pair_keys(ranks, lengths)
+    x, y, z = keys.x, keys.y, _dense(-scores)
+    wins, tied_z, tied_xz = _concordant(x, z), _tied(z), _tied(x, z)
+    credit = wins + 0.5 * (tied_z - tied_xz)
+    if y is None:
+        return credit, keys.n_pairs, 0.0, 0
+    tied = keys.tied
+    untied = _n_pairs(x.size) - (tied["x"] + tied["y"] + tied_z) + (tied["xy"] + tied_xz + _tied(y, z))
+    untied -= _tied(x, y, z)
+    short_ties = _concordant(x, y, z)  # x and y strictly concordant, z tied
+    c_xy = keys.n_short - short_ties  # the concordances of the pairs tied in none of the three
+    c_xz = wins - _concordant(x, z, y)
+    c_yz = _concordant(y, z) - _concordant(y, z, x)
+    short_wins = (c_xy + c_xz + c_yz - untied) // 2
+    return credit, keys.n_pairs, short_wins + 0.5 * short_ties, keys.n_short
+
+
+def _n_pairs(n: int) -> int:
+    return n * (n - 1) // 2
+
+
+def _dense(values: np.ndarray) -> np.ndarray:
+    """Dense ranks 0..m-1 of ``values`` (equal values share one)."""
+    return np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _joint(*keys: np.ndarray) -> np.ndarray:
+    """One dense id per distinct tuple of the dense ``keys``."""
+    joint = keys[0]
+    for key in keys[1:]:
+        joint = _dense(joint * (int(key.max()) + 1) + key)
+    return joint
+
+
+def _tied(*keys: np.ndarray) -> int:
+    """The pairs equal in every one of ``keys``."""
+    counts = np.bincount(_joint(*keys))
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _concordant(a: np.ndarray, b: np.ndarray, group: np.ndarray | None = None) -> int:
+    """The pairs (within one ``group`` value, when given) strictly ordered the same way by the dense keys ``a`` and
+    ``b``: from Kendall's tau-b (``scipy.stats.kendalltau``, O(n log n)), which is (P - Q) / sqrt((P + Q + T_a) *
+    (P + Q + T_b)), P concordant and Q discordant pairs, T_a and T_b the pairs tied in ``a`` only and in ``b`` only. P
+    and Q are integers below n^2 / 2, recovered exactly by rounding (the float error is under 1e-3 up to a million
+    comments).
+
+    Within groups: keyed by (group, a) and (group, b), the pairs of different groups are concordant; they are taken
+    off."""
+    from scipy.stats import kendalltau
+
+    cross = 0
+    if group is not None:
+        if _all_distinct(group):
+            return 0
+        cross = _n_pairs(group.size) - _tied(group)
+        a, b = _joint(group, a), _joint(group, b)
+    total, tied_a, tied_b = _n_pairs(a.size), _tied(a), _tied(b)
+    if tied_a == total or tied_b == total:  # one key is constant: no pair is ordered by it
+        return 0
+    untied = total - tied_a - tied_b + _tied(a, b)  # P + Q
+    difference = kendalltau(a, b).statistic * np.sqrt(total - tied_a) * np.sqrt(total - tied_b)  # P - Q
+    return (untied + round(float(difference))) // 2 - cross
+
+
+def _all_distinct(keys: np.ndarray) -> bool:
+    """Whether the dense ``keys`` are all different (then no pair shares one)."""
+    return int(keys.max()) + 1 == keys.size
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
@@ -500,7 +586,7 @@ def _post_values(labels: _Labels, scores: np.ndarray, ks: Sequence[int]) -> dict
         votes = _ndcg_at_ks(labels.rel_votes, ks, blocks)
         out.update({f"ndcg_votes@{k}": (float(v), 1.0) for k, v in zip(ks, votes)})
     out["top1_ndcg@5"] = (_top1(labels.ranks, scores, 5), 1.0)
-    credit, n_pairs, short_credit, n_short = _pair_stats(labels.ranks, scores, labels.lengths)
+    credit, n_pairs, short_credit, n_short = _pair_stats(labels.ranks, scores, labels.lengths, labels.pair_keys)
     out["pair_accuracy"] = (credit, float(n_pairs))
     grouped = out["ndcg@5"][0] if 5 in ks else float(_ndcg_at_ks(labels.rel_ranks, (5,), blocks)[0])
     out["grouped_ndcg@5"] = (grouped, 1.0)

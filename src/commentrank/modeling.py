@@ -27,6 +27,8 @@ def load_tokenizer(name_or_path: str, pad_at_eos: bool = True, **kwargs):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     except OSError as err:
         raise model_not_found(name_or_path, err) from None
+    if "gguf_file" not in kwargs:
+        check_tokenizer_files(tokenizer, name_or_path)
     if tokenizer.eos_token is None and tokenizer.sep_token is not None:
         tokenizer.eos_token = tokenizer.sep_token
     if tokenizer.pad_token is None or (not pad_at_eos and tokenizer.pad_token == tokenizer.eos_token):
@@ -45,6 +47,23 @@ def model_not_found(name_or_path: str, err: OSError) -> FileNotFoundError:
     return FileNotFoundError(
         f"model not found: {name_or_path} is neither a local folder nor a Hub model that could be reached ({first})"
     )
+
+
+def check_tokenizer_files(tokenizer, name_or_path: str) -> None:
+    """Refuse a tokenizer built without its vocabulary. transformers 5 builds a tokenizer from the model's config alone
+    when its files are missing (a BERT one of 5 special tokens: every word becomes [UNK]) and scoring would go on with
+    it. A local folder must hold one of the tokenizer's own files (`tokenizer.json`, or e.g. `vocab.txt`), and a
+    tokenizer from anywhere must know some token that is not special."""
+    names = sorted(set(getattr(tokenizer, "vocab_files_names", {}).values()))
+    folder = Path(name_or_path)
+    missing = folder.is_dir() and names and not any((folder / name).is_file() for name in names)
+    specials = set(tokenizer.all_special_tokens)
+    if missing or not any(token not in specials for token in tokenizer.get_vocab()):
+        raise ValueError(
+            f"{name_or_path} has no tokenizer files ({' or '.join(names) or 'no vocabulary'}): transformers would "
+            f"build a {len(tokenizer)}-token vocabulary (every word unknown). Save the tokenizer the model was "
+            "trained with into it (tokenizer.save_pretrained)"
+        )
 
 
 def cpu_bf16_flags() -> list[str]:

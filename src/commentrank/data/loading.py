@@ -26,7 +26,7 @@ from commentrank.configs import DEFAULT_PROMPT_TEMPLATE, VIEWS, PrepArguments
 from commentrank.data.prepare import PREP_CONFIG_FILE, SUMMARY_FILE
 from commentrank.data.readers import is_ranked_file_name, read_listwise_rows, read_rows
 from commentrank.data.validation import SCORING, PrepSummary, collect_posts
-from commentrank.data.views import build_prompt, listwise_row
+from commentrank.data.views import build_prompt, listwise_row, prompt_warnings
 from commentrank.io_utils import is_hub_id
 
 logger = logging.getLogger(__name__)
@@ -206,12 +206,14 @@ def _plain(source: str, splits) -> RankedData:
 @dataclass
 class ScoringRows:
     """Posts to score as listwise rows (`prompt`, `comments`, `ranks` or None, `votes`, `post_id`, `text`, ...), the
-    split they came from, the template their prompts were built with (None: unknown) and what was read and skipped."""
+    split they came from, the template their prompts were built with (None: unknown), what was read and skipped, and
+    the warnings about their prompts (`views.prompt_warnings`, logged here)."""
 
     rows: list[dict]
     split: str | None
     prompt_template: str | None
     summary: PrepSummary
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_scoring_rows(
@@ -230,7 +232,7 @@ def load_scoring_rows(
     summary = PrepSummary()
     data = _open(source)
     if data.kind == "raw" and data.raw_rows is None:  # a raw file: data_prep's readers, every post in file order
-        posts = load_posts(PrepArguments(inputs=[source], skip_invalid=skip_invalid), summary, SCORING)
+        posts = load_posts(PrepArguments(inputs=[source], skip_invalid=skip_invalid), summary, SCORING, False)
         template, used_split = prompt_template or DEFAULT_PROMPT_TEMPLATE, None
     else:
         if data.kind == "raw":  # a dataset of raw CUP IT rows: data_prep's reader, prompts from the template
@@ -251,7 +253,10 @@ def load_scoring_rows(
     if not rows:
         dropped = dict(summary.posts_dropped)
         raise ValueError(f"{source}: no posts to score" + (f" (skipped: {dropped})" if dropped else ""))
-    return ScoringRows(rows, used_split, template, summary)
+    warnings = prompt_warnings(posts, template)
+    for warning in warnings:
+        logger.warning(warning)
+    return ScoringRows(rows, used_split, template, summary, warnings)
 
 
 def _pick_split(splits, split: str, source: str):

@@ -10,37 +10,69 @@ from commentrank.configs import PAIR_STRATEGIES, PrepArguments
 from commentrank.data.readers import read_source
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import PrepSummary, ValidationRules, collect_posts
-from commentrank.data.views import PairOptions, build_prompt, listwise_row, make_pairs, pair_counts, sft_rows
+from commentrank.data.views import (
+    PairOptions,
+    build_prompt,
+    listwise_row,
+    make_pairs,
+    pair_counts,
+    prompt_warnings,
+    sft_rows,
+)
 from commentrank.io_utils import atomic_write_text
 from commentrank.outputs import OutputDir, check_output_dir
 
 logger = logging.getLogger(__name__)
 
 
-def load_posts(config: PrepArguments, summary: PrepSummary, rules: ValidationRules | None = None) -> list[RankedPost]:
+def load_posts(
+    config: PrepArguments, summary: PrepSummary, rules: ValidationRules | None = None, drop_duplicates: bool = True
+) -> list[RankedPost]:
     """Read and validate every input (under `rules`; default: training's, with `config.min_comments`); a post id
-    seen in an earlier input is prefixed with its source."""
+    seen in an earlier input is prefixed with its source. With `drop_duplicates` (data_prep; scoring keeps every post)
+    a post that repeats an earlier one (`post_key`) is dropped as `duplicate_post`, so that the split cannot put its
+    copies on both sides; then `config.max_posts` keeps a seeded sample (the rest counted as `over_max_posts`)."""
     if not config.inputs:
         raise ValueError("no inputs given (--inputs FILE [FILE ...])")
     posts: list[RankedPost] = []
     seen: set[str] = set()
+    first_of: dict[tuple, str] = {}
+    repeats: list[str] = []
     for source in config.inputs:
         summary.sources.append(source)
         items = read_source(source, config.input_format, config.columns, config.hub_split)
         rules = rules or ValidationRules(min_comments=config.min_comments)
         for post in collect_posts(items, summary, config.skip_invalid, rules):
+            if drop_duplicates:
+                key = post_key(post)
+                if key in first_of:
+                    summary.unkeep(post, "duplicate_post")
+                    repeats.append(f"post {post.post_id} of {source} repeats {first_of[key]}")
+                    continue
+                first_of[key] = f"post {post.post_id} of {source}"
             if post.post_id in seen:
                 post.post_id = f"{source}:{post.post_id}"
             seen.add(post.post_id)
             posts.append(post)
+    if repeats:
+        summary.warn(
+            f"{len(repeats)} post(s) repeat an earlier post (the same text, body and comment texts) and were dropped "
+            f"before the split, counted as duplicate_post (e.g. {repeats[0]})"
+        )
     if config.max_posts is not None and len(posts) > config.max_posts:
         keep = set(random.Random(config.seed).sample(range(len(posts)), config.max_posts))
-        summary.posts_dropped["over_max_posts"] += len(posts) - len(keep)
-        summary.comments_dropped["over_max_posts"] += sum(
-            len(p.comments) for i, p in enumerate(posts) if i not in keep
-        )
+        for i, post in enumerate(posts):
+            if i not in keep:
+                summary.unkeep(post)
         posts = [p for i, p in enumerate(posts) if i in keep]
     return posts
+
+
+def post_key(post: RankedPost) -> tuple:
+    """What makes two posts the same post: the same text (or built prompt), body and multiset of comment texts
+    (stripped; order and scores do not matter, so a re-crawl with other votes is still the same post)."""
+    title = post.prompt if post.prompt is not None else post.title
+    return title.strip(), (post.body or "").strip(), tuple(sorted(c.text.strip() for c in post.comments))
 
 
 def _size(value: float, total: int) -> int:
@@ -96,6 +128,14 @@ def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summ
                 views[view][split] = view_rows
     summary.pairs = {f"{s}{' (selected)' if s == config.pair_strategy else ''}": c for s, c in counts.items()}
     summary.splits = {view: {split: len(rows) for split, rows in d.items()} for view, d in views.items()}
+    selected = counts[config.pair_strategy]
+    if config.visibility_filter and "pairwise" in views and not views["pairwise"].get("train"):
+        removed = selected.get("dropped_older_preferred", 0) + selected.get("dropped_no_timestamp", 0)
+        summary.warn(
+            f"the pairwise view has no training pairs: --visibility_filter removed {removed} of "
+            f"{selected.get('candidates', 0)} pairs ({selected.get('dropped_older_preferred', 0)} with the preferred "
+            f"comment written first, {selected.get('dropped_no_timestamp', 0)} without a timestamp)"
+        )
     return views
 
 
@@ -115,6 +155,8 @@ def prepare_views(config: PrepArguments) -> tuple[dict, PrepSummary]:
     posts = load_posts(config, summary)
     if not posts:
         raise ValueError(f"no valid posts in {', '.join(config.inputs)}: {summary.to_json()}")
+    for warning in prompt_warnings(posts, config.prompt_template):
+        summary.warn(warning)
     splits = split_posts(posts, config)
     return to_dataset_dicts(build_views(splits, config, summary)), summary
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from commentrank.data.records import RankedPost
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,14 +106,34 @@ class PrepSummary:
     posts_dropped: Counter = field(default_factory=Counter)
     comments_dropped: Counter = field(default_factory=Counter)
     duplicate_texts: int = 0  # comments kept whose text repeats another of their post (scoring rules)
+    posts_over_max_posts: int = 0  # valid posts left out by --max_posts (not dropped: a sample was asked for)
+    comments_over_max_posts: int = 0
     pairs: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)
     sources: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
 
     def drop(self, reason: str, n_comments: int = 0) -> None:
         self.posts_dropped[reason] += 1
         if n_comments:
             self.comments_dropped[reason] += n_comments
+
+    def unkeep(self, post: RankedPost, reason: str | None = None) -> None:
+        """A post counted as kept is left out after all: dropped for `reason`, or (None) left out by --max_posts.
+        The counts still add up: read = kept + dropped + over_max_posts."""
+        self.posts_kept -= 1
+        self.comments_kept -= len(post.comments)
+        self.unlabeled_posts -= not post.labeled
+        if reason is None:
+            self.posts_over_max_posts += 1
+            self.comments_over_max_posts += len(post.comments)
+        else:
+            self.drop(reason, len(post.comments))
+
+    def warn(self, message: str) -> None:
+        """A warning that is logged and recorded in summary.json."""
+        logger.warning(message)
+        self.warnings.append(message)
 
     def to_dict(self) -> dict:
         return {
@@ -123,8 +146,14 @@ class PrepSummary:
             "posts_dropped": dict(self.posts_dropped),
             "comments_dropped": dict(self.comments_dropped),
             "duplicate_texts": self.duplicate_texts,
+            **(
+                {"over_max_posts": {"posts": self.posts_over_max_posts, "comments": self.comments_over_max_posts}}
+                if self.posts_over_max_posts
+                else {}
+            ),
             "pairs": self.pairs,
             "splits": self.splits,
+            **({"warnings": self.warnings} if self.warnings else {}),
         }
 
     def to_json(self) -> str:
@@ -140,6 +169,9 @@ class PrepSummary:
         ]
         for reason, n in sorted(self.posts_dropped.items()):
             lines.append(f"  dropped: {reason:<28} {n:>6} posts {self.comments_dropped.get(reason, 0):>7} comments")
+        if self.posts_over_max_posts:
+            lines.append(f"  left out by --max_posts: {self.posts_over_max_posts:>16} posts "
+                         f"{self.comments_over_max_posts:>7} comments")  # fmt: skip
         for name, counts in self.pairs.items():
             detail = ", ".join(f"{k} {v}" for k, v in counts.items())
             lines.append(f"pairs {name:<22} {detail}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+import string
 from dataclasses import dataclass
 
 from commentrank.configs import DEFAULT_PROMPT_TEMPLATE, PAIR_STRATEGIES, SFT_COMMENTS
@@ -17,6 +18,32 @@ def build_prompt(post: RankedPost, template: str = DEFAULT_PROMPT_TEMPLATE) -> s
     if post.prompt is not None:
         return post.prompt
     return template.format(title=post.title.strip(), body=(post.body or "").strip()).strip()
+
+
+def template_fields(template: str) -> set[str]:
+    """The placeholders of a prompt template (`{title}`, `{body}`)."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def prompt_warnings(posts: list[RankedPost], template: str) -> list[str]:
+    """What is wrong with the prompts `template` builds for `posts`, though nothing fails: a template without a
+    placeholder gives every post the same prompt; one with `{body}` (a with-context model) gives a post without a
+    body its title alone. Posts that come with their prompt built are not checked for bodies."""
+    warnings = []
+    fields = template_fields(template)
+    if not fields:
+        warnings.append(
+            f"prompt template {template!r} has no placeholder ({{title}}, {{body}}): every post gets the same prompt"
+        )
+    if "body" in fields:
+        built = [p for p in posts if p.prompt is None]
+        n_without = sum(not (p.body or "").strip() for p in built)
+        if n_without:
+            warnings.append(
+                f"{n_without} of {len(built)} posts have no body (post_body), but the prompt template {template!r} "
+                "uses {body}: their prompts hold the post text alone"
+            )
+    return warnings
 
 
 def candidate_pairs(post: RankedPost, strategy: str) -> list[tuple[Comment, Comment]]:

@@ -64,6 +64,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 
 from commentrank.configs import (
+    DEFAULT_MAX_COMMENTS_PER_POST,
     LENGTH_FEATURES,
     LENGTH_INITS,
     LENGTH_LEARNING_RATE,
@@ -376,7 +377,8 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
             `prepare_listwise(..., relevance="votes")`). The other losses take their order from the ranks.
         use_margin: `pairwise_all` only: subtract `margin_scale * rank gap` inside the sigmoid.
         margin_scale: the margin per rank of gap.
-        max_comments_per_post: cap applied when the trainer tokenizes a raw listwise view itself.
+        max_comments_per_post: cap applied when the trainer tokenizes a raw listwise view itself (default
+            `DEFAULT_MAX_COMMENTS_PER_POST`; None: no cap).
         encoder_settings: how it encodes a raw listwise view (the recipe's `EncoderSettings`, also saved with every
             checkpoint); default: the default settings at `args.max_length`.
         batch_token_budget: batches of whole posts of similar length up to this many padded tokens per step
@@ -398,7 +400,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         loss_type: str = "pairwise_all",
         use_margin: bool = False,
         margin_scale: float = 1.0,
-        max_comments_per_post: int | None = None,
+        max_comments_per_post: int | None = DEFAULT_MAX_COMMENTS_PER_POST,
         relevance: str = "ranks",
         length_feature: str = "none",
         length_learning_rate: float = LENGTH_LEARNING_RATE,
