@@ -4,6 +4,8 @@ import json
 
 import pytest
 import torch
+from test_pipeline import gpt2_like_tokenizer
+from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
 from commentrank import RewardFunction
@@ -11,8 +13,6 @@ from commentrank.configs import EncoderSettings
 from commentrank.encoding import length_feature
 
 from conftest import load_script
-from test_pipeline import gpt2_like_tokenizer
-from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
 
 LENGTH_WEIGHT = 0.3
 
