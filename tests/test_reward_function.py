@@ -6,7 +6,13 @@ import pytest
 import torch
 from test_pipeline import gpt2_like_tokenizer
 from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
 
 from commentrank import RewardFunction
 from commentrank.configs import EncoderSettings
@@ -140,3 +146,24 @@ def test_grpo_trains_two_steps_with_the_reward_function(encoder_rm, tmp_path):
     assert "commentrank/completion_chars" in logs[0]
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, trainer.model.parameters()))
     assert json.dumps(repr(reward))  # printable
+
+
+def test_grpo_script_trains_saves_safely_and_reports_before_and_after(encoder_rm, prepared_sample, tmp_path):
+    policy, out = tiny_policy(tmp_path / "policy"), tmp_path / "grpo"
+    argv = ["--model_name_or_path", policy, "--dataset_name", prepared_sample, "--reward_model", str(encoder_rm),
+            "--output_dir", str(out), "--chat", "false", "--instruction", "{post}\n\n", "--max_train_samples", "8",
+            "--report_posts", "4", "--report_max_new_tokens", "6", "--n_bootstrap", "50", "--use_cpu", "true",
+            "--bf16", "false", "--activation_checkpointing", "false", "--per_device_train_batch_size", "4",
+            "--num_generations", "2", "--max_completion_length", "6", "--max_steps", "2", "--learning_rate", "1e-2",
+            "--save_strategy", "steps", "--save_steps", "1", "--report_to", "none", "--logging_steps", "1"]  # fmt: skip
+    load_script("grpo").main(argv)
+    report = json.loads((out / "policy_report.json").read_text())
+    assert set(report["systems"]) == {"before", "after"} and report["n_posts"] == 4
+    assert set(report["differences"]["after - before"]) == {"reward", "length_free_reward", "chars", "beats_best"}
+    assert len(report["examples"]) == 3 and "real_best" in report["examples"][0]
+    card = (out / "README.md").read_text()
+    assert "GRPO" in card and "before - after" not in card and "after - before (paired)" in card
+    assert (out / "training_args.json").is_file() and not list(out.rglob("training_args.bin"))
+    assert (out / "checkpoint-2").is_dir() and json.loads((out / ".commentrank-output.json").read_text())["kind"]
+    before, after = AutoModelForCausalLM.from_pretrained(policy), AutoModelForCausalLM.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
