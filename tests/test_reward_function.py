@@ -167,3 +167,47 @@ def test_grpo_script_trains_saves_safely_and_reports_before_and_after(encoder_rm
     assert (out / "checkpoint-2").is_dir() and json.loads((out / ".commentrank-output.json").read_text())["kind"]
     before, after = AutoModelForCausalLM.from_pretrained(policy), AutoModelForCausalLM.from_pretrained(out)
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+
+
+def test_best_of_n_keeps_the_comment_the_reward_model_ranks_first(encoder_rm, prepared_sample, tmp_path):
+    policy, out = tiny_policy(tmp_path / "policy"), tmp_path / "bon"
+    report = load_script("best_of_n").main(
+        [
+            "--model_name_or_path",
+            policy,
+            "--dataset_name",
+            prepared_sample,
+            "--reward_model",
+            str(encoder_rm),
+            "--output_dir",
+            str(out),
+            "--chat",
+            "false",
+            "--instruction",
+            "{post}\n\n",
+            "--n",
+            "3",
+            "--report_posts",
+            "4",
+            "--report_max_new_tokens",
+            "6",
+            "--n_bootstrap",
+            "50",
+        ]  # fmt: skip
+    )
+    rows = read_jsonl(out / "generations.jsonl")
+    assert len(rows) == 4 and all(len(r["comments"]) == 3 for r in rows)
+    assert all(r["rewards"][r["kept"]] == max(r["rewards"]) for r in rows)
+    gain = report["differences"]["best of 3 - one sample"]["reward"]
+    assert gain["mean"] == pytest.approx(sum(max(r["rewards"]) - r["rewards"][0] for r in rows) / 4, abs=1e-5)
+    assert (out / "best_of_n.md").read_text().count("| best of 3") == 2  # its row and its paired difference
+
+
+def test_bench_policy_compares_policies_on_the_same_posts(encoder_rm, prepared_sample, tmp_path):
+    policy = tiny_policy(tmp_path / "policy")
+    bench = load_script("bench_policy", "benchmarks")
+    report = bench.main(["--reward_model", str(encoder_rm), "--dataset_name", prepared_sample, "--policies",
+                         f"a={policy}", f"b={policy}", "--chat", "false", "--instruction", "{post}\n\n", "--posts",
+                         "3", "--max_new_tokens", "5", "--n_bootstrap", "50", "--output", str(tmp_path / "p.md")])  # fmt: skip
+    assert report["differences"]["b - a"]["reward"]["mean"] == 0  # greedy: the same comments
+    assert (tmp_path / "p.json").is_file() and "| b - a (paired) |" in (tmp_path / "p.md").read_text()

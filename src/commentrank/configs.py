@@ -597,3 +597,30 @@ class GRPOArguments(TrainingScriptArguments, PolicyReportOptions):
     )
     reward_clip: float | None = field(default=None, metadata={"help": "Clip rewards to [-c, c] (after the penalty)."})
     reward_batch_size: int = field(default=32, metadata={"help": "Inputs per reward-model forward pass."})
+
+
+@dataclass
+class BestOfNArguments(OutputOptions, PolicyReportOptions):
+    """Options of `scripts/best_of_n.py`: n sampled comments per held-out post, the reward model keeps its first."""
+
+    model_name_or_path: str = field(
+        default="bundled:smollm2", metadata={"help": "The causal LM writing the comments (folder, Hub id, bundled:)."}
+    )
+    dataset_name: str = field(
+        default="outputs/quickstart/data", metadata={"help": "Ranked posts: data_prep folder, raw file or Hub dataset."}
+    )
+    output_dir: str = field(
+        default="outputs/best_of_n", metadata={"help": "Folder for best_of_n.md/.json and generations.jsonl."}
+    )
+    n: int = field(default=8, metadata={"help": "Comments sampled per post."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    length_penalty: float = field(
+        default=0.0, metadata={"help": "Pick by reward - length_penalty * log1p(characters) (the report is unshaped)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    dtype: str = field(default="float32", metadata={"help": "dtype of the causal LM."})
+
+    def __post_init__(self):
+        if self.n < 2:
+            raise ValueError(f"n must be at least 2 (best of n), got {self.n}")

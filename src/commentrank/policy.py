@@ -87,7 +87,7 @@ def generate(
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
                               add_special_tokens=False).to(device)  # fmt: skip
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {}
+            sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
             ids = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=n,
                                  pad_token_id=tokenizer.pad_token_id, do_sample=do_sample, **sampling)  # fmt: skip
             decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
