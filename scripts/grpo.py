@@ -24,6 +24,7 @@ the length and the share of posts where the comment beats the real best one, wit
 A killed run resumes from its last checkpoint with the same command; `--push_to_hub true` uploads the final folder.
 """
 
+import json
 import logging
 import time
 
@@ -58,7 +59,7 @@ def write_comments(model, tokenizer, posts, script_args) -> list[str]:
 def card_settings(script_args, training_args, metrics) -> dict:
     return {
         "dataset": script_args.dataset_name, "reward_model": script_args.reward_model,
-        "instruction": script_args.instruction, "length_free": script_args.length_free,
+        "instruction": json.dumps(script_args.instruction), "length_free": script_args.length_free,
         "length_penalty": script_args.length_penalty, "reward_clip": script_args.reward_clip,
         "num_generations": training_args.num_generations, "max_completion_length": training_args.max_completion_length,
         "beta": training_args.beta, "learning_rate": training_args.learning_rate, "max_steps": training_args.max_steps,
