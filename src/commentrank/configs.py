@@ -607,7 +607,8 @@ class BestOfNArguments(OutputOptions, PolicyReportOptions):
         default="bundled:smollm2", metadata={"help": "The causal LM writing the comments (folder, Hub id, bundled:)."}
     )
     dataset_name: str = field(
-        default="outputs/quickstart/data", metadata={"help": "Ranked posts: data_prep folder, raw file or Hub dataset."}
+        default="outputs/quickstart/data",
+        metadata={"help": "Ranked posts: data_prep folder, raw file or Hub dataset."},
     )
     output_dir: str = field(
         default="outputs/best_of_n", metadata={"help": "Folder for best_of_n.md/.json and generations.jsonl."}
