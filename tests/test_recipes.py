@@ -21,9 +21,9 @@ def parser_for(recipe: Path) -> TrlParser:
     kind = recipe.stem.split("_")[0]
     if kind == "data":
         return TrlParser([PrepArguments])
-    if kind in ("reward", "sft"):
+    if kind in ("reward", "sft", "grpo"):
         return load_script(kind).make_parser()
-    raise AssertionError(f"{recipe}: recipe names start with data, reward or sft")
+    raise AssertionError(f"{recipe}: recipe names start with data, reward, sft or grpo")
 
 
 def accepts(annotation, value) -> bool:

@@ -29,6 +29,7 @@ _API = {
     "ListwiseRewardTrainer": "commentrank.train.listwise",
     "load_scorer": "commentrank.score.scorer",
     "Scorer": "commentrank.score.scorer",
+    "RewardFunction": "commentrank.score.reward_function",
     "ranking_metrics": "commentrank.metrics",
     "baseline_metrics": "commentrank.metrics",
     "build_model_card": "commentrank.model_card",

@@ -631,3 +631,71 @@ class ScoreArguments(OutputOptions, ModelLoadingOptions):
         check_at_least(self, ["n_bootstrap"], 0)
         check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
         check_device(self.device)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Using a reward model: GRPO (scripts/grpo.py) and best-of-n (scripts/best_of_n.py)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class PolicyReportOptions:
+    """The before/after report on held-out posts (`commentrank.policy`), shared by grpo.py and best_of_n.py."""
+
+    reward_model: str = field(metadata={"help": "The commentrank reward model (folder or Hub id) giving the rewards."})
+    instruction: str = field(
+        default="Write a short, helpful answer to this question.\n\n{post}",
+        metadata={"help": "The policy's prompt ('{post}': the post's prompt as the reward model was trained on it)."},
+    )
+    chat: bool = field(default=True, metadata={"help": "Give the prompt as a user message through the chat template."})
+    report_split: str = field(default="test", metadata={"help": "Split of the held-out posts of the report."})
+    report_posts: int = field(default=32, metadata={"help": "Held-out posts of the report (0: no report)."})
+    report_max_new_tokens: int = field(default=48, metadata={"help": "Tokens generated per comment in the report."})
+    report_batch_size: int = field(default=8, metadata={"help": "Prompts per generate call in the report."})
+    n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the posts for the intervals."})
+
+
+@dataclass
+class GRPOArguments(TrainingScriptArguments, PolicyReportOptions):
+    """Options of `scripts/grpo.py` (with TRL's `GRPOConfig` and `ModelConfig`): the prompts are the train split's
+    posts (data_prep's listwise view), the rewards `commentrank.RewardFunction(reward_model, ...)`'s."""
+
+    dataset_config: str | None = field(
+        default="listwise", metadata={"help": "View the posts come from (data_prep's listwise view)."}
+    )
+    length_free: bool = field(
+        default=False, metadata={"help": "Reward the model's own part only, without its length term."}
+    )
+    length_penalty: float = field(
+        default=0.0, metadata={"help": "Subtract length_penalty * log1p(characters of the comment) from the reward."}
+    )
+    reward_clip: float | None = field(default=None, metadata={"help": "Clip rewards to [-c, c] (after the penalty)."})
+    reward_batch_size: int = field(default=32, metadata={"help": "Inputs per reward-model forward pass."})
+
+
+@dataclass
+class BestOfNArguments(OutputOptions, PolicyReportOptions):
+    """Options of `scripts/best_of_n.py`: n sampled comments per held-out post, the reward model keeps its first."""
+
+    model_name_or_path: str = field(
+        default="bundled:smollm2", metadata={"help": "The causal LM writing the comments (folder, Hub id, bundled:)."}
+    )
+    dataset_name: str = field(
+        default="outputs/quickstart/data",
+        metadata={"help": "Ranked posts: data_prep folder, raw file or Hub dataset."},
+    )
+    output_dir: str = field(
+        default="outputs/best_of_n", metadata={"help": "Folder for best_of_n.md/.json and generations.jsonl."}
+    )
+    n: int = field(default=8, metadata={"help": "Comments sampled per post."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    length_penalty: float = field(
+        default=0.0, metadata={"help": "Pick by reward - length_penalty * log1p(characters) (the report is unshaped)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    dtype: str = field(default="float32", metadata={"help": "dtype of the causal LM."})
+
+    def __post_init__(self):
+        if self.n < 2:
+            raise ValueError(f"n must be at least 2 (best of n), got {self.n}")

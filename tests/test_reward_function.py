@@ -1,0 +1,213 @@
+"""commentrank.RewardFunction: the rewards of scripts/score.py, inside TRL's GRPOTrainer, and TRL's own model path."""
+
+import json
+
+import pytest
+import torch
+from test_pipeline import gpt2_like_tokenizer
+from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
+
+from commentrank import RewardFunction
+from commentrank.configs import EncoderSettings
+from commentrank.encoding import length_feature
+
+from conftest import load_script
+
+LENGTH_WEIGHT = 0.3
+
+
+@pytest.fixture(scope="module")
+def encoder_rm(tmp_path_factory):
+    """A tiny BERT reward model (MiniLM tokenizer: text pairs with segment ids) with a length term, 48 tokens."""
+    folder = tiny_model(tmp_path_factory.mktemp("rf-bert"))
+    EncoderSettings(max_length=48, length_weight=LENGTH_WEIGHT).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def decoder_rm(tmp_path_factory):
+    """A tiny Llama reward model (a GPT-2-like tokenizer: separator + EOS, the reward read at EOS)."""
+    rows = cupit_rows(8)
+    tokenizer = gpt2_like_tokenizer([r["text"] for r in rows] + [c["text"] for r in rows for c in r["comments"]])
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, num_labels=1,
+                         pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    model = LlamaForSequenceClassification(config)
+    torch.nn.init.normal_(model.score.weight, std=2.0)
+    folder = tmp_path_factory.mktemp("rf-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    EncoderSettings(max_length=40, length_weight=LENGTH_WEIGHT, separator="\n\n").save(folder)
+    return folder
+
+
+def scored_by_score_py(model, tmp_path):
+    """(posts, comments, rewards) of scripts/score.py in float32 on a few posts (some cut to max_length)."""
+    rows = cupit_rows(6)
+    data = write_jsonl(tmp_path / "posts.jsonl", rows)
+    load_script("score").main(["--model", str(model), "--dataset", str(data), "--output_dir", str(tmp_path / "out"),
+                               "--dtype", "float32", "--no_progress", "--n_bootstrap", "0"])  # fmt: skip
+    predictions = read_jsonl(tmp_path / "out" / "predictions.jsonl")
+    posts = [p["text"] for p in predictions for _ in p["comments"]]
+    comments = [c["text"] for p in predictions for c in p["comments"]]
+    return posts, comments, [c["reward"] for p in predictions for c in p["comments"]]
+
+
+@pytest.mark.parametrize("model", ["encoder_rm", "decoder_rm"])
+def test_rewards_equal_score_py(model, request, tmp_path):
+    folder = request.getfixturevalue(model)
+    posts, comments, expected = scored_by_score_py(folder, tmp_path)
+    reward = RewardFunction(folder, dtype="float32", batch_size=4)
+    assert reward(prompts=posts, completions=comments) == pytest.approx(expected, abs=1e-4)
+    # conversational prompts and completions, and the post from a dataset column, give the same rewards
+    chat = reward(prompts=[[{"role": "user", "content": "Write a comment."}]] * len(posts),
+                  completions=[[{"role": "assistant", "content": c}] for c in comments], post=posts)  # fmt: skip
+    assert chat == pytest.approx(expected, abs=1e-4)
+
+
+def test_length_free_penalty_and_clip(encoder_rm):
+    posts, comments = ["Which hop for citrus?"] * 3, ["Citra.", "Citra, Mosaic and Amarillo all work well.", ""]
+    full = RewardFunction(encoder_rm, dtype="float32")(prompts=posts, completions=comments)
+    free = RewardFunction(encoder_rm, dtype="float32", length_free=True)(prompts=posts, completions=comments)
+    term = [LENGTH_WEIGHT * n for n in length_feature(comments)]
+    assert [f - t for f, t in zip(full, term)] == pytest.approx(free, abs=1e-5)
+    same = RewardFunction(encoder_rm, dtype="float32", length_penalty=LENGTH_WEIGHT)
+    assert same(prompts=posts, completions=comments) == pytest.approx(free, abs=1e-5)
+    clipped = RewardFunction(encoder_rm, dtype="float32", clip=(min(full) + 1e-3, max(full) - 1e-3))
+    values = clipped(prompts=posts, completions=comments)
+    assert min(values) == pytest.approx(min(full) + 1e-3) and max(values) == pytest.approx(max(full) - 1e-3)
+
+
+def tiny_policy(folder):
+    """A 2-block Llama causal LM from a config with a GPT-2-like tokenizer trained on the test posts."""
+    from transformers import LlamaForCausalLM
+
+    rows = cupit_rows(8)
+    tokenizer = gpt2_like_tokenizer([r["text"] for r in rows] + [c["text"] for r in rows for c in r["comments"]])
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def grpo_trainer(policy, reward_funcs, out, **changes):
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    posts = [r["text"] for r in cupit_rows(8)]
+    train = datasets.Dataset.from_dict({"prompt": [p + "\n\n" for p in posts], "post": posts})
+    args = GRPOConfig(output_dir=str(out), use_cpu=True, bf16=False, fp16=False, activation_checkpointing=False,
+                      per_device_train_batch_size=4, num_generations=2, max_completion_length=8, max_steps=2,
+                      learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none", seed=0,
+                      dataloader_num_workers=0, **changes)  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    return GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=args, train_dataset=train,
+                       processing_class=tokenizer)  # fmt: skip
+
+
+def test_trl_model_path_gives_other_rewards_for_an_encoder(encoder_rm, tmp_path):
+    """The trap: `reward_funcs=<the model>` makes TRL tokenize prompt + completion as one string without special
+    tokens (no [CLS]/[SEP], no segment ids, no length term): its rewards are not the model's."""
+    policy = tiny_policy(tmp_path / "policy")
+    model = AutoModelForSequenceClassification.from_pretrained(encoder_rm).eval()
+    reward = RewardFunction(encoder_rm, dtype="float32")
+    trainer = grpo_trainer(policy, [model, reward], tmp_path / "out")
+    posts = ["Which hop gives citrus notes?", "How long should a stout age?"]
+    comments = ["Citra, mostly, with some Mosaic.", "Six months in a cool cellar."]
+    inputs = [{"prompt": p, "post": p} for p in posts]
+    rewards = trainer._calculate_rewards(inputs, posts, comments, [[1], [1]])  # TRL's own code, both reward funcs
+    assert rewards[:, 1].tolist() == pytest.approx(reward(prompts=posts, completions=comments), abs=1e-5)
+    assert (rewards[:, 0] - rewards[:, 1]).abs().min() > 1e-2  # the model through TRL: other rewards
+    # even without the length term the texts TRL builds give other rewards than the model's own encoding
+    free = RewardFunction(encoder_rm, dtype="float32", length_free=True)(prompts=posts, completions=comments)
+    assert (rewards[:, 0] - torch.tensor(free)).abs().min() > 1e-3
+
+
+def test_grpo_trains_two_steps_with_the_reward_function(encoder_rm, tmp_path):
+    policy = tiny_policy(tmp_path / "policy")
+    reward = RewardFunction(encoder_rm, dtype="float32")
+    trainer = grpo_trainer(policy, reward, tmp_path / "out")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "rewards/commentrank/mean" in entry]
+    assert len(logs) == 2 and all(torch.isfinite(torch.tensor(e["rewards/commentrank/mean"])) for e in logs)
+    assert all(e["rewards/commentrank/std"] > 0 for e in logs)
+    assert "commentrank/completion_chars" in logs[0]
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, trainer.model.parameters()))
+    assert json.dumps(repr(reward))  # printable
+
+
+def test_grpo_script_trains_saves_safely_and_reports_before_and_after(encoder_rm, prepared_sample, tmp_path):
+    policy, out = tiny_policy(tmp_path / "policy"), tmp_path / "grpo"
+    argv = ["--model_name_or_path", policy, "--dataset_name", prepared_sample, "--reward_model", str(encoder_rm),
+            "--output_dir", str(out), "--chat", "false", "--instruction", "{post}\n\n", "--max_train_samples", "8",
+            "--report_posts", "4", "--report_max_new_tokens", "6", "--n_bootstrap", "50", "--use_cpu", "true",
+            "--bf16", "false", "--activation_checkpointing", "false", "--per_device_train_batch_size", "4",
+            "--num_generations", "2", "--max_completion_length", "6", "--max_steps", "2", "--learning_rate", "1e-2",
+            "--save_strategy", "steps", "--save_steps", "1", "--report_to", "none", "--logging_steps", "1"]  # fmt: skip
+    load_script("grpo").main(argv)
+    report = json.loads((out / "policy_report.json").read_text())
+    assert set(report["systems"]) == {"before", "after"} and report["n_posts"] == 4
+    assert set(report["differences"]["after - before"]) == {"reward", "length_free_reward", "chars", "beats_best"}
+    assert len(report["examples"]) == 3 and "real_best" in report["examples"][0]
+    card = (out / "README.md").read_text()
+    assert "GRPO" in card and "before - after" not in card and "after - before (paired)" in card
+    assert (out / "training_args.json").is_file() and not list(out.rglob("training_args.bin"))
+    assert (out / "checkpoint-2").is_dir() and json.loads((out / ".commentrank-output.json").read_text())["kind"]
+    before, after = AutoModelForCausalLM.from_pretrained(policy), AutoModelForCausalLM.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+
+
+def test_best_of_n_keeps_the_comment_the_reward_model_ranks_first(encoder_rm, prepared_sample, tmp_path):
+    policy, out = tiny_policy(tmp_path / "policy"), tmp_path / "bon"
+    report = load_script("best_of_n").main(
+        [
+            "--model_name_or_path",
+            policy,
+            "--dataset_name",
+            prepared_sample,
+            "--reward_model",
+            str(encoder_rm),
+            "--output_dir",
+            str(out),
+            "--chat",
+            "false",
+            "--instruction",
+            "{post}\n\n",
+            "--n",
+            "3",
+            "--report_posts",
+            "4",
+            "--report_max_new_tokens",
+            "6",
+            "--n_bootstrap",
+            "50",
+        ]  # fmt: skip
+    )
+    rows = read_jsonl(out / "generations.jsonl")
+    assert len(rows) == 4 and all(len(r["comments"]) == 3 for r in rows)
+    assert all(r["rewards"][r["kept"]] == max(r["rewards"]) for r in rows)
+    gain = report["differences"]["best of 3 - one sample"]["reward"]
+    assert gain["mean"] == pytest.approx(sum(max(r["rewards"]) - r["rewards"][0] for r in rows) / 4, abs=1e-5)
+    assert (out / "best_of_n.md").read_text().count("| best of 3") == 2  # its row and its paired difference
+
+
+def test_bench_policy_compares_policies_on_the_same_posts(encoder_rm, prepared_sample, tmp_path):
+    policy = tiny_policy(tmp_path / "policy")
+    bench = load_script("bench_policy", "benchmarks")
+    report = bench.main(["--reward_model", str(encoder_rm), "--dataset_name", prepared_sample, "--policies",
+                         f"a={policy}", f"b={policy}", "--chat", "false", "--instruction", "{post}\n\n", "--posts",
+                         "3", "--max_new_tokens", "5", "--n_bootstrap", "50", "--output", str(tmp_path / "p.md")])  # fmt: skip
+    assert report["differences"]["b - a"]["reward"]["mean"] == 0  # greedy: the same comments
+    assert (tmp_path / "p.json").is_file() and "| b - a (paired) |" in (tmp_path / "p.md").read_text()
