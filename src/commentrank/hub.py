@@ -74,14 +74,14 @@ def push_model_folder(
         raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json): nothing to upload")
     if not (folder / "README.md").is_file():
         logger.warning("%s has no README.md: the repo gets no model card", folder)
-    token = token or get_token()
-    if token is None:
+    known = token or get_token()  # checked here; HfApi gets only a token given explicitly (else it finds its own)
+    if known is None:
         raise HubError(
             f"cannot push to the Hub repo {repo_id}: no Hugging Face token (log in with `hf auth login`, set HF_TOKEN "
             "or pass --hub_token)"
         )
     try:
-        api = HfApi(token=token)
+        api = HfApi(token=token) if token else HfApi()
         url = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
         repo_id = getattr(url, "repo_id", None) or repo_id
         api.upload_folder(
@@ -92,7 +92,7 @@ def push_model_folder(
             ignore_patterns=list(ignore_patterns or HUB_IGNORE_PATTERNS),
         )
     except Exception as err:  # HTTP, network, permission, quota...: one line naming the repo
-        raise HubError(f"cannot push to the Hub repo {repo_id}: {_cause(err, token)}") from err
+        raise HubError(f"cannot push to the Hub repo {repo_id}: {_cause(err, known)}") from err
     logger.info("uploaded %s to https://huggingface.co/%s", folder, repo_id)
     return repo_id
 
