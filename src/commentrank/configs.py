@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import ScriptArguments
+from trl import RewardConfig, ScriptArguments
 
 from .io_utils import UsageError, check_at_least, check_choice, closest
 
@@ -381,6 +381,7 @@ RELEVANCES = ("ranks", "votes")
 LENGTH_FEATURES = ("none", "additive", "odin")
 LENGTH_INITS = ("fit", "zero")  # the first is the default
 LENGTH_LEARNING_RATE = 0.0  # the default: the fitted weight is kept
+GRADED_LOSSES = ("listnet", "lambdaloss")  # the losses whose gains come from `relevance` (the others: the ranks)
 
 
 @dataclass
@@ -434,6 +435,42 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             "or the config of a Hub dataset that is not a data_prep output."
         },
     )
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Freeze the token embedding matrix (on small encoders half the weights: faster steps)."},
+    )
+    freeze_fraction: float = field(
+        default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}
+    )
+    ndcg_eval_posts: int | None = field(
+        default=None, metadata={"help": "Validation posts scored by the NDCG callback (default: all; 0: none)."}
+    )
+
+    def __post_init__(self):
+        TrainingScriptArguments.__post_init__(self)
+        TextFormat.__post_init__(self)
+        check_at_least(self, ["ndcg_eval_posts"], 0)
+        if not 0 <= self.freeze_fraction < 1:
+            raise UsageError(f"freeze_fraction must be in [0, 1), got {self.freeze_fraction}")
+
+    def view_for(self, loss_type: str) -> str:
+        """The data_prep view trained on: `dataset_config` when it names one, else the one of `loss_type`."""
+        if self.dataset_config in VIEWS:
+            return self.dataset_config
+        return "pairwise" if loss_type == "pairwise" else "listwise"
+
+    def encoder_settings(self, max_length: int | None, prompt_template: str) -> EncoderSettings:
+        text_format = {f.name: getattr(self, f.name) for f in dataclasses.fields(TextFormat)}
+        return EncoderSettings(**text_format, max_length=max_length or 512, prompt_template=prompt_template)
+
+
+@dataclass
+class ListwiseRewardConfig(RewardConfig):
+    """TRL's `RewardConfig` with the options of commentrank's trainers: the loss (`loss_type`), and for the listwise
+    losses the cap, the graded relevance, the length term and the throughput options. `scripts/reward.py` parses it in
+    place of `RewardConfig` (each field a YAML key and a `--flag`); `ListwiseRewardTrainer` reads its options from it,
+    as TRL's trainers read `center_rewards_coefficient`. Checked here, once."""
+
     loss_type: str = field(
         default="pairwise",
         metadata={
@@ -456,7 +493,15 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             "(n - 1 - rank) or votes (log1p of the vote gap to the post's lowest, where the data has votes)."
         },
     )
-    use_margin: bool = field(default=False, metadata={"help": "Use the rank gap as margin in the loss."})
+    use_margin: bool = field(
+        default=False,
+        metadata={
+            "help": "Use the rank gap as margin in the loss (pairwise: data_prep's margin column; pairwise_all)."
+        },
+    )
+    margin_scale: float = field(
+        default=1.0, metadata={"help": "pairwise_all with use_margin: the margin per rank of gap."}
+    )
     length_feature: str = field(
         default="none",
         metadata={
@@ -484,16 +529,6 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     odin_weight: float = field(
         default=1.0, metadata={"help": "length_feature odin: weight of the squared reward/length correlation."}
     )
-    freeze_embeddings: bool = field(
-        default=False,
-        metadata={"help": "Freeze the token embedding matrix (on small encoders half the weights: faster steps)."},
-    )
-    freeze_fraction: float = field(
-        default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}
-    )
-    ndcg_eval_posts: int | None = field(
-        default=None, metadata={"help": "Validation posts scored by the NDCG callback (default: all; 0: none)."}
-    )
     batch_token_budget: int | None = field(
         default=None,
         metadata={
@@ -511,8 +546,6 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     )
 
     def __post_init__(self):
-        TrainingScriptArguments.__post_init__(self)
-        TextFormat.__post_init__(self)
         check_choice("loss_type", self.loss_type, LOSSES)
         check_choice("relevance", self.relevance, RELEVANCES)
         if self.relevance != "ranks" and self.loss_type == "pairwise":
@@ -522,24 +555,32 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             raise ValueError("length_feature needs a listwise loss_type (pairwise_all, listmle, ...)")
         check_choice("length_init", self.length_init, LENGTH_INITS)
         check_at_least(self, ["max_comments_per_post"], 2)
-        check_at_least(self, ["ndcg_eval_posts"], 0)
         check_at_least(self, ["batch_token_budget"], 1)
-        if not 0 <= self.freeze_fraction < 1:
-            raise UsageError(f"freeze_fraction must be in [0, 1), got {self.freeze_fraction}")
         if self.loss_type == "pairwise" and (self.batch_token_budget is not None or self.length_sorted_forward):
             raise ValueError("batch_token_budget and length_sorted_forward need a listwise loss_type")
         if self.length_feature != "none" and self.length_init == "zero" and self.length_learning_rate == 0:
             raise ValueError("length_init zero with length_learning_rate 0 leaves the length term at 0: set one")
+        if self.use_margin and self.loss_type not in ("pairwise", "pairwise_all"):
+            raise ValueError(
+                f"use_margin applies to loss_type pairwise and pairwise_all ({self.loss_type} has no margin)"
+            )
+        if self.relevance == "votes" and self.loss_type not in GRADED_LOSSES:
+            logger.info("relevance votes: loss_type %s takes its order from the ranks, votes unused", self.loss_type)
+        super().__post_init__()
 
     @property
-    def view(self) -> str:
-        if self.dataset_config in VIEWS:
-            return self.dataset_config
-        return "pairwise" if self.loss_type == "pairwise" else "listwise"
+    def listwise(self) -> bool:
+        """Whether `loss_type` trains on whole posts (`ListwiseRewardTrainer`), not pairs (TRL's `RewardTrainer`)."""
+        return self.loss_type != "pairwise"
 
-    def encoder_settings(self, max_length: int | None, prompt_template: str) -> EncoderSettings:
-        text_format = {f.name: getattr(self, f.name) for f in dataclasses.fields(TextFormat)}
-        return EncoderSettings(**text_format, max_length=max_length or 512, prompt_template=prompt_template)
+    def trainer_options(self) -> dict:
+        """The options this class adds to `RewardConfig`, by name (the model card lists them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in _TRAINER_OPTIONS}
+
+
+_TRAINER_OPTIONS = {f.name for f in dataclasses.fields(ListwiseRewardConfig)} - {
+    f.name for f in dataclasses.fields(RewardConfig)
+}
 
 
 @dataclass
