@@ -14,10 +14,9 @@ from commentrank.train.listwise import (
     DataCollatorForListwise,
     ListwiseRewardTrainer,
     cap_indices,
-    listmle_loss,
-    pairwise_all_loss,
     prepare_listwise,
 )
+from commentrank.train.losses import listmle_loss, pairwise_all_loss
 
 from conftest import ROOT, launch_reward_on_two_cpu_processes, load_script
 

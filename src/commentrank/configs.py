@@ -27,6 +27,7 @@ from pathlib import Path
 from trl import RewardConfig, ScriptArguments
 
 from .io_utils import UsageError, check_at_least, check_choice, closest
+from .train.losses import GRADED_LOSSES, LISTWISE_LOSSES, LOSSES, Loss  # noqa: F401 (the loss registry)
 
 logger = logging.getLogger(__name__)
 
@@ -333,55 +334,10 @@ class PrepArguments(OutputOptions):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Loss:
-    """A loss as a model card states it: its name, formula and what it is trained on."""
-
-    name: str
-    formula: str
-    description: str
-
-
-LOSSES = {
-    "pairwise": Loss(
-        "pairwise (Bradley-Terry)",
-        "-log sigmoid(r_chosen - r_rejected)",
-        "TRL's RewardTrainer on (chosen, rejected) comment pairs of the same post, the CUP IT / InstructGPT recipe",
-    ),
-    "pairwise_all": Loss(
-        "pairwise over all pairs of a post",
-        "mean over posts of the mean over ranked pairs (i better than j) of -log sigmoid(r_i - r_j - m_ij)",
-        "all the comments of a post in one batch element, each forwarded once (InstructGPT sec. 3.5); m_ij is the "
-        "rank gap with use_margin, else 0",
-    ),
-    "listmle": Loss(
-        "ListMLE (Plackett-Luce)",
-        "mean over posts of sum_i [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i]",
-        "the negative log-likelihood of each post's observed order (Xia et al. 2008), all its comments in one batch "
-        "element",
-    ),
-    "plistmle": Loss(
-        "position-aware ListMLE (PListMLE)",
-        "mean over posts of sum_i a(i) [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i], a(i) = 2^(n-i) - 1 normalized",
-        "ListMLE with the top positions weighted more, as NDCG weighs them (Lan et al. 2014)",
-    ),
-    "listnet": Loss(
-        "ListNet (top-one cross-entropy)",
-        "mean over posts of -sum_i softmax(g)_i log softmax(r)_i, g the graded relevance",
-        "the cross-entropy between the top-one probabilities of the labels and of the rewards (Cao et al. 2007)",
-    ),
-    "lambdaloss": Loss(
-        "LambdaLoss, NDCG-Loss2++",
-        "mean over posts of -sum_{g_i > g_j} log2(sigmoid(r_i - r_j)) * (rho_ij + mu * delta_ij) |G_i - G_j|",
-        "a bound on NDCG's loss, weighting each pair by the NDCG it costs when swapped (Wang et al. 2018, mu = 5)",
-    ),
-}
-LISTWISE_LOSSES = tuple(name for name in LOSSES if name != "pairwise")
 RELEVANCES = ("ranks", "votes")
 LENGTH_FEATURES = ("none", "additive", "odin")
 LENGTH_INITS = ("fit", "zero")  # the first is the default
 LENGTH_LEARNING_RATE = 0.0  # the default: the fitted weight is kept
-GRADED_LOSSES = ("listnet", "lambdaloss")  # the losses whose gains come from `relevance` (the others: the ranks)
 
 
 @dataclass
@@ -475,7 +431,7 @@ class ListwiseRewardConfig(RewardConfig):
         default="pairwise",
         metadata={
             "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all, listmle, plistmle, listnet "
-            "or lambdaloss: the listwise trainer on whole posts (configs.LOSSES says what each optimizes)."
+            "or lambdaloss: the listwise trainer on whole posts (train/losses.py LOSSES states each)."
         },
     )
     max_comments_per_post: int | None = field(
@@ -564,14 +520,14 @@ class ListwiseRewardConfig(RewardConfig):
             raise ValueError(
                 f"use_margin applies to loss_type pairwise and pairwise_all ({self.loss_type} has no margin)"
             )
-        if self.relevance == "votes" and self.loss_type not in GRADED_LOSSES:
+        if self.relevance == "votes" and not LOSSES[self.loss_type].graded:
             logger.info("relevance votes: loss_type %s takes its order from the ranks, votes unused", self.loss_type)
         super().__post_init__()
 
     @property
     def listwise(self) -> bool:
         """Whether `loss_type` trains on whole posts (`ListwiseRewardTrainer`), not pairs (TRL's `RewardTrainer`)."""
-        return self.loss_type != "pairwise"
+        return LOSSES[self.loss_type].listwise
 
     def trainer_options(self) -> dict:
         """The options this class adds to `RewardConfig`, by name (the model card lists them)."""

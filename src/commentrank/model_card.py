@@ -19,9 +19,10 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from commentrank.bundled_models import bundled_hub_id
-from commentrank.configs import LOSSES, EncoderSettings
+from commentrank.configs import EncoderSettings
 from commentrank.io_utils import atomic_write_text, is_hub_id
 from commentrank.score.report import LENGTH_NOTE, interval_note, length_table, markdown_table, verdict_lines
+from commentrank.train.losses import LOSSES
 
 logger = logging.getLogger(__name__)
 

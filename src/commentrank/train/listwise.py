@@ -63,34 +63,13 @@ from transformers.data.data_collator import DataCollatorMixin
 from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 
-from commentrank.configs import (
-    GRADED_LOSSES,
-    LISTWISE_LOSSES,
-    RELEVANCES,
-    EncoderSettings,
-    ListwiseRewardConfig,
-)
+from commentrank.configs import RELEVANCES, EncoderSettings, ListwiseRewardConfig
 from commentrank.encoding import PairEncoder, length_feature
 from commentrank.score.inference import pad
-from commentrank.train.losses import (
-    lambdaloss_loss,
-    listmle_loss,
-    listnet_loss,
-    pair_mask,
-    pairwise_all_loss,
-    plistmle_loss,
-)
+from commentrank.train.losses import LISTWISE_LOSSES, LOSSES, pair_mask
 from commentrank.train.pairwise import PairwiseRewardTrainer, with_segments
 
 logger = logging.getLogger(__name__)
-
-LOSS_FUNCTIONS = {  # loss_type -> loss(rewards, post_index, ranks, ...), train/losses.py
-    "pairwise_all": pairwise_all_loss,
-    "listmle": listmle_loss,
-    "plistmle": plistmle_loss,
-    "listnet": listnet_loss,
-    "lambdaloss": lambdaloss_loss,
-}
 
 LISTWISE_COLUMNS = ("comment_ids", "ranks")
 RELEVANCE_COLUMN = "relevance"  # with relevance votes: the graded relevance of each comment, next to `ranks`
@@ -368,7 +347,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
     Takes the same arguments as `RewardTrainer`, its options in `args`, a `ListwiseRewardConfig` (checked there):
         loss_type: `pairwise_all` (mean over the ordered pairs of each post, each post weighted equally), `listmle`
             (Plackett-Luce NLL of the observed order), `plistmle` (ListMLE weighted by position), `listnet` (top-one
-            cross-entropy) or `lambdaloss` (NDCG-Loss2++); see the module docstring and `configs.LOSSES`.
+            cross-entropy) or `lambdaloss` (NDCG-Loss2++); see the module docstring and `losses.LOSSES`.
         relevance: the graded relevance of `listnet` and `lambdaloss`: `ranks` (`n - 1 - rank`) or `votes`
             (`log1p` of the vote gap; the dataset needs votes, or a `relevance` column from
             `prepare_listwise(..., relevance="votes")`). The other losses take their order from the ranks.
@@ -429,11 +408,11 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         extra, args = {}, self.args
         if args.loss_type == "pairwise_all":
             extra["margin_scale"] = float(args.margin_scale) if args.use_margin else None
-        elif args.loss_type in GRADED_LOSSES and args.relevance == "votes":
+        elif LOSSES[args.loss_type].graded and args.relevance == "votes":
             if relevance is None:
                 raise ValueError(f"relevance votes: the batch has no `{RELEVANCE_COLUMN}` (DataCollatorForListwise)")
             extra["relevance"] = relevance
-        return LOSS_FUNCTIONS[args.loss_type](rewards, post_index, ranks, **extra)
+        return LOSSES[args.loss_type].function(rewards, post_index, ranks, **extra)
 
     def fit_length_weight(self, dataset, max_posts: int = LENGTH_FIT_POSTS, chunk: int = 64) -> float:
         """The w that minimizes the training loss of `w * log1p(characters)` alone plus `LENGTH_FIT_RIDGE * w**2`
@@ -441,7 +420,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         its posts): a one-dimensional L-BFGS fit, deterministic, the same in every process. Training then starts from
         what longest-first knows, and the model learns what length does not say."""
         posts = dataset.select(range(min(len(dataset), max_posts)))
-        graded = self.args.relevance == "votes" and self.args.loss_type in GRADED_LOSSES
+        graded = self.args.relevance == "votes" and LOSSES[self.args.loss_type].graded
         chunks = []
         for start in range(0, len(posts), chunk):
             rows = posts[start : start + chunk]
