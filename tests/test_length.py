@@ -9,8 +9,8 @@ import torch
 from test_reward import args_for
 
 from commentrank.encoding import length_feature
+from commentrank.length import correlation as _correlation
 from commentrank.score.scorer import load_scorer
-from commentrank.train.listwise import _correlation
 
 from conftest import load_script
 
@@ -115,7 +115,7 @@ def mostly_longer_is_better(tmp_path_factory):
 def test_length_init_fit_starts_the_term_at_the_weight_that_minimizes_the_loss_of_length_alone(
     tiny_bert, mostly_longer_is_better, tmp_path
 ):
-    from commentrank.train.listwise import LENGTH_FIT_RIDGE
+    from commentrank.length import LENGTH_FIT_RIDGE
     from commentrank.train.losses import listmle_loss
 
     rows, folder = mostly_longer_is_better

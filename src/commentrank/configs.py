@@ -27,6 +27,7 @@ from pathlib import Path
 from trl import RewardConfig, ScriptArguments
 
 from .io_utils import UsageError, check_at_least, check_choice, closest
+from .length import LENGTH_FEATURES, LENGTH_INITS, LENGTH_LEARNING_RATE
 from .train.losses import GRADED_LOSSES, LISTWISE_LOSSES, LOSSES, Loss  # noqa: F401 (the loss registry)
 
 logger = logging.getLogger(__name__)
@@ -335,9 +336,6 @@ class PrepArguments(OutputOptions):
 
 
 RELEVANCES = ("ranks", "votes")
-LENGTH_FEATURES = ("none", "additive", "odin")
-LENGTH_INITS = ("fit", "zero")  # the first is the default
-LENGTH_LEARNING_RATE = 0.0  # the default: the fitted weight is kept
 
 
 @dataclass

@@ -21,6 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from commentrank.bundled_models import bundled_hub_id
 from commentrank.configs import EncoderSettings
 from commentrank.io_utils import atomic_write_text, is_hub_id
+from commentrank.length import length_term_code
 from commentrank.score.report import LENGTH_NOTE, interval_note, length_table, markdown_table, verdict_lines
 from commentrank.train.losses import LOSSES
 
@@ -122,12 +123,7 @@ def usage_snippet(
             f'inputs = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, return_tensors="pt")'
         )
     example = json.dumps({"text": "Which hop gives a beer citrus notes?", "comments": ["Citra.", "Water."]})
-    length_term = (
-        "# the model's length term (`length_weight` in commentrank_config.json), which every commentrank scorer adds\n"
-        f"rewards = rewards + {float(length_weight)!r} * torch.log1p(torch.tensor([float(len(c)) for c in comments]))\n"
-        if length_weight
-        else ""
-    )
+    length_term = length_term_code(length_weight)
     return f"""```python
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer

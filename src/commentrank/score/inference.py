@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import torch
 
 from commentrank.data.records import ranks_by
-from commentrank.encoding import PairEncoder, add_length_term, segment_ids
+from commentrank.encoding import PairEncoder, segment_ids
+from commentrank.length import add_length_term
 
 
 def pad(tensors: Sequence[torch.Tensor], value: int, pad_to_multiple_of: int | None = None) -> torch.Tensor:

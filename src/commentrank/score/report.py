@@ -89,7 +89,7 @@ def collapse_warning(rows: Sequence[dict], rewards: Sequence[Sequence[float]], l
     model (its rewards stopped depending on the text), and its metrics look like longest-first's or random's."""
     import numpy as np
 
-    from commentrank.encoding import length_feature
+    from commentrank.length import length_feature
 
     flat = np.array([r for post in rewards for r in post], dtype=np.float64)
     if flat.size < 2:

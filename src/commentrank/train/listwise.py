@@ -64,7 +64,16 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 
 from commentrank.configs import RELEVANCES, EncoderSettings, ListwiseRewardConfig
-from commentrank.encoding import PairEncoder, length_feature
+from commentrank.encoding import PairEncoder
+from commentrank.length import (
+    LENGTH_COLUMN,
+    LENGTH_FIT_POSTS,
+    LENGTH_FIT_RIDGE,  # noqa: F401 (the fit's ridge, used to be here)
+    LENGTH_STATE_FILE,
+    correlation,
+    fit_length_weight,
+    length_feature,
+)
 from commentrank.score.inference import pad
 from commentrank.train.losses import LISTWISE_LOSSES, LOSSES, pair_mask
 from commentrank.train.pairwise import PairwiseRewardTrainer, with_segments
@@ -73,10 +82,6 @@ logger = logging.getLogger(__name__)
 
 LISTWISE_COLUMNS = ("comment_ids", "ranks")
 RELEVANCE_COLUMN = "relevance"  # with relevance votes: the graded relevance of each comment, next to `ranks`
-LENGTH_COLUMN = "log_lengths"  # with a length_feature: encoding.length_feature of each comment's whole text
-LENGTH_STATE_FILE = "length_term.json"  # the length term's weight in each checkpoint (resume)
-LENGTH_FIT_POSTS = 10_000  # length_init fit: the posts the length term's starting weight is fitted on
-LENGTH_FIT_RIDGE = 1e-3  # and a ridge on it: data that length orders perfectly still gets a finite weight
 FORWARD_COST_TOKENS = 128  # length_sorted_forward: the cost of one more forward pass, in padded tokens
 MEGABATCH_POSTS = 64  # batch_token_budget: posts are sorted by length within seeded random groups of this many
 
@@ -334,13 +339,6 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of two vectors (0 when either is constant)."""
-    x, y = x - x.mean(), y - y.mean()
-    denominator = (x.square().sum() * y.square().sum()).sqrt()
-    return (x * y).sum() / denominator if float(denominator) > 0 else x.sum() * 0.0
-
-
 class ListwiseRewardTrainer(PairwiseRewardTrainer):
     """TRL's `RewardTrainer` on whole posts: each comment is forwarded once, the loss sees all the post's comments.
 
@@ -415,40 +413,11 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         return LOSSES[args.loss_type].function(rewards, post_index, ranks, **extra)
 
     def fit_length_weight(self, dataset, max_posts: int = LENGTH_FIT_POSTS, chunk: int = 64) -> float:
-        """The w that minimizes the training loss of `w * log1p(characters)` alone plus `LENGTH_FIT_RIDGE * w**2`
-        (length_init: fit), over the first `max_posts` posts of `dataset` (the loss of each chunk of posts weighted by
-        its posts): a one-dimensional L-BFGS fit, deterministic, the same in every process. Training then starts from
-        what longest-first knows, and the model learns what length does not say."""
-        posts = dataset.select(range(min(len(dataset), max_posts)))
+        """The starting weight of the length term (length_init: fit): `length.fit_length_weight` with this trainer's
+        loss over the first `max_posts` posts of `dataset`."""
         graded = self.args.relevance == "votes" and LOSSES[self.args.loss_type].graded
-        chunks = []
-        for start in range(0, len(posts), chunk):
-            rows = posts[start : start + chunk]
-            sizes = [len(r) for r in rows["ranks"]]
-            chunks.append((
-                torch.tensor([x for lengths in rows[LENGTH_COLUMN] for x in lengths], dtype=torch.float64),
-                torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
-                torch.tensor([r for ranks in rows["ranks"] for r in ranks]),
-                torch.tensor([g for gains in rows[RELEVANCE_COLUMN] for g in gains], dtype=torch.float64)
-                if graded else None,
-                len(sizes),
-            ))  # fmt: skip
-        weight = torch.zeros((), dtype=torch.float64, requires_grad=True)
-        optimizer = torch.optim.LBFGS([weight], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
-
-        def closure():
-            optimizer.zero_grad()
-            loss = sum(self._loss(weight * x, i, r, g) * n for x, i, r, g, n in chunks) / len(posts)
-            loss = loss + LENGTH_FIT_RIDGE * weight**2
-            loss.backward()
-            return loss
-
-        start_loss = float(closure().detach())
-        optimizer.step(closure)
-        fitted = float(weight.detach())
-        logger.info("length term fitted on %d posts: w = %.4f (%s loss %.4f at w = 0, %.4f fitted)", len(posts),
-                    fitted, self.args.loss_type, start_loss, float(closure().detach()))  # fmt: skip
-        return fitted
+        return fit_length_weight(dataset, self._loss, RELEVANCE_COLUMN if graded else None, max_posts, chunk,
+                                 label=self.args.loss_type)  # fmt: skip
 
     # The length term: one scalar trained with the model, saved in the encoder settings and in each checkpoint
     def create_optimizer(self, *args, **kwargs):
@@ -570,7 +539,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
                 raise ValueError(f"length_feature {self.args.length_feature}: the batch has no `{LENGTH_COLUMN}`")
             lengths = inputs[LENGTH_COLUMN].to(rewards)
             if self.args.length_feature == "odin":  # keep the model's own reward uncorrelated with length
-                penalty = self.args.odin_weight * _correlation(rewards, lengths) ** 2
+                penalty = self.args.odin_weight * correlation(rewards, lengths) ** 2
             rewards = rewards + self.length_weight.to(rewards.device) * lengths
 
         loss = self._loss(rewards, post_index, ranks, inputs.get(RELEVANCE_COLUMN))
