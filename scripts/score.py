@@ -29,9 +29,9 @@ from accelerate.utils import gather_object
 
 from commentrank.configs import ScoreArguments
 from commentrank.data.loading import load_scoring_rows
+from commentrank.inference import merge_shards
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.outputs import OutputDir, check_output_dir
-from commentrank.score.inference import merge_shards
 from commentrank.score.report import PLOT_NAME, collapse_warning, evaluate, markdown_table, write_outputs
 from commentrank.score.scorer import load_scorer
 

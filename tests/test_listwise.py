@@ -365,3 +365,19 @@ def test_quickstart_recipe_trains_listwise(tiny_bert, prepared_sample, tmp_path)
     assert trainer.args.length_feature == values["length_feature"] and trainer.args.bf16 == values["bf16"]
     assert trainer.state.global_step == 3
     assert any("eval_ndcg@5" in e for e in trainer.state.log_history)  # scored on the validation posts at the end
+
+
+def test_training_does_not_import_the_scoring_package():
+    """Batched inference is shared through commentrank.inference: the trainers and the NDCG callback load no
+    commentrank.score module (and commentrank.score.inference still offers the same functions)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, commentrank.train.listwise, commentrank.train.callbacks, commentrank.train.steps\n"
+            "print(sorted(m for m in sys.modules if m.startswith('commentrank.score')))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    from commentrank import inference
+    from commentrank.score import inference as compatible
+
+    assert compatible.score_posts is inference.score_posts and compatible.pad is inference.pad

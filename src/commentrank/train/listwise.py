@@ -65,6 +65,7 @@ from trl import RewardTrainer
 
 from commentrank.configs import RELEVANCES, EncoderSettings, ListwiseRewardConfig
 from commentrank.encoding import PairEncoder
+from commentrank.inference import pad
 from commentrank.length import (
     LENGTH_COLUMN,
     LENGTH_FIT_POSTS,
@@ -74,7 +75,6 @@ from commentrank.length import (
     fit_length_weight,
     length_feature,
 )
-from commentrank.score.inference import pad
 from commentrank.train.losses import LISTWISE_LOSSES, LOSSES, pair_mask
 from commentrank.train.pairwise import PairwiseRewardTrainer, with_segments
 
