@@ -13,7 +13,8 @@ The dataset is a data_prep folder, a raw ranked file (converted by data_prep's c
 template is the one the data was built with. Prompt and comment are tokenized here (truncated, never dropped; counted
 in `data_summary.json`). A killed run resumes from its last checkpoint with the same command. The output folder holds
 the model, tokenizer, `commentrank_config.json` (how to encode inputs at scoring time, also in every checkpoint),
-`train_results.json`, `eval_results.json`, `data_summary.json` and a model card.
+`train_results.json`, `eval_results.json`, `data_summary.json`, `training_facts.json` (what the card is built from)
+and a model card.
 """
 
 import dataclasses
@@ -31,7 +32,7 @@ from commentrank.encoding import PairEncoder
 from commentrank.hub import HubError, push_model_folder
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.metrics import baseline_metrics
-from commentrank.model_card import build_model_card, save_model_card
+from commentrank.model_card import build_model_card, save_model_card, save_training_facts, training_facts
 from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.train import steps
 from commentrank.train.callbacks import RankingEvalCallback
@@ -137,6 +138,11 @@ def write_card(trainer, script_args, model_args, callback, encoder, push_repo, f
     results = {"model": callback.last_metrics, **baseline_metrics(callback.posts)} if callback.last_metrics else {}
     options = {**dataclasses.asdict(script_args), **trainer.args.trainer_options()}
     training = {k: v for k, v in options.items() if v is not None and k != "loss_type"}
+    facts = training_facts(
+        loss_type=trainer.args.loss_type, base_model=model_args.model_name_or_path, dataset=script_args.dataset_name,
+        prompt_template=encoder.settings.prompt_template, split=script_args.dataset_test_split, results=results,
+    )  # fmt: skip
+    save_training_facts(facts, folder)  # the card's facts, read back when the folder is published again (score.py)
     card = build_model_card(
         model_id=push_repo or repo_name_for(trainer.args.output_dir), base_model=model_args.model_name_or_path,
         dataset=script_args.dataset_name, results=results, split=script_args.dataset_test_split,
