@@ -104,6 +104,7 @@ def run_method(key, args, data, tokenizer_path):
     from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
+    from commentrank.configs import ListwiseRewardConfig
     from commentrank.encoding import PairEncoder
     from commentrank.metrics import ranking_metrics
     from commentrank.modeling import load_reward_model, load_tokenizer
@@ -123,17 +124,17 @@ def run_method(key, args, data, tokenizer_path):
     else:
         dataset, counts = tokenize_pairs(pairs[key.split("-")[1]], encoder)
         units = f"{counts['pairs']} pairs"
-    config = RewardConfig(
+    config = (ListwiseRewardConfig if listwise else RewardConfig)(
         output_dir=str(Path(args.run_dir) / key), use_cpu=True, bf16=False, fp16=False,
         report_to="none", save_strategy="no", eval_strategy="no", logging_steps=10, seed=args.seed,
         activation_checkpointing=False,
         num_train_epochs=args.epochs, learning_rate=args.learning_rate, lr_scheduler_type="linear",
         warmup_steps=args.warmup_ratio, max_length=args.max_length, dataloader_num_workers=0,
         per_device_train_batch_size=args.post_batch_size if listwise else args.pair_batch_size,
+        **({"loss_type": key.split("-")[1]} if listwise else {}),
     )  # fmt: skip
     if listwise:
-        trainer = ListwiseRewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                                        loss_type=key.split("-")[1])  # fmt: skip
+        trainer = ListwiseRewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     else:
         trainer = RewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     counter = ForwardCounter(trainer.model)

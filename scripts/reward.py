@@ -13,7 +13,8 @@ The dataset is a data_prep folder, a raw ranked file (converted by data_prep's c
 template is the one the data was built with. Prompt and comment are tokenized here (truncated, never dropped; counted
 in `data_summary.json`). A killed run resumes from its last checkpoint with the same command. The output folder holds
 the model, tokenizer, `commentrank_config.json` (how to encode inputs at scoring time, also in every checkpoint),
-`train_results.json`, `eval_results.json`, `data_summary.json` and a model card.
+`train_results.json`, `eval_results.json`, `data_summary.json`, `training_facts.json` (what the card is built from)
+and a model card.
 """
 
 import dataclasses
@@ -22,16 +23,16 @@ from functools import partial
 
 from accelerate.utils import is_peft_model
 from transformers import set_seed
-from trl import ModelConfig, RewardConfig, get_peft_config
+from trl import ModelConfig, get_peft_config
 
 from commentrank.bundled_models import resolve_model_path
 from commentrank.cli import Parser, check_eval_split
-from commentrank.configs import RewardArguments
+from commentrank.configs import ListwiseRewardConfig, RewardArguments
 from commentrank.encoding import PairEncoder
 from commentrank.hub import HubError, push_model_folder
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.metrics import baseline_metrics
-from commentrank.model_card import build_model_card, save_model_card
+from commentrank.model_card import build_model_card, save_model_card, save_training_facts, training_facts
 from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.train import steps
 from commentrank.train.callbacks import RankingEvalCallback
@@ -42,7 +43,7 @@ logger = logging.getLogger("commentrank.reward")
 
 
 def make_parser() -> Parser:
-    return Parser((RewardArguments, RewardConfig, ModelConfig), prog="reward")
+    return Parser((RewardArguments, ListwiseRewardConfig, ModelConfig), prog="reward")
 
 
 def main(argv=None) -> PairwiseRewardTrainer:
@@ -58,7 +59,7 @@ def main(argv=None) -> PairwiseRewardTrainer:
                                            settings):  # fmt: skip
             return None  # this run, finished, is already there
         data = steps.open_training_data(script_args, training_args.seed)
-        view = data.require_view(script_args.view)
+        view = data.require_view(script_args.view_for(training_args.loss_type))
         check_eval_split(view, script_args.dataset_test_split, training_args.eval_strategy)
         tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=script_args.pad_at_eos)
         model = load_reward_model(
@@ -74,20 +75,14 @@ def main(argv=None) -> PairwiseRewardTrainer:
         eval_posts = list(listwise.get(script_args.dataset_test_split, []))[: script_args.ndcg_eval_posts]
         callback = RankingEvalCallback(eval_posts, encoder, training_args.per_device_eval_batch_size)
 
-        if script_args.loss_type == "pairwise":  # stock TRL RewardTrainer on chosen/rejected pairs
-            prepare = partial(tokenize_pairs, encoder=encoder, keep_margin=script_args.use_margin)
-            trainer_cls, extra = PairwiseRewardTrainer, {}
+        if not training_args.listwise:  # stock TRL RewardTrainer on chosen/rejected pairs
+            prepare = partial(tokenize_pairs, encoder=encoder, keep_margin=training_args.use_margin)
+            trainer_cls = PairwiseRewardTrainer
         else:  # whole posts: the listwise losses (pairwise_all, listmle, plistmle, listnet, lambdaloss)
-            prepare = partial(prepare_listwise, encoder=encoder, max_comments=script_args.max_comments_per_post,
-                              seed=training_args.seed, relevance=script_args.relevance,
-                              with_lengths=script_args.length_feature != "none")  # fmt: skip
+            prepare = partial(prepare_listwise, encoder=encoder, max_comments=training_args.max_comments_per_post,
+                              seed=training_args.seed, relevance=training_args.relevance,
+                              with_lengths=training_args.length_feature != "none")  # fmt: skip
             trainer_cls = ListwiseRewardTrainer
-            extra = {"loss_type": script_args.loss_type, "use_margin": script_args.use_margin,
-                     "relevance": script_args.relevance, "length_feature": script_args.length_feature,
-                     "length_learning_rate": script_args.length_learning_rate,
-                     "length_init": script_args.length_init, "odin_weight": script_args.odin_weight,
-                     "batch_token_budget": script_args.batch_token_budget,
-                     "length_sorted_forward": script_args.length_sorted_forward}  # fmt: skip
         train = steps.split_of(view, script_args.dataset_train_split, data.source).shuffle(seed=training_args.seed)
         train, counts = prepare(steps.subset(train, script_args.max_train_samples))
         eval_dataset, eval_counts = None, None
@@ -103,7 +98,7 @@ def main(argv=None) -> PairwiseRewardTrainer:
     push_repo = steps.take_hub_push(training_args)
     trainer = trainer_cls(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset, processing_class=tokenizer,
-        peft_config=get_peft_config(model_args), callbacks=[callback], encoder_settings=encoder_settings, **extra,
+        peft_config=get_peft_config(model_args), callbacks=[callback], encoder_settings=encoder_settings,
     )  # fmt: skip
     callback.trainer = trainer
     result = trainer.train(resume_from_checkpoint=steps.checkpoint_to_resume(training_args))
@@ -141,11 +136,17 @@ def write_card(trainer, script_args, model_args, callback, encoder, push_repo, f
     from commentrank.hub import repo_name_for
 
     results = {"model": callback.last_metrics, **baseline_metrics(callback.posts)} if callback.last_metrics else {}
-    training = {k: v for k, v in dataclasses.asdict(script_args).items() if v is not None and k != "loss_type"}
+    options = {**dataclasses.asdict(script_args), **trainer.args.trainer_options()}
+    training = {k: v for k, v in options.items() if v is not None and k != "loss_type"}
+    facts = training_facts(
+        loss_type=trainer.args.loss_type, base_model=model_args.model_name_or_path, dataset=script_args.dataset_name,
+        prompt_template=encoder.settings.prompt_template, split=script_args.dataset_test_split, results=results,
+    )  # fmt: skip
+    save_training_facts(facts, folder)  # the card's facts, read back when the folder is published again (score.py)
     card = build_model_card(
         model_id=push_repo or repo_name_for(trainer.args.output_dir), base_model=model_args.model_name_or_path,
         dataset=script_args.dataset_name, results=results, split=script_args.dataset_test_split,
-        loss_type=script_args.loss_type, text_pair=encoder.text_pair, settings=encoder.settings, training=training,
+        loss_type=trainer.args.loss_type, text_pair=encoder.text_pair, settings=encoder.settings, training=training,
     )  # fmt: skip
     save_model_card(card, folder)
 

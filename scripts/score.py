@@ -29,9 +29,9 @@ from accelerate.utils import gather_object
 
 from commentrank.configs import ScoreArguments
 from commentrank.data.loading import load_scoring_rows
+from commentrank.inference import merge_shards
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.outputs import OutputDir, check_output_dir
-from commentrank.score.inference import merge_shards
 from commentrank.score.report import PLOT_NAME, collapse_warning, evaluate, markdown_table, write_outputs
 from commentrank.score.scorer import load_scorer
 
@@ -41,13 +41,13 @@ OUTPUT_FILES = ("predictions.jsonl", "metrics.json", "report.md", PLOT_NAME)  # 
 
 def publish(config: ScoreArguments, scorer, data, results, details) -> str:
     from commentrank.hub import push_model_folder, stage_model_folder
-    from commentrank.model_card import build_model_card, card_facts
+    from commentrank.model_card import build_model_card, read_training_facts
 
     staged = Path(config.output_dir) / "hub_model"
-    facts = card_facts(config.model)  # what the model's own card says it is
+    facts = read_training_facts(config.model)  # what the model folder recorded about its training, if anything
     card = build_model_card(
-        model_id=config.push_to_hub, base_model=config.base_model or facts["base_model"], dataset=config.dataset,
-        results=results or {}, split=data.split or "test", license=config.license, loss_type=facts["loss_type"],
+        model_id=config.push_to_hub, base_model=config.base_model or facts.get("base_model"), dataset=config.dataset,
+        results=results or {}, split=data.split or "test", license=config.license, loss_type=facts.get("loss_type"),
         text_pair=scorer.encoder.text_pair, settings=scorer.settings, evaluation=details,
     )  # fmt: skip
     stage_model_folder(config.model, staged, scorer=scorer, card=card)

@@ -99,12 +99,14 @@ def test_raw_file_training_stops_on_bad_input_or_skips_and_counts_it(tiny_bert, 
 
 def test_listwise_trainer_encodes_a_raw_view_with_the_recipe_settings(tiny_bert, prepared_sample, tmp_path):
     import datasets
-    from trl import RewardConfig
+
+    from commentrank.configs import ListwiseRewardConfig
 
     tokenizer = load_tokenizer(tiny_bert)
     view = datasets.load_from_disk(f"{prepared_sample}/listwise")["train"].select(range(6))
     settings = EncoderSettings(max_length=40, min_comment_tokens=8, truncation_side="left")
-    args = RewardConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=40)
+    args = ListwiseRewardConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=40,
+                                loss_type="pairwise_all")  # fmt: skip
     from commentrank.modeling import load_reward_model
 
     trainer = ListwiseRewardTrainer(model=load_reward_model(tiny_bert, tokenizer), args=args, train_dataset=view,

@@ -9,8 +9,8 @@ import torch
 from test_reward import args_for
 
 from commentrank.encoding import length_feature
+from commentrank.length import correlation as _correlation
 from commentrank.score.scorer import load_scorer
-from commentrank.train.listwise import ListwiseRewardTrainer, _correlation
 
 from conftest import load_script
 
@@ -68,7 +68,7 @@ def test_odin_trains_with_the_term_and_scores_without_it(tiny_bert, longer_is_be
         loss = trainer.compute_loss(trainer.model, dict(batch))
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         own = trainer.model(**inputs).logits.squeeze(-1).float()
-        trainer.length_feature = "additive"  # the same batch without the penalty
+        trainer.args.length_feature = "additive"  # the same batch without the penalty
         without = trainer.compute_loss(trainer.model, dict(batch))
     assert float(loss - without) == pytest.approx(5 * float(_correlation(own, batch["log_lengths"])) ** 2, abs=1e-5)
 
@@ -115,7 +115,7 @@ def mostly_longer_is_better(tmp_path_factory):
 def test_length_init_fit_starts_the_term_at_the_weight_that_minimizes_the_loss_of_length_alone(
     tiny_bert, mostly_longer_is_better, tmp_path
 ):
-    from commentrank.train.listwise import LENGTH_FIT_RIDGE
+    from commentrank.length import LENGTH_FIT_RIDGE
     from commentrank.train.losses import listmle_loss
 
     rows, folder = mostly_longer_is_better
@@ -135,16 +135,19 @@ def test_length_init_fit_starts_the_term_at_the_weight_that_minimizes_the_loss_o
     assert json.loads((out / "commentrank_config.json").read_text())["length_weight"] == pytest.approx(fitted)
 
 
-def test_a_length_feature_needs_a_listwise_loss():
-    from commentrank.configs import RewardArguments
+def test_a_length_feature_needs_a_listwise_loss(tmp_path):
+    from functools import partial
 
+    from commentrank.configs import ListwiseRewardConfig
+
+    config = partial(ListwiseRewardConfig, output_dir=str(tmp_path), use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match="length_feature needs a listwise loss_type"):
-        RewardArguments(dataset_name="x", length_feature="additive", loss_type="pairwise")
+        config(length_feature="additive", loss_type="pairwise")
     with pytest.raises(ValueError, match="length_feature 'longer'"):
-        ListwiseRewardTrainer.__init__(object.__new__(ListwiseRewardTrainer), length_feature="longer")
+        config(loss_type="listmle", length_feature="longer")
     with pytest.raises(ValueError, match="length_init .one. is not one of fit, zero"):
-        RewardArguments(dataset_name="x", loss_type="listmle", length_feature="additive", length_init="one")
+        config(loss_type="listmle", length_feature="additive", length_init="one")
     with pytest.raises(ValueError, match="leaves the length term at 0"):
-        RewardArguments(dataset_name="x", loss_type="listmle", length_feature="additive", length_init="zero")
-    defaults = RewardArguments(dataset_name="x", loss_type="listmle", length_feature="additive")
+        config(loss_type="listmle", length_feature="additive", length_init="zero")
+    defaults = config(loss_type="listmle", length_feature="additive")
     assert (defaults.length_init, defaults.length_learning_rate) == ("fit", 0.0)  # the fitted weight, kept

@@ -6,6 +6,7 @@ import pytest
 import torch
 from trl import RewardConfig
 
+from commentrank.configs import ListwiseRewardConfig
 from commentrank.encoding import PairEncoder
 from commentrank.modeling import load_reward_model, load_tokenizer
 from commentrank.score.inference import score_ids, score_posts
@@ -13,10 +14,9 @@ from commentrank.train.listwise import (
     DataCollatorForListwise,
     ListwiseRewardTrainer,
     cap_indices,
-    listmle_loss,
-    pairwise_all_loss,
     prepare_listwise,
 )
+from commentrank.train.losses import listmle_loss, pairwise_all_loss
 
 from conftest import ROOT, launch_reward_on_two_cpu_processes, load_script
 
@@ -177,15 +177,15 @@ def config(tmp_path, **kwargs):
     defaults = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
                     logging_steps=1, per_device_train_batch_size=2, max_length=48, dataloader_num_workers=0,
                     activation_checkpointing=False)  # fmt: skip
-    return RewardConfig(**{**defaults, **kwargs})
+    return (RewardConfig if kwargs.pop("plain", False) else ListwiseRewardConfig)(**{**defaults, **kwargs})
 
 
 def make_trainer(tiny_bert, tmp_path, train, loss_type="pairwise_all", **kwargs):
     tokenizer = load_tokenizer(tiny_bert)
     model = load_reward_model(tiny_bert, tokenizer)
-    trainer_kwargs = {k: kwargs.pop(k) for k in ("use_margin", "max_comments_per_post", "eval_dataset") if k in kwargs}
-    return ListwiseRewardTrainer(model=model, args=config(tmp_path, **kwargs), train_dataset=train,
-                                 processing_class=tokenizer, loss_type=loss_type, **trainer_kwargs)  # fmt: skip
+    trainer_kwargs = {k: kwargs.pop(k) for k in ("eval_dataset",) if k in kwargs}
+    return ListwiseRewardTrainer(model=model, args=config(tmp_path, loss_type=loss_type, **kwargs),
+                                 train_dataset=train, processing_class=tokenizer, **trainer_kwargs)  # fmt: skip
 
 
 def test_each_comment_is_forwarded_once_per_epoch(tiny_bert, prepared_sample, tmp_path):
@@ -236,10 +236,14 @@ def test_center_rewards_and_options(tiny_bert, tmp_path):
     total = centered.compute_loss(centered.model, dict(batch))
     assert total.item() == pytest.approx(base.item() + 0.5 * outputs.logits.pow(2).mean().item(), rel=1e-5)
     margin = make_trainer(tiny_bert, tmp_path, prepared, use_margin=True)
-    assert margin.margin_scale == 1.0
-    with pytest.raises(ValueError, match="unknown listwise loss_type"):
+    assert margin.args.margin_scale == 1.0
+    with pytest.raises(ValueError, match="loss_type 'softmax' is not one of"):
         make_trainer(tiny_bert, tmp_path, prepared, "softmax")
-    with pytest.raises(ValueError, match="pairwise_all only"):
+    with pytest.raises(ValueError, match="PairwiseRewardTrainer"):
+        make_trainer(tiny_bert, tmp_path, prepared, "pairwise")
+    with pytest.raises(TypeError, match="ListwiseRewardConfig"):
+        ListwiseRewardTrainer(model=margin.model, args=config(tmp_path, plain=True), train_dataset=prepared)
+    with pytest.raises(ValueError, match="pairwise and pairwise_all"):
         make_trainer(tiny_bert, tmp_path, prepared, "listmle", use_margin=True)
     with pytest.raises(ValueError, match="needs a listwise dataset"):
         make_trainer(
@@ -294,7 +298,7 @@ def test_reward_script_trains_a_listwise_loss_and_logs_ndcg(
                                    "--max_train_samples", "8", "--per_device_train_batch_size", "8",
                                    "--num_train_epochs", "8", "--learning_rate", "3e-3", "--eval_strategy", "epoch",
                                    "--warmup_steps", "0"))  # fmt: skip
-    assert isinstance(trainer, ListwiseRewardTrainer) and (trainer.loss_type, trainer.relevance) == (
+    assert isinstance(trainer, ListwiseRewardTrainer) and (trainer.args.loss_type, trainer.args.relevance) == (
         loss_type,
         relevance,
     )
@@ -324,7 +328,7 @@ def test_reward_script_lora_trains_and_saves_the_score_head(tiny_bert, prepared_
     trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--loss_type", "pairwise_all", "--use_margin",
                                    "true", "--max_steps", "3", "--learning_rate", "1e-2", "--use_peft", "true",
                                    "--lora_task_type", "SEQ_CLS", "--lora_r", "4", "--max_comments_per_post", "4"))  # fmt: skip
-    assert trainer.margin_scale == 1.0
+    assert trainer.args.margin_scale == 1.0
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in trainable) and any("classifier" in n for n in trainable)
     assert not any("encoder.layer.0.attention.self.query.base_layer" in n for n in trainable)
@@ -356,8 +360,24 @@ def test_quickstart_recipe_trains_listwise(tiny_bert, prepared_sample, tmp_path)
     import yaml
 
     values = yaml.safe_load(recipe.read_text())
-    assert isinstance(trainer, ListwiseRewardTrainer) and trainer.loss_type == values["loss_type"]
+    assert isinstance(trainer, ListwiseRewardTrainer) and trainer.args.loss_type == values["loss_type"]
     assert trainer.args.per_device_train_batch_size == values["per_device_train_batch_size"]
-    assert trainer.length_feature == values["length_feature"] and trainer.args.bf16 == values["bf16"]
+    assert trainer.args.length_feature == values["length_feature"] and trainer.args.bf16 == values["bf16"]
     assert trainer.state.global_step == 3
     assert any("eval_ndcg@5" in e for e in trainer.state.log_history)  # scored on the validation posts at the end
+
+
+def test_training_does_not_import_the_scoring_package():
+    """Batched inference is shared through commentrank.inference: the trainers and the NDCG callback load no
+    commentrank.score module (and commentrank.score.inference still offers the same functions)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, commentrank.train.listwise, commentrank.train.callbacks, commentrank.train.steps\n"
+            "print(sorted(m for m in sys.modules if m.startswith('commentrank.score')))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    from commentrank import inference
+    from commentrank.score import inference as compatible
+
+    assert compatible.score_posts is inference.score_posts and compatible.pad is inference.pad

@@ -9,8 +9,8 @@ import datasets
 import pytest
 import torch
 from test_listwise import assert_accumulation_matches_the_full_batch
-from trl import RewardConfig
 
+from commentrank.configs import ListwiseRewardConfig
 from commentrank.encoding import PairEncoder
 from commentrank.metrics import relevance_from_ranks as ndcg_relevance
 from commentrank.modeling import load_reward_model, load_tokenizer
@@ -251,9 +251,9 @@ def make_trainer(tiny_bert, tmp_path, train, loss_type, relevance="ranks", **kwa
     defaults = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
                     logging_steps=1, per_device_train_batch_size=2, max_length=48, dataloader_num_workers=0,
                     activation_checkpointing=False)  # fmt: skip
-    return ListwiseRewardTrainer(model=load_reward_model(tiny_bert, tokenizer), args=RewardConfig(**{**defaults,
-                                 **kwargs}), train_dataset=train, processing_class=tokenizer, loss_type=loss_type,
-                                 relevance=relevance)  # fmt: skip
+    args = ListwiseRewardConfig(**{**defaults, **kwargs}, loss_type=loss_type, relevance=relevance)
+    return ListwiseRewardTrainer(model=load_reward_model(tiny_bert, tokenizer), args=args, train_dataset=train,
+                                 processing_class=tokenizer)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -263,7 +263,9 @@ def make_trainer(tiny_bert, tmp_path, train, loss_type, relevance="ranks", **kwa
 def test_trainer_hands_the_relevance_to_the_loss(tiny_bert, tmp_path, monkeypatch, loss_type, relevance):
     """The collator carries each kept comment's relevance to compute_loss, which hands it to the loss (votes) or lets
     the loss take it from the ranks; the trainer's loss is the per-post loop's on the batch's rewards."""
-    from commentrank.train import listwise
+    import dataclasses
+
+    from commentrank.train.losses import LOSSES
 
     tokenizer = load_tokenizer(tiny_bert)
     prepared, _ = prepare_listwise(voted_rows(), PairEncoder(tokenizer, max_length=40), relevance=relevance)
@@ -275,7 +277,7 @@ def test_trainer_hands_the_relevance_to_the_loss(tiny_bert, tmp_path, monkeypatc
         received.append(kwargs.get("relevance"))
         return NEW_LOSSES[loss_type](*args, **kwargs)
 
-    monkeypatch.setitem(listwise.LOSS_FUNCTIONS, loss_type, spy)
+    monkeypatch.setitem(LOSSES, loss_type, dataclasses.replace(LOSSES[loss_type], function=spy))
     batch = trainer.data_collator([prepared[i] for i in range(len(prepared))])
     loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
     if relevance == "votes":
@@ -321,15 +323,32 @@ def test_relevance_votes_without_votes_is_a_clear_error(tiny_bert, tmp_path):
         make_trainer(tiny_bert, tmp_path, prepared_without, "lambdaloss", "votes")
 
 
-def test_loss_and_relevance_are_checked_when_the_trainer_is_built(tiny_bert, tmp_path, monkeypatch):
-    from commentrank.train import listwise
+def test_one_registry_names_every_loss_for_the_config_the_trainer_the_card_and_the_readme():
+    import re
 
+    from commentrank.model_card import build_model_card
+    from commentrank.train.losses import GRADED_LOSSES, LISTWISE_LOSSES, LOSSES, loss_table
+
+    from conftest import ROOT
+
+    assert LISTWISE_LOSSES == tuple(k for k in LOSSES if k != "pairwise") and set(GRADED_LOSSES) <= set(
+        LISTWISE_LOSSES
+    )
+    assert all(LOSSES[k].function is not None for k in LISTWISE_LOSSES) and LOSSES["pairwise"].function is None
+    readme = (ROOT / "README.md").read_text()
+    assert loss_table() in readme  # the README's table is the registry's
+    heading = re.search(r"### Listwise training \(`loss_type: ([^`]*)`\)", readme)[1]
+    assert tuple(heading.split(" | ")) == LISTWISE_LOSSES
+    for key, loss in LOSSES.items():
+        card = str(build_model_card(model_id="me/rm", base_model=None, dataset=None, results={}, loss_type=key,
+                                    text_pair=True))  # fmt: skip
+        assert f"**{loss.name}** loss `{loss.formula}`" in card
+
+
+def test_loss_and_relevance_are_checked_when_the_trainer_is_built(tiny_bert, tmp_path):
     prepared, _ = prepare_listwise(voted_rows(), PairEncoder(load_tokenizer(tiny_bert), max_length=40))
     with pytest.raises(ValueError, match="relevance 'clicks'"):
         make_trainer(tiny_bert, tmp_path, prepared, "lambdaloss", "clicks")
-    monkeypatch.setattr(listwise, "LISTWISE_LOSSES", (*listwise.LISTWISE_LOSSES, "softrank"))
-    with pytest.raises(ValueError, match="'softrank' has no implementation"):
-        make_trainer(tiny_bert, tmp_path, prepared, "softrank")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,13 @@ from test_scoring import cupit_rows, tiny_model, write_jsonl
 from commentrank.bundled_models import minilm_path
 from commentrank.hub import push_model_folder
 from commentrank.metrics import baseline_metrics, ranking_metrics
-from commentrank.model_card import build_model_card, save_model_card
+from commentrank.model_card import (
+    TRAINING_FACTS_FILE,
+    build_model_card,
+    save_model_card,
+    save_training_facts,
+    training_facts,
+)
 from commentrank.score.scorer import load_scorer
 
 from conftest import ROOT, SAMPLE, TOKEN, load_script
@@ -125,7 +131,9 @@ def test_decoder_card_shows_text_with_eos():
 def test_score_push_to_hub_uploads_model_tokenizer_settings_and_card(tmp_path, fake_hub, caplog, capsys):
     model_dir = tiny_model(tmp_path / "rm")
     (model_dir / "commentrank_config.json").write_text(json.dumps({"max_length": 64, "prompt_template": "{title}"}))
-    (model_dir / "README.md").write_text("---\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n---\n# old card\n")
+    (model_dir / "README.md").write_text("---\nbase_model: someone/else\n---\n# old card\n")
+    facts = training_facts(loss_type="listmle", base_model="sentence-transformers/all-MiniLM-L6-v2", dataset=None)
+    save_training_facts(facts, model_dir)  # what training records (the README is not read)
     (model_dir / "checkpoint-5").mkdir()
     torch.save({}, model_dir / "checkpoint-5" / "optimizer.pt")
     for name in ("optimizer.pt", "training_args.bin", ".README.md.tmp-x"):
@@ -143,7 +151,7 @@ def test_score_push_to_hub_uploads_model_tokenizer_settings_and_card(tmp_path, f
     _, kwargs, uploaded = fake_hub[2]
     assert kwargs["repo_id"] == "me/minilm-comment-rm" and kwargs["repo_type"] == "model" and "token" not in kwargs
     assert sorted(uploaded) == ["README.md", "commentrank_config.json", "config.json", "model.safetensors",
-                                "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
+                                "tokenizer.json", "tokenizer_config.json", "training_facts.json"]  # fmt: skip
     assert uploaded["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
     assert json.loads(uploaded["commentrank_config.json"])["max_length"] == 64
     assert "old card" in (model_dir / "README.md").read_text()  # the model folder itself is untouched
@@ -171,3 +179,23 @@ def test_push_to_hub_needs_a_login_and_a_model_folder(tmp_path, fake_hub, monkey
     with pytest.raises(RuntimeError, match="hf auth login"):
         push_model_folder(tmp_path, "me/x")
     assert [c[0] for c in fake_hub] == []
+
+
+def test_publishing_builds_the_card_from_the_facts_training_recorded_not_from_the_readme(
+    tiny_bert, prepared_sample, tmp_path, fake_hub
+):
+    from test_reward import args_for
+
+    rm = tmp_path / "rm"
+    load_script("reward").main(args_for(tiny_bert, prepared_sample, rm, "--max_steps", "1", "--loss_type", "listmle"))
+    facts = json.loads((rm / TRAINING_FACTS_FILE).read_text())
+    assert facts["loss_type"] == "listmle" and facts["prompt_template"] == "{title}" and facts["results"]["model"]
+    assert facts["base_model"] is None and str(tmp_path) not in json.dumps(facts)  # a local base: no path published
+    (rm / "README.md").write_text("---\ntags: [pairwise]\nbase_model: someone/else\n---\n# My notes\n")  # edited
+    dataset = write_jsonl(tmp_path / "ranked.jsonl", cupit_rows(6))
+    load_script("score").main(["--model", str(rm), "--dataset", str(dataset), "--output_dir", str(tmp_path / "s"),
+                               "--no_progress", "--n_bootstrap", "0", "--push_to_hub", "me/rm"])  # fmt: skip
+    card = fake_hub[-1][2]["README.md"].decode()
+    assert "**ListMLE (Plackett-Luce)**" in card and "- listmle\n" in card and "pairwise (Bradley-Terry)" not in card
+    assert "someone/else" not in card and "My notes" not in card
+    assert "My notes" in (rm / "README.md").read_text()  # the user's README is left as it is

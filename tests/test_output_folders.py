@@ -235,3 +235,33 @@ def test_sft_refuses_a_different_run_and_does_not_rerun_a_finished_one(tiny_lm, 
     with pytest.raises(SystemExit, match=r"^sft: error: .*holds another training run \(max_steps 1 -> 2\)"):
         sft.main(sft_args(tiny_lm, data, out, "--max_steps", "2"))
     assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_every_option_commentrank_declares_identifies_a_run_unless_excluded_by_name():
+    """One source of truth: the fields of commentrank's configs are run settings, a new one included, unless
+    NOT_RUN_SETTINGS names it; each name there and in TRL_RUN_SETTINGS is a field of the configs it applies to."""
+    import dataclasses
+
+    from trl import ModelConfig, SFTConfig
+
+    from commentrank.configs import ListwiseRewardConfig, RewardArguments, SFTArguments
+    from commentrank.train.steps import NOT_RUN_SETTINGS, TRL_RUN_SETTINGS, commentrank_fields, run_setting_names
+
+    @dataclasses.dataclass
+    class WithANewOption(ListwiseRewardConfig):
+        new_option: int = 3
+
+    WithANewOption.__module__ = "commentrank.configs"  # as if added there
+    assert "new_option" in run_setting_names("training", WithANewOption)
+    assert {"loss_type", "margin_scale", "odin_weight", "batch_token_budget"} <= set(
+        run_setting_names("training", ListwiseRewardConfig)
+    )
+    assert "length_sorted_forward" not in run_setting_names("training", ListwiseRewardConfig)  # speed only
+    assert {"freeze_fraction", "truncation_side", "dataset_name"} <= set(run_setting_names("script", RewardArguments))
+    configs = {"script": (RewardArguments, SFTArguments), "training": (ListwiseRewardConfig, SFTConfig),
+               "model": (ModelConfig,)}  # fmt: skip
+    declared = {name for classes in configs.values() for cls in classes for name in commentrank_fields(cls)}
+    assert set(NOT_RUN_SETTINGS) <= declared
+    for source, names in TRL_RUN_SETTINGS.items():
+        fields = {f.name for cls in configs[source] for f in dataclasses.fields(cls)}
+        assert set(names) <= fields, (source, set(names) - fields)

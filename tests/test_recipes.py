@@ -77,10 +77,10 @@ def test_every_quality_benchmark_variant_parses_with_the_quickstart_recipe():
     for name, flags in bench.VARIANTS.items():
         script_args, training_args, _ = parser.parse_args_and_config(["--config", str(bench.RECIPE), *flags])
         if "learned-length" in name or name.endswith("-length") or name == "listmle-odin":  # measured before the fit
-            assert script_args.length_learning_rate == 1e-2, name
-            assert script_args.length_init == ("fit" if name.startswith("fitted") else "zero"), name
+            assert training_args.length_learning_rate == 1e-2, name
+            assert training_args.length_init == ("fit" if name.startswith("fitted") else "zero"), name
         if name.startswith("quickstart"):  # the recipe as it is, other seeds at most
-            assert script_args.length_init == "fit" and script_args.length_learning_rate == 0.0, name
+            assert training_args.length_init == "fit" and training_args.length_learning_rate == 0.0, name
 
 
 def test_quality_benchmark_adds_only_untied_two_answer_questions_of_training_sites(tmp_path):

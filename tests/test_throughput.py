@@ -69,7 +69,7 @@ def test_length_sorted_forward_gives_the_same_loss_and_gradient(tiny_bert, prepa
     for sorted_forward in (False, True):
         torch.manual_seed(0)
         trainer = make_trainer(tiny_bert, tmp_path, train, "listmle")
-        trainer.length_sorted_forward = sorted_forward
+        trainer.args.length_sorted_forward = sorted_forward
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
         loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
         loss.backward()

@@ -17,6 +17,7 @@ _API = {
     "EncoderSettings": "commentrank.configs",
     "PrepArguments": "commentrank.configs",
     "RewardArguments": "commentrank.configs",
+    "ListwiseRewardConfig": "commentrank.configs",
     "SFTArguments": "commentrank.configs",
     "ScoreArguments": "commentrank.configs",
     "PairEncoder": "commentrank.encoding",

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from transformers import TrainingArguments
 from transformers.hf_argparser import string_to_bool
 from trl import TrlParser
 
@@ -143,8 +144,8 @@ class Parser(OneLineErrors, TrlParser):
             self.error(self.unknown(rest))
         try:
             for obj in objects:
-                if not type(obj).__module__.startswith("commentrank"):  # ours check themselves
-                    check_at_least(obj, POSITIVE_TRL_OPTIONS)
+                if isinstance(obj, TrainingArguments) or not type(obj).__module__.startswith("commentrank"):
+                    check_at_least(obj, POSITIVE_TRL_OPTIONS)  # TRL's options (ours check themselves)
         except UsageError as err:
             if debug_enabled():
                 raise

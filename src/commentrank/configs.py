@@ -24,9 +24,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import ScriptArguments
+from trl import RewardConfig, ScriptArguments
 
 from .io_utils import UsageError, check_at_least, check_choice, closest
+from .length import LENGTH_FEATURES, LENGTH_INITS, LENGTH_LEARNING_RATE
+from .train.losses import GRADED_LOSSES, LISTWISE_LOSSES, LOSSES, Loss  # noqa: F401 (the loss registry)
 
 logger = logging.getLogger(__name__)
 
@@ -333,54 +335,7 @@ class PrepArguments(OutputOptions):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Loss:
-    """A loss as a model card states it: its name, formula and what it is trained on."""
-
-    name: str
-    formula: str
-    description: str
-
-
-LOSSES = {
-    "pairwise": Loss(
-        "pairwise (Bradley-Terry)",
-        "-log sigmoid(r_chosen - r_rejected)",
-        "TRL's RewardTrainer on (chosen, rejected) comment pairs of the same post, the CUP IT / InstructGPT recipe",
-    ),
-    "pairwise_all": Loss(
-        "pairwise over all pairs of a post",
-        "mean over posts of the mean over ranked pairs (i better than j) of -log sigmoid(r_i - r_j - m_ij)",
-        "all the comments of a post in one batch element, each forwarded once (InstructGPT sec. 3.5); m_ij is the "
-        "rank gap with use_margin, else 0",
-    ),
-    "listmle": Loss(
-        "ListMLE (Plackett-Luce)",
-        "mean over posts of sum_i [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i]",
-        "the negative log-likelihood of each post's observed order (Xia et al. 2008), all its comments in one batch "
-        "element",
-    ),
-    "plistmle": Loss(
-        "position-aware ListMLE (PListMLE)",
-        "mean over posts of sum_i a(i) [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i], a(i) = 2^(n-i) - 1 normalized",
-        "ListMLE with the top positions weighted more, as NDCG weighs them (Lan et al. 2014)",
-    ),
-    "listnet": Loss(
-        "ListNet (top-one cross-entropy)",
-        "mean over posts of -sum_i softmax(g)_i log softmax(r)_i, g the graded relevance",
-        "the cross-entropy between the top-one probabilities of the labels and of the rewards (Cao et al. 2007)",
-    ),
-    "lambdaloss": Loss(
-        "LambdaLoss, NDCG-Loss2++",
-        "mean over posts of -sum_{g_i > g_j} log2(sigmoid(r_i - r_j)) * (rho_ij + mu * delta_ij) |G_i - G_j|",
-        "a bound on NDCG's loss, weighting each pair by the NDCG it costs when swapped (Wang et al. 2018, mu = 5)",
-    ),
-}
-LISTWISE_LOSSES = tuple(name for name in LOSSES if name != "pairwise")
 RELEVANCES = ("ranks", "votes")
-LENGTH_FEATURES = ("none", "additive", "odin")
-LENGTH_INITS = ("fit", "zero")  # the first is the default
-LENGTH_LEARNING_RATE = 0.0  # the default: the fitted weight is kept
 
 
 @dataclass
@@ -434,11 +389,47 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             "or the config of a Hub dataset that is not a data_prep output."
         },
     )
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Freeze the token embedding matrix (on small encoders half the weights: faster steps)."},
+    )
+    freeze_fraction: float = field(
+        default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}
+    )
+    ndcg_eval_posts: int | None = field(
+        default=None, metadata={"help": "Validation posts scored by the NDCG callback (default: all; 0: none)."}
+    )
+
+    def __post_init__(self):
+        TrainingScriptArguments.__post_init__(self)
+        TextFormat.__post_init__(self)
+        check_at_least(self, ["ndcg_eval_posts"], 0)
+        if not 0 <= self.freeze_fraction < 1:
+            raise UsageError(f"freeze_fraction must be in [0, 1), got {self.freeze_fraction}")
+
+    def view_for(self, loss_type: str) -> str:
+        """The data_prep view trained on: `dataset_config` when it names one, else the one of `loss_type`."""
+        if self.dataset_config in VIEWS:
+            return self.dataset_config
+        return "pairwise" if loss_type == "pairwise" else "listwise"
+
+    def encoder_settings(self, max_length: int | None, prompt_template: str) -> EncoderSettings:
+        text_format = {f.name: getattr(self, f.name) for f in dataclasses.fields(TextFormat)}
+        return EncoderSettings(**text_format, max_length=max_length or 512, prompt_template=prompt_template)
+
+
+@dataclass
+class ListwiseRewardConfig(RewardConfig):
+    """TRL's `RewardConfig` with the options of commentrank's trainers: the loss (`loss_type`), and for the listwise
+    losses the cap, the graded relevance, the length term and the throughput options. `scripts/reward.py` parses it in
+    place of `RewardConfig` (each field a YAML key and a `--flag`); `ListwiseRewardTrainer` reads its options from it,
+    as TRL's trainers read `center_rewards_coefficient`. Checked here, once."""
+
     loss_type: str = field(
         default="pairwise",
         metadata={
             "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all, listmle, plistmle, listnet "
-            "or lambdaloss: the listwise trainer on whole posts (configs.LOSSES says what each optimizes)."
+            "or lambdaloss: the listwise trainer on whole posts (train/losses.py LOSSES states each)."
         },
     )
     max_comments_per_post: int | None = field(
@@ -456,7 +447,15 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             "(n - 1 - rank) or votes (log1p of the vote gap to the post's lowest, where the data has votes)."
         },
     )
-    use_margin: bool = field(default=False, metadata={"help": "Use the rank gap as margin in the loss."})
+    use_margin: bool = field(
+        default=False,
+        metadata={
+            "help": "Use the rank gap as margin in the loss (pairwise: data_prep's margin column; pairwise_all)."
+        },
+    )
+    margin_scale: float = field(
+        default=1.0, metadata={"help": "pairwise_all with use_margin: the margin per rank of gap."}
+    )
     length_feature: str = field(
         default="none",
         metadata={
@@ -484,16 +483,6 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     odin_weight: float = field(
         default=1.0, metadata={"help": "length_feature odin: weight of the squared reward/length correlation."}
     )
-    freeze_embeddings: bool = field(
-        default=False,
-        metadata={"help": "Freeze the token embedding matrix (on small encoders half the weights: faster steps)."},
-    )
-    freeze_fraction: float = field(
-        default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}
-    )
-    ndcg_eval_posts: int | None = field(
-        default=None, metadata={"help": "Validation posts scored by the NDCG callback (default: all; 0: none)."}
-    )
     batch_token_budget: int | None = field(
         default=None,
         metadata={
@@ -511,8 +500,6 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     )
 
     def __post_init__(self):
-        TrainingScriptArguments.__post_init__(self)
-        TextFormat.__post_init__(self)
         check_choice("loss_type", self.loss_type, LOSSES)
         check_choice("relevance", self.relevance, RELEVANCES)
         if self.relevance != "ranks" and self.loss_type == "pairwise":
@@ -522,24 +509,32 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
             raise ValueError("length_feature needs a listwise loss_type (pairwise_all, listmle, ...)")
         check_choice("length_init", self.length_init, LENGTH_INITS)
         check_at_least(self, ["max_comments_per_post"], 2)
-        check_at_least(self, ["ndcg_eval_posts"], 0)
         check_at_least(self, ["batch_token_budget"], 1)
-        if not 0 <= self.freeze_fraction < 1:
-            raise UsageError(f"freeze_fraction must be in [0, 1), got {self.freeze_fraction}")
         if self.loss_type == "pairwise" and (self.batch_token_budget is not None or self.length_sorted_forward):
             raise ValueError("batch_token_budget and length_sorted_forward need a listwise loss_type")
         if self.length_feature != "none" and self.length_init == "zero" and self.length_learning_rate == 0:
             raise ValueError("length_init zero with length_learning_rate 0 leaves the length term at 0: set one")
+        if self.use_margin and self.loss_type not in ("pairwise", "pairwise_all"):
+            raise ValueError(
+                f"use_margin applies to loss_type pairwise and pairwise_all ({self.loss_type} has no margin)"
+            )
+        if self.relevance == "votes" and not LOSSES[self.loss_type].graded:
+            logger.info("relevance votes: loss_type %s takes its order from the ranks, votes unused", self.loss_type)
+        super().__post_init__()
 
     @property
-    def view(self) -> str:
-        if self.dataset_config in VIEWS:
-            return self.dataset_config
-        return "pairwise" if self.loss_type == "pairwise" else "listwise"
+    def listwise(self) -> bool:
+        """Whether `loss_type` trains on whole posts (`ListwiseRewardTrainer`), not pairs (TRL's `RewardTrainer`)."""
+        return LOSSES[self.loss_type].listwise
 
-    def encoder_settings(self, max_length: int | None, prompt_template: str) -> EncoderSettings:
-        text_format = {f.name: getattr(self, f.name) for f in dataclasses.fields(TextFormat)}
-        return EncoderSettings(**text_format, max_length=max_length or 512, prompt_template=prompt_template)
+    def trainer_options(self) -> dict:
+        """The options this class adds to `RewardConfig`, by name (the model card lists them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in _TRAINER_OPTIONS}
+
+
+_TRAINER_OPTIONS = {f.name for f in dataclasses.fields(ListwiseRewardConfig)} - {
+    f.name for f in dataclasses.fields(RewardConfig)
+}
 
 
 @dataclass
@@ -620,7 +615,7 @@ class ScoreArguments(OutputOptions, ModelLoadingOptions):
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload model + card to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     base_model: str | None = field(
-        default=None, metadata={"help": "Base model named in the card (default: read from the model's card)."}
+        default=None, metadata={"help": "Base model named in the card (default: the one the model folder's training_facts.json records)."}
     )
     license: str = field(default="apache-2.0", metadata={"help": "License in the card's metadata."})
 

@@ -16,12 +16,12 @@ and end, half the comment's budget each, and cuts its middle (a conclusion or si
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
 from commentrank.configs import EncoderSettings
+from commentrank.length import add_length_term, length_feature  # noqa: F401 (re-exported: the length term)
 
 logger = logging.getLogger(__name__)
 
@@ -29,21 +29,6 @@ logger = logging.getLogger(__name__)
 def is_text_pair_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
     """True for tokenizers that build text pairs with CLS/SEP (BERT-like encoders), False for causal LMs."""
     return tokenizer.sep_token is not None and tokenizer.cls_token is not None
-
-
-def length_feature(texts) -> list[float]:
-    """The length signal of `EncoderSettings.length_weight`: log1p of each whole comment's characters (the model sees
-    at most `max_length` tokens of it). One definition for training and every scorer."""
-    return [math.log1p(len(text)) for text in texts]
-
-
-def add_length_term(rewards, comments, weight: float) -> list:
-    """`rewards` (aligned with `comments`; None for comments another process scores) plus the model's length term
-    `weight * length_feature(comment)`, as every scorer and the training callback add it; unchanged when `weight` is
-    0."""
-    if not weight:
-        return list(rewards)
-    return [None if r is None else r + weight * n for r, n in zip(rewards, length_feature(comments), strict=True)]
 
 
 def segment_sep_id(tokenizer: PreTrainedTokenizerBase) -> int | None:

@@ -19,9 +19,11 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from commentrank.bundled_models import bundled_hub_id
-from commentrank.configs import LOSSES, EncoderSettings
+from commentrank.configs import EncoderSettings
 from commentrank.io_utils import atomic_write_text, is_hub_id
+from commentrank.length import length_term_code
 from commentrank.score.report import LENGTH_NOTE, interval_note, length_table, markdown_table, verdict_lines
+from commentrank.train.losses import LOSSES
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +123,7 @@ def usage_snippet(
             f'inputs = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, return_tensors="pt")'
         )
     example = json.dumps({"text": "Which hop gives a beer citrus notes?", "comments": ["Citra.", "Water."]})
-    length_term = (
-        "# the model's length term (`length_weight` in commentrank_config.json), which every commentrank scorer adds\n"
-        f"rewards = rewards + {float(length_weight)!r} * torch.log1p(torch.tensor([float(len(c)) for c in comments]))\n"
-        if length_weight
-        else ""
-    )
+    length_term = length_term_code(length_weight)
     return f"""```python
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -329,18 +326,50 @@ def save_model_card(card: ModelCard, output_dir: str | os.PathLike) -> Path:
     return path
 
 
-def card_facts(model_path: str | os.PathLike) -> dict:
-    """What the card (README.md) of a local model folder says: its `base_model` and the `loss_type` it was trained
-    with (a tag of commentrank's cards); None for what it does not say."""
-    readme = Path(model_path) / "README.md"
-    facts = {"base_model": None, "loss_type": None}
-    if not readme.is_file():
-        return facts
+TRAINING_FACTS_FILE = "training_facts.json"  # what a model folder records about its training (the card's facts)
+
+
+def training_facts(
+    *,
+    loss_type: str | None,
+    base_model: str | None,
+    dataset: str | None,
+    prompt_template: str | None = None,
+    split: str | None = None,
+    results: dict | None = None,
+) -> dict:
+    """The facts a reward model's card is built from, as training records them in `TRAINING_FACTS_FILE`: the loss,
+    the base model (its Hub id; None for a local folder, whose path is never published), the data (as the card
+    shows it), the prompt template, the evaluation split and its results."""
+    return {
+        "loss_type": loss_type,
+        "base_model": hub_model_id(base_model),
+        "dataset": display_name(dataset) if dataset else None,
+        "prompt_template": prompt_template,
+        "split": split,
+        "results": results or {},
+    }
+
+
+def save_training_facts(facts: dict, folder: str | os.PathLike) -> Path:
+    path = Path(folder) / TRAINING_FACTS_FILE
+    atomic_write_text(path, json.dumps(facts, indent=2, default=str) + "\n")
+    return path
+
+
+def read_training_facts(model_path: str | os.PathLike) -> dict:
+    """The facts a model folder recorded (`TRAINING_FACTS_FILE`, written by training; never its README.md, which the
+    user may have edited); empty for a folder without them (a Hub id, or a model not trained by commentrank)."""
+    path = Path(model_path) / TRAINING_FACTS_FILE
+    if not path.is_file():
+        return {}
     try:
-        data = ModelCard.load(readme).data.to_dict()
-    except Exception:  # a README without (valid) metadata
-        return facts
-    base = data.get("base_model")
-    facts["base_model"] = base[0] if isinstance(base, list) and base else base
-    facts["loss_type"] = next((tag for tag in data.get("tags") or [] if tag in LOSSES), None)
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        logger.warning("%s is unreadable (%s): the card will not name the loss and base model", path, err)
+        return {}
+    if not isinstance(facts, dict):
+        return {}
+    if facts.get("loss_type") not in (None, *LOSSES):
+        facts["loss_type"] = None
     return facts

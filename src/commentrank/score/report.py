@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from commentrank.score.inference import predicted_ranks
+from commentrank.inference import COLLAPSE_RATIO, collapse_warning, predicted_ranks  # noqa: F401 (re-exported)
 
 COLUMNS = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg_votes@5", "pair_accuracy")
 SITE_RANKERS = ("model", "longest_first")
@@ -78,35 +78,6 @@ def plot_ndcg(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-COLLAPSE_RATIO = 0.02  # the model's own rewards vary less than this share of its length term's: it ranks by length
-
-
-def collapse_warning(rows: Sequence[dict], rewards: Sequence[Sequence[float]], length_weight: float) -> str | None:
-    """A warning when the model's own rewards (`rewards` without its length term) are all but constant over the scored
-    comments: it then ranks by the length term alone, or not at all. A training run that collapsed leaves such a
-    model (its rewards stopped depending on the text), and its metrics look like longest-first's or random's."""
-    import numpy as np
-
-    from commentrank.encoding import length_feature
-
-    flat = np.array([r for post in rewards for r in post], dtype=np.float64)
-    if flat.size < 2:
-        return None
-    term = length_weight * np.array(length_feature([c for row in rows for c in row["comments"]]))
-    own, term_std = float(np.std(flat - term)), float(np.std(term))
-    scale = COLLAPSE_RATIO * term_std if term_std > 0 else 1e-6 * max(1.0, float(np.abs(flat).mean()))
-    if own > scale:
-        return None
-    n = f"{flat.size} comments"
-    if term_std > 0:
-        return (f"the model's own rewards (its length term left out) vary by {own:.2g} (std over {n}) against "
-                f"{term_std:.2g} for its length term: it ranks by the comments' length alone. Its training most "
-                "likely collapsed (rewards that no longer depend on the text); train again with another seed or a "
-                "lower learning rate.")  # fmt: skip
-    return (f"the model's rewards are constant (std {own:.2g} over {n}): it ranks nothing. Its training most likely "
-            "collapsed; train again with another seed or a lower learning rate.")  # fmt: skip
 
 
 def labeled_posts(rows: Sequence[dict], rewards: Sequence[Sequence[float]] | None = None) -> list[dict]:

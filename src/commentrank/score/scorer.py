@@ -16,9 +16,9 @@ import torch
 
 from commentrank.configs import ENCODER_SETTINGS_FILE, EncoderSettings
 from commentrank.encoding import PairEncoder
+from commentrank.inference import score_posts
 from commentrank.io_utils import is_hub_id
 from commentrank.score.exported import onnx_file_of
-from commentrank.score.inference import score_posts
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import math
 
 from transformers import TrainerCallback
 
-from commentrank.encoding import PairEncoder, add_length_term
+from commentrank.encoding import PairEncoder
+from commentrank.inference import collapse_warning, encode_posts, score_ids, split_by_post
+from commentrank.length import add_length_term
 from commentrank.metrics import length_metrics, ranking_metrics
-from commentrank.score.inference import encode_posts, score_ids, split_by_post
-from commentrank.score.report import collapse_warning
 
 logger = logging.getLogger(__name__)
 

@@ -63,46 +63,27 @@ from transformers.data.data_collator import DataCollatorMixin
 from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 
-from commentrank.configs import (
-    DEFAULT_MAX_COMMENTS_PER_POST,
-    LENGTH_FEATURES,
-    LENGTH_INITS,
-    LENGTH_LEARNING_RATE,
-    LISTWISE_LOSSES,
-    RELEVANCES,
-    EncoderSettings,
+from commentrank.configs import RELEVANCES, EncoderSettings, ListwiseRewardConfig
+from commentrank.encoding import PairEncoder
+from commentrank.inference import pad
+from commentrank.length import (
+    LENGTH_COLUMN,
+    LENGTH_FIT_POSTS,
+    LENGTH_FIT_RIDGE,  # noqa: F401 (the fit's ridge, used to be here)
+    LENGTH_STATE_FILE,
+    correlation,
+    fit_length_weight,
+    length_feature,
 )
-from commentrank.encoding import PairEncoder, length_feature
-from commentrank.score.inference import pad
-from commentrank.train.losses import (
-    lambdaloss_loss,
-    listmle_loss,
-    listnet_loss,
-    pair_mask,
-    pairwise_all_loss,
-    plistmle_loss,
-)
+from commentrank.train.losses import LISTWISE_LOSSES, LOSSES, pair_mask
 from commentrank.train.pairwise import PairwiseRewardTrainer, with_segments
 
 logger = logging.getLogger(__name__)
 
-LOSS_FUNCTIONS = {  # loss_type -> loss(rewards, post_index, ranks, ...), train/losses.py
-    "pairwise_all": pairwise_all_loss,
-    "listmle": listmle_loss,
-    "plistmle": plistmle_loss,
-    "listnet": listnet_loss,
-    "lambdaloss": lambdaloss_loss,
-}
-
 LISTWISE_COLUMNS = ("comment_ids", "ranks")
 RELEVANCE_COLUMN = "relevance"  # with relevance votes: the graded relevance of each comment, next to `ranks`
-LENGTH_COLUMN = "log_lengths"  # with a length_feature: encoding.length_feature of each comment's whole text
-LENGTH_STATE_FILE = "length_term.json"  # the length term's weight in each checkpoint (resume)
-LENGTH_FIT_POSTS = 10_000  # length_init fit: the posts the length term's starting weight is fitted on
-LENGTH_FIT_RIDGE = 1e-3  # and a ridge on it: data that length orders perfectly still gets a finite weight
 FORWARD_COST_TOKENS = 128  # length_sorted_forward: the cost of one more forward pass, in padded tokens
 MEGABATCH_POSTS = 64  # batch_token_budget: posts are sorted by length within seeded random groups of this many
-GRADED_LOSSES = ("listnet", "lambdaloss")  # the losses whose gains come from `relevance` (the others: the ranks)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -358,33 +339,25 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of two vectors (0 when either is constant)."""
-    x, y = x - x.mean(), y - y.mean()
-    denominator = (x.square().sum() * y.square().sum()).sqrt()
-    return (x * y).sum() / denominator if float(denominator) > 0 else x.sum() * 0.0
-
-
 class ListwiseRewardTrainer(PairwiseRewardTrainer):
     """TRL's `RewardTrainer` on whole posts: each comment is forwarded once, the loss sees all the post's comments.
 
-    Takes the same arguments as `RewardTrainer`, plus:
+    Takes the same arguments as `RewardTrainer`, its options in `args`, a `ListwiseRewardConfig` (checked there):
         loss_type: `pairwise_all` (mean over the ordered pairs of each post, each post weighted equally), `listmle`
             (Plackett-Luce NLL of the observed order), `plistmle` (ListMLE weighted by position), `listnet` (top-one
-            cross-entropy) or `lambdaloss` (NDCG-Loss2++); see the module docstring and `configs.LOSSES`.
+            cross-entropy) or `lambdaloss` (NDCG-Loss2++); see the module docstring and `losses.LOSSES`.
         relevance: the graded relevance of `listnet` and `lambdaloss`: `ranks` (`n - 1 - rank`) or `votes`
             (`log1p` of the vote gap; the dataset needs votes, or a `relevance` column from
             `prepare_listwise(..., relevance="votes")`). The other losses take their order from the ranks.
-        use_margin: `pairwise_all` only: subtract `margin_scale * rank gap` inside the sigmoid.
-        margin_scale: the margin per rank of gap.
-        max_comments_per_post: cap applied when the trainer tokenizes a raw listwise view itself (default
-            `DEFAULT_MAX_COMMENTS_PER_POST`; None: no cap).
-        encoder_settings: how it encodes a raw listwise view (the recipe's `EncoderSettings`, also saved with every
-            checkpoint); default: the default settings at `args.max_length`.
+        use_margin, margin_scale: `pairwise_all` only: subtract `margin_scale * rank gap` inside the sigmoid.
+        max_comments_per_post: cap applied when the trainer tokenizes a raw listwise view itself (None: no cap).
+        length_feature, length_init, length_learning_rate, odin_weight: the length term (see `ListwiseRewardConfig`).
         batch_token_budget: batches of whole posts of similar length up to this many padded tokens per step
             (`token_budget_batches`) instead of `per_device_train_batch_size` posts; None: the fixed post count.
         length_sorted_forward: forward a step's comments sorted by length in groups, each padded to its own longest
             (`forward_groups`), instead of one batch padded to the step's longest comment.
+    and `encoder_settings`: how it encodes a raw listwise view (the recipe's `EncoderSettings`, also saved with every
+        checkpoint); default: the default settings at `args.max_length`.
 
     Datasets are either `prepare_listwise` outputs (`comment_ids`, `ranks`, and `relevance` with relevance votes) or
     raw listwise views (`prompt`, `comments`, `ranks`, and `votes` with relevance votes), then encoded here with a
@@ -394,54 +367,21 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
 
     _tag_names = ["trl", "reward-trainer", "commentrank", "listwise"]
 
-    def __init__(
-        self,
-        *args,
-        loss_type: str = "pairwise_all",
-        use_margin: bool = False,
-        margin_scale: float = 1.0,
-        max_comments_per_post: int | None = DEFAULT_MAX_COMMENTS_PER_POST,
-        relevance: str = "ranks",
-        length_feature: str = "none",
-        length_learning_rate: float = LENGTH_LEARNING_RATE,
-        length_init: str = LENGTH_INITS[0],
-        odin_weight: float = 1.0,
-        batch_token_budget: int | None = None,
-        length_sorted_forward: bool = False,
-        **kwargs,
-    ):
-        if batch_token_budget is not None and batch_token_budget < 1:
-            raise ValueError(f"batch_token_budget must be positive, got {batch_token_budget}")
-        self.batch_token_budget, self.length_sorted_forward = batch_token_budget, length_sorted_forward
-        if length_feature not in LENGTH_FEATURES:
-            raise ValueError(f"length_feature '{length_feature}' is not one of {', '.join(LENGTH_FEATURES)}")
-        if length_init not in LENGTH_INITS:
-            raise ValueError(f"length_init '{length_init}' is not one of {', '.join(LENGTH_INITS)}")
-        self.length_feature, self.length_learning_rate, self.odin_weight = (
-            length_feature,
-            length_learning_rate,
-            odin_weight,
-        )
-        # the length term's weight w: reward = model(prompt, comment) + w * log1p(characters of the whole comment)
-        self.length_weight = torch.nn.Parameter(torch.zeros(())) if length_feature != "none" else None
-        if loss_type not in LISTWISE_LOSSES:
-            raise ValueError(f"unknown listwise loss_type '{loss_type}' (choose from {', '.join(LISTWISE_LOSSES)})")
-        if loss_type not in LOSS_FUNCTIONS:
-            raise ValueError(f"listwise loss_type '{loss_type}' has no implementation (configs.LOSSES names it)")
-        if use_margin and loss_type != "pairwise_all":
-            raise ValueError(f"use_margin applies to loss_type pairwise_all only ({loss_type} has no margin)")
-        if max_comments_per_post is not None and max_comments_per_post < 2:
-            raise ValueError(f"max_comments_per_post must be at least 2, got {max_comments_per_post}")
-        if relevance not in RELEVANCES:
-            raise ValueError(f"relevance '{relevance}' is not one of {', '.join(RELEVANCES)}")
-        if relevance == "votes" and loss_type not in GRADED_LOSSES:
-            logger.info("relevance votes: loss_type %s takes its order from the ranks, votes unused", loss_type)
-        self.loss_type = loss_type
-        self.relevance = relevance
-        self.margin_scale = float(margin_scale) if use_margin else None
-        self.max_comments_per_post = max_comments_per_post
+    def __init__(self, *args, **kwargs):
         trl_kwargs = {k: v for k, v in kwargs.items() if k != "encoder_settings"}
         bound = inspect.signature(RewardTrainer.__init__).bind_partial(self, *args, **trl_kwargs).arguments
+        config = bound.get("args")
+        if not isinstance(config, ListwiseRewardConfig):
+            raise TypeError(
+                f"ListwiseRewardTrainer reads its options from args, a ListwiseRewardConfig; got {type(config).__name__}"
+            )
+        if not config.listwise:
+            raise ValueError(
+                "loss_type pairwise trains on pairs with PairwiseRewardTrainer (TRL's RewardTrainer); "
+                f"ListwiseRewardTrainer takes {', '.join(LISTWISE_LOSSES)}"
+            )
+        # the length term's weight w: reward = model(prompt, comment) + w * log1p(characters of the whole comment)
+        self.length_weight = torch.nn.Parameter(torch.zeros(())) if config.length_feature != "none" else None
         super().__init__(*args, **kwargs)
         if bound.get("data_collator") is None:
             collator = DataCollatorForListwise(
@@ -453,7 +393,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
                 "length_feature is not supported under DeepSpeed (its optimizer takes the model's params)"
             )
         if (
-            length_init == "fit"
+            self.args.length_init == "fit"
             and self.length_weight is not None
             and isinstance(self.train_dataset, datasets.Dataset)
         ):
@@ -463,50 +403,21 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
 
     def _loss(self, rewards, post_index, ranks, relevance=None):
         """The configured loss of flattened rewards (the one `compute_loss` trains with)."""
-        extra = {}
-        if self.loss_type == "pairwise_all":
-            extra["margin_scale"] = self.margin_scale
-        elif self.loss_type in GRADED_LOSSES and self.relevance == "votes":
+        extra, args = {}, self.args
+        if args.loss_type == "pairwise_all":
+            extra["margin_scale"] = float(args.margin_scale) if args.use_margin else None
+        elif LOSSES[args.loss_type].graded and args.relevance == "votes":
             if relevance is None:
                 raise ValueError(f"relevance votes: the batch has no `{RELEVANCE_COLUMN}` (DataCollatorForListwise)")
             extra["relevance"] = relevance
-        return LOSS_FUNCTIONS[self.loss_type](rewards, post_index, ranks, **extra)
+        return LOSSES[args.loss_type].function(rewards, post_index, ranks, **extra)
 
     def fit_length_weight(self, dataset, max_posts: int = LENGTH_FIT_POSTS, chunk: int = 64) -> float:
-        """The w that minimizes the training loss of `w * log1p(characters)` alone plus `LENGTH_FIT_RIDGE * w**2`
-        (length_init: fit), over the first `max_posts` posts of `dataset` (the loss of each chunk of posts weighted by
-        its posts): a one-dimensional L-BFGS fit, deterministic, the same in every process. Training then starts from
-        what longest-first knows, and the model learns what length does not say."""
-        posts = dataset.select(range(min(len(dataset), max_posts)))
-        graded = self.relevance == "votes" and self.loss_type in GRADED_LOSSES
-        chunks = []
-        for start in range(0, len(posts), chunk):
-            rows = posts[start : start + chunk]
-            sizes = [len(r) for r in rows["ranks"]]
-            chunks.append((
-                torch.tensor([x for lengths in rows[LENGTH_COLUMN] for x in lengths], dtype=torch.float64),
-                torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
-                torch.tensor([r for ranks in rows["ranks"] for r in ranks]),
-                torch.tensor([g for gains in rows[RELEVANCE_COLUMN] for g in gains], dtype=torch.float64)
-                if graded else None,
-                len(sizes),
-            ))  # fmt: skip
-        weight = torch.zeros((), dtype=torch.float64, requires_grad=True)
-        optimizer = torch.optim.LBFGS([weight], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
-
-        def closure():
-            optimizer.zero_grad()
-            loss = sum(self._loss(weight * x, i, r, g) * n for x, i, r, g, n in chunks) / len(posts)
-            loss = loss + LENGTH_FIT_RIDGE * weight**2
-            loss.backward()
-            return loss
-
-        start_loss = float(closure().detach())
-        optimizer.step(closure)
-        fitted = float(weight.detach())
-        logger.info("length term fitted on %d posts: w = %.4f (%s loss %.4f at w = 0, %.4f fitted)", len(posts),
-                    fitted, self.loss_type, start_loss, float(closure().detach()))  # fmt: skip
-        return fitted
+        """The starting weight of the length term (length_init: fit): `length.fit_length_weight` with this trainer's
+        loss over the first `max_posts` posts of `dataset`."""
+        graded = self.args.relevance == "votes" and LOSSES[self.args.loss_type].graded
+        return fit_length_weight(dataset, self._loss, RELEVANCE_COLUMN if graded else None, max_posts, chunk,
+                                 label=self.args.loss_type)  # fmt: skip
 
     # The length term: one scalar trained with the model, saved in the encoder settings and in each checkpoint
     def create_optimizer(self, *args, **kwargs):
@@ -514,13 +425,13 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         if self.length_weight is not None and not any(
             p is self.length_weight for group in optimizer.param_groups for p in group["params"]
         ):
-            optimizer.add_param_group({"params": [self.length_weight], "lr": self.length_learning_rate,
+            optimizer.add_param_group({"params": [self.length_weight], "lr": self.args.length_learning_rate,
                                        "weight_decay": 0.0})  # fmt: skip
         return optimizer
 
     def scored_length_weight(self) -> float:
         """The weight every scorer applies: the learned one (additive), or 0 (odin drops the term; none has none)."""
-        return float(self.length_weight.detach()) if self.length_feature == "additive" else 0.0
+        return float(self.length_weight.detach()) if self.args.length_feature == "additive" else 0.0
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         if self.length_weight is not None and self.encoder_settings is not None:
@@ -529,7 +440,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         if self.length_weight is not None and self.args.should_save:
             from commentrank.io_utils import atomic_write_text
 
-            state = {"length_feature": self.length_feature, "weight": float(self.length_weight.detach())}
+            state = {"length_feature": self.args.length_feature, "weight": float(self.length_weight.detach())}
             atomic_write_text(os.path.join(output_dir or self.args.output_dir, LENGTH_STATE_FILE), json.dumps(state))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -540,14 +451,14 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
                 self.length_weight.fill_(json.loads(open(path, encoding="utf-8").read())["weight"])
 
     def get_train_dataloader(self):
-        if self.batch_token_budget is None:
+        if self.args.batch_token_budget is None:
             return super().get_train_dataloader()
         from torch.utils.data import DataLoader
 
         dataset = self._remove_unused_columns(self.train_dataset, description="Training")
         lengths = [[len(ids) for ids in post] for post in dataset["comment_ids"]]
         sampler = TokenBudgetBatchSampler(
-            lengths, self.batch_token_budget, self.args.seed, self.args.pad_to_multiple_of
+            lengths, self.args.batch_token_budget, self.args.seed, self.args.pad_to_multiple_of
         )
         loader = DataLoader(
             dataset,
@@ -562,7 +473,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         """The model's reward of each row and the outputs, in one forward pass or (length_sorted_forward) in
         `forward_groups` (the outputs then hold the rewards as `logits` only)."""
         mask = model_inputs.get("attention_mask")
-        if not self.length_sorted_forward or mask is None:
+        if not self.args.length_sorted_forward or mask is None:
             outputs = model(**model_inputs)
             return outputs.logits.squeeze(-1).float(), outputs
         lengths = mask.sum(1).tolist()
@@ -580,7 +491,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         columns = dataset.column_names if dataset.column_names is not None else []
         if set(LISTWISE_COLUMNS) <= set(columns):
-            if self.relevance == "votes" and RELEVANCE_COLUMN not in columns:
+            if args.relevance == "votes" and RELEVANCE_COLUMN not in columns:
                 raise ValueError(
                     f"relevance votes needs a `{RELEVANCE_COLUMN}` column: the {dataset_name} dataset was prepared "
                     "without votes (prepare_listwise(..., relevance='votes'), or pass data_prep's listwise view)"
@@ -593,7 +504,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
             encoder = PairEncoder(processing_class, settings, model=getattr(self, "model", None))
             with global_then_local_main_first():
                 dataset, counts = prepare_listwise(
-                    dataset, encoder, self.max_comments_per_post, args.seed, relevance=self.relevance,
+                    dataset, encoder, args.max_comments_per_post, args.seed, relevance=args.relevance,
                     with_lengths=self.length_weight is not None,
                 )  # fmt: skip
             logger.info("%s dataset: %s", dataset_name, counts)
@@ -605,7 +516,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            relevance = [RELEVANCE_COLUMN] if self.relevance == "votes" else []
+            relevance = [RELEVANCE_COLUMN] if self.args.relevance == "votes" else []
             lengths = [LENGTH_COLUMN] if self.length_weight is not None else []
             self._signature_columns = [*LISTWISE_COLUMNS, *relevance, *lengths]
 
@@ -625,10 +536,10 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         penalty = None
         if self.length_weight is not None:
             if LENGTH_COLUMN not in inputs:
-                raise ValueError(f"length_feature {self.length_feature}: the batch has no `{LENGTH_COLUMN}`")
+                raise ValueError(f"length_feature {self.args.length_feature}: the batch has no `{LENGTH_COLUMN}`")
             lengths = inputs[LENGTH_COLUMN].to(rewards)
-            if self.length_feature == "odin":  # keep the model's own reward uncorrelated with length
-                penalty = self.odin_weight * _correlation(rewards, lengths) ** 2
+            if self.args.length_feature == "odin":  # keep the model's own reward uncorrelated with length
+                penalty = self.args.odin_weight * correlation(rewards, lengths) ** 2
             rewards = rewards + self.length_weight.to(rewards.device) * lengths
 
         loss = self._loss(rewards, post_index, ranks, inputs.get(RELEVANCE_COLUMN))

@@ -1,4 +1,5 @@
-"""The listwise losses (`configs.LOSSES` names and states them), over the flattened rewards of a batch of whole posts:
+"""The losses and their registry `LOSSES` (name, formula, description, function, graded: the one list that the config,
+the trainer, the model card and the README read). The listwise losses are over the flattened rewards of a batch of whole posts:
 `post_index` numbers the posts 0..B-1, `ranks` are 0 = best, `relevance` (optional) the graded relevance of each
 comment (higher = better; default: from the ranks, as the project's NDCG).
 
@@ -11,6 +12,8 @@ keeps the graph so that every process runs a backward. All of them are vectorize
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +121,7 @@ def plistmle_loss(rewards: torch.Tensor, post_index: torch.Tensor, ranks: torch.
     """Mean over posts of the position-aware ListMLE (PListMLE, Lan et al. 2014) of the observed order:
     `sum_i a(i) [logsumexp_{rank_j >= rank_i} r_j - r_i]`.
 
-    The position weights are the exponential ones of `configs.LOSSES`, `a(i) = 2^(n - i) - 1` for the 1-based
+    The position weights are the exponential ones of `LOSSES`, `a(i) = 2^(n - i) - 1` for the 1-based
     position `i` of the comment in its post of `n` comments, normalized to sum to 1 over the post (so a post's loss is
     a weighted mean of its ListMLE terms, whatever its size; computed as `2^-i - 2^-n`, which cannot overflow). The
     last position gets weight 0, the top positions dominate, as NDCG's discounts do. Tied comments share their risk
@@ -204,3 +207,80 @@ def lambdaloss_loss(
     if not bool(valid.any()):
         return rewards.sum() * 0.0
     return losses[valid].mean()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The registry: every loss_type, read by the config (its choices), the trainer (the function), the model card and the
+# README (name and formula)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss of commentrank: its name, formula and what it is trained on (as the model card and the README state
+    them), its function over the flattened rewards of whole posts (None: TRL's RewardTrainer on pairs), and whether
+    its gains come from `relevance` (graded; the others take the order from the ranks)."""
+
+    name: str
+    formula: str
+    description: str
+    function: Callable[..., torch.Tensor] | None = None
+    graded: bool = False
+
+    @property
+    def listwise(self) -> bool:
+        """Trained on whole posts by `ListwiseRewardTrainer` (else on pairs by TRL's `RewardTrainer`)."""
+        return self.function is not None
+
+
+LOSSES = {
+    "pairwise": Loss(
+        "pairwise (Bradley-Terry)",
+        "-log sigmoid(r_chosen - r_rejected)",
+        "TRL's RewardTrainer on (chosen, rejected) comment pairs of the same post, the CUP IT / InstructGPT recipe",
+    ),
+    "pairwise_all": Loss(
+        "pairwise over all pairs of a post",
+        "mean over posts of the mean over ranked pairs (i better than j) of -log sigmoid(r_i - r_j - m_ij)",
+        "all the comments of a post in one batch element, each forwarded once (InstructGPT sec. 3.5); m_ij is the "
+        "rank gap with use_margin, else 0",
+        pairwise_all_loss,
+    ),
+    "listmle": Loss(
+        "ListMLE (Plackett-Luce)",
+        "mean over posts of sum_i [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i]",
+        "the negative log-likelihood of each post's observed order (Xia et al. 2008), all its comments in one batch "
+        "element",
+        listmle_loss,
+    ),
+    "plistmle": Loss(
+        "position-aware ListMLE (PListMLE)",
+        "mean over posts of sum_i a(i) [log sum_{j: rank_j >= rank_i} exp(r_j) - r_i], a(i) = 2^(n-i) - 1 normalized",
+        "ListMLE with the top positions weighted more, as NDCG weighs them (Lan et al. 2014)",
+        plistmle_loss,
+    ),
+    "listnet": Loss(
+        "ListNet (top-one cross-entropy)",
+        "mean over posts of -sum_i softmax(g)_i log softmax(r)_i, g the graded relevance",
+        "the cross-entropy between the top-one probabilities of the labels and of the rewards (Cao et al. 2007)",
+        listnet_loss,
+        graded=True,
+    ),
+    "lambdaloss": Loss(
+        "LambdaLoss, NDCG-Loss2++",
+        "mean over posts of -sum_{g_i > g_j} log2(sigmoid(r_i - r_j)) * (rho_ij + mu * delta_ij) |G_i - G_j|",
+        "a bound on NDCG's loss, weighting each pair by the NDCG it costs when swapped (Wang et al. 2018, mu = 5)",
+        lambdaloss_loss,
+        graded=True,
+    ),
+}
+LISTWISE_LOSSES = tuple(name for name, loss in LOSSES.items() if loss.listwise)
+GRADED_LOSSES = tuple(name for name, loss in LOSSES.items() if loss.graded)  # gains from `relevance`
+
+
+def loss_table() -> str:
+    """The losses as a markdown table (`loss_type`, name, formula): the README's table is this one (a test checks)."""
+    rows = [
+        f"| `{key}` | {loss.name} | `{loss.formula.replace('|', chr(92) + '|')}` |" for key, loss in LOSSES.items()
+    ]
+    return "\n".join(["| `loss_type` | loss | formula |", "|---|---|---|", *rows])

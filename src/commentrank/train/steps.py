@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 import datasets
 
 from commentrank import outputs
-from commentrank.configs import TextFormat, TrainingScriptArguments
+from commentrank.configs import TrainingScriptArguments
 from commentrank.data.loading import RankedData, open_ranked_data
 from commentrank.io_utils import atomic_write_text
 from commentrank.outputs import OutputDirError, check_output_dir, read_marker
@@ -57,38 +58,52 @@ def checkpoint_to_resume(training_args) -> str | None:
     return checkpoint
 
 
-# The settings that decide what a training run produces, by the arguments object that holds them (a name the script's
-# objects lack is left out). Recorded in the output folder's marker when training starts: a run whose settings differ
-# from those recorded is refused, naming each difference (resuming would mix two runs), and a finished run re-run is a
-# no-op. Left out on purpose: logging, saving, evaluation and Hub options, batch sizes of evaluation, the number of
-# processes.
-RUN_SETTINGS = {
+# The settings that decide what a training run produces. Recorded in the output folder's marker when training starts:
+# a run whose settings differ from those recorded is refused, naming each difference (resuming would mix two runs),
+# and a finished run re-run is a no-op. Every field that commentrank's own configs declare (RewardArguments,
+# ListwiseRewardConfig, SFTArguments, TextFormat ...) is one, a new field included, unless NOT_RUN_SETTINGS names it;
+# the fields of TRL's and transformers' configs that are one are listed in TRL_RUN_SETTINGS (by the arguments object
+# that holds them). Left out: logging, saving, evaluation and Hub options, batch sizes of evaluation, the number of
+# processes, and options that change how fast a run goes but not what it computes.
+NOT_RUN_SETTINGS = ("overwrite_output", "allow_pickle_weights", "dataset_test_split", "max_eval_samples",
+                    "ndcg_eval_posts", "length_sorted_forward")  # fmt: skip
+TRL_RUN_SETTINGS = {
     "model": ("model_name_or_path", "model_revision", "dtype", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
               "lora_target_modules", "load_in_8bit", "load_in_4bit"),
-    "script": ("dataset_name", "dataset_config", "dataset_train_split", "prompt_template", "pair_strategy",
-               "skip_invalid", "max_train_samples", "tokenizer_name_or_path", "merge_lora", "loss_type",
-               "max_comments_per_post", "relevance", "use_margin", "length_feature", "length_init",
-               "length_learning_rate", "odin_weight", "freeze_embeddings", "freeze_fraction", "batch_token_budget",
-               *(f.name for f in dataclasses.fields(TextFormat))),
+    "script": ("dataset_train_split",),
     "training": ("max_length", "learning_rate", "num_train_epochs", "max_steps", "seed", "data_seed",
                  "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "warmup_steps",
                  "lr_scheduler_type", "optim", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
                  "center_rewards_coefficient", "packing", "completion_only_loss", "assistant_only_loss",
                  "dataset_text_field", "bf16", "fp16"),
 }  # fmt: skip
+
+
+def commentrank_fields(obj) -> list[str]:
+    """The fields of a dataclass (instance or class) that commentrank's own classes declare (TRL's not)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    ours = {name for base in cls.__mro__ if base.__module__.split(".")[0] == "commentrank"
+            for name in inspect.get_annotations(base)}  # fmt: skip
+    return [f.name for f in dataclasses.fields(cls) if f.name in ours]
+
+
+def run_setting_names(source: str, obj) -> list[str]:
+    """The names of the run settings `obj` (the script's `source` arguments: model, script or training) holds."""
+    ours = [name for name in commentrank_fields(obj) if name not in NOT_RUN_SETTINGS]
+    return [*ours, *(name for name in TRL_RUN_SETTINGS[source] if name not in ours and hasattr(obj, name))]
+
+
 TRAINING_ENTRY_PATTERNS = ["checkpoint-*", "runs"]  # written as training goes: ours, whatever the list says
 # written in place by the Trainer (TRL: the card, at each checkpoint): registered when the run starts
 IN_PLACE_FILES = ["README.md", "train_results.json", "eval_results.json", "all_results.json", "trainer_state.json"]
 
 
 def run_settings(script_args, training_args, model_args) -> dict:
-    """The values of `RUN_SETTINGS` for this run, as JSON values (local paths normalized)."""
+    """The values of this run's settings (`run_setting_names`), as JSON values (local paths normalized)."""
     values = {}
-    for source, names in (("model", model_args), ("script", script_args), ("training", training_args)):
-        for name in RUN_SETTINGS[source]:
-            if not hasattr(names, name):
-                continue
-            value = getattr(names, name)
+    for source, args in (("model", model_args), ("script", script_args), ("training", training_args)):
+        for name in run_setting_names(source, args):
+            value = getattr(args, name)
             if isinstance(value, enum.Enum):
                 value = value.value
             if name in ("model_name_or_path", "dataset_name") and isinstance(value, str) and os.path.exists(value):
