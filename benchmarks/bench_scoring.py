@@ -35,7 +35,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from commentrank.bundled_models import resolve_model_path  # noqa: E402
 from commentrank.data.loading import load_scoring_rows  # noqa: E402
-from commentrank.encoding import add_length_term  # noqa: E402
+from commentrank.length import add_length_term  # noqa: E402
 from commentrank.metrics import ranking_metrics  # noqa: E402
 from commentrank.modeling import cpu_bf16_flags  # noqa: E402
 from commentrank.score.exported import INT8_FILE, ONNX_FILE, OnnxRewardModel, export_onnx, quantize_int8  # noqa: E402

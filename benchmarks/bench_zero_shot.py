@@ -104,7 +104,7 @@ def fine_tune(
 
     import torch
 
-    from commentrank.encoding import length_feature
+    from commentrank.length import length_feature
     from commentrank.train.losses import pairwise_all_loss
 
     posts = [post for post in posts if len(set(post["ranks"])) > 1]  # a post without a ranked pair teaches nothing
@@ -195,7 +195,7 @@ def main() -> None:
     import datasets
     import torch
 
-    from commentrank.encoding import length_feature
+    from commentrank.length import length_feature
 
     torch.set_num_threads(args.threads)
     bench = bench_quality()

@@ -28,14 +28,16 @@ import json
 import logging
 import time
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
+from transformers import AutoModelForCausalLM
+from trl import GRPOConfig, ModelConfig, get_peft_config
 
 from commentrank.bundled_models import resolve_model_path
+from commentrank.cli import Parser
 from commentrank.configs import GRPOArguments
-from commentrank.hub import push_model_folder, repo_name_for
+from commentrank.hub import HubError, push_model_folder, repo_name_for
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.model_card import save_model_card
+from commentrank.modeling import load_tokenizer
 from commentrank.policy import build_policy_card, generate, held_out_posts, policy_prompt, policy_report, write_report
 from commentrank.score.reward_function import RewardFunction
 from commentrank.train import steps
@@ -44,8 +46,8 @@ from commentrank.train.grpo import SafeGRPOTrainer
 logger = logging.getLogger("commentrank.grpo")
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((GRPOArguments, GRPOConfig, ModelConfig))
+def make_parser() -> Parser:
+    return Parser((GRPOArguments, GRPOConfig, ModelConfig), prog="grpo")
 
 
 def write_comments(model, tokenizer, posts, script_args) -> list[str]:
@@ -73,10 +75,15 @@ def main(argv=None):
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
-                                              trust_remote_code=training_args.trust_remote_code)  # fmt: skip
 
     with exits_on_bad_input("grpo"):
+        settings = steps.run_settings(script_args, training_args, model_args)
+        inputs = [script_args.dataset_name, model_args.model_name_or_path, script_args.reward_model]
+        if not steps.check_training_output(training_args, "grpo_policy", inputs, script_args.overwrite_output,
+                                           settings):  # fmt: skip
+            return None  # this run, finished, is already there
+        tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=True, revision=model_args.model_revision,
+                                   trust_remote_code=training_args.trust_remote_code)  # fmt: skip
         data = steps.open_training_data(script_args, training_args.seed)
         train = steps.split_of(data.require_view("listwise"), script_args.dataset_train_split, data.source)
         train = steps.subset(train, script_args.max_train_samples, training_args.seed)
@@ -95,8 +102,7 @@ def main(argv=None):
         reward = RewardFunction(script_args.reward_model, length_free=script_args.length_free,
                                 length_penalty=script_args.length_penalty, clip=script_args.reward_clip,
                                 batch_size=script_args.reward_batch_size)  # fmt: skip
-        inputs = [script_args.dataset_name, model_args.model_name_or_path, script_args.reward_model]
-        steps.claim_training_output(training_args, "grpo_policy", inputs, script_args.overwrite_output)
+        steps.claim_training_output(training_args, "grpo_policy", inputs, script_args.overwrite_output, settings)
     logger.info("grpo: %d training prompts, %d report posts, reward %r", len(train), len(posts), reward)
 
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
@@ -116,28 +122,34 @@ def main(argv=None):
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     output_dir = training_args.output_dir
-    trainer.save_model(output_dir)
 
-    if trainer.accelerator.is_main_process:
-        report_md = None
+    report_md = None
+    if posts and trainer.accelerator.is_main_process:
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        after = write_comments(policy, tokenizer, posts, script_args)
+        report = policy_report(reward, posts, {"before": before, "after": after}, n_resamples=script_args.n_bootstrap)
+
+    def write_files(folder):  # next to the final model, before it is moved into output_dir
+        nonlocal report_md
         if posts:
-            policy = trainer.accelerator.unwrap_model(trainer.model)
-            after = write_comments(policy, tokenizer, posts, script_args)
-            report = policy_report(
-                reward, posts, {"before": before, "after": after}, n_resamples=script_args.n_bootstrap
+            report_md = write_report(report, folder, title="Before and after GRPO, under the reward model").read_text(
+                encoding="utf-8"
             )
-            path = write_report(report, output_dir, title="Before and after GRPO, under the reward model")
-            report_md = path.read_text(encoding="utf-8")
-            print(report_md)
         card = build_policy_card(
             model_id=push_repo or repo_name_for(output_dir), base_model=model_args.model_name_or_path,
             dataset=script_args.dataset_name, reward_model=script_args.reward_model,
             training=card_settings(script_args, training_args, metrics), report_md=report_md,
         )  # fmt: skip
-        save_model_card(card, output_dir)
+        save_model_card(card, folder)
+
+    steps.save_final(trainer, "grpo_policy", settings, write_files)
+    if trainer.accelerator.is_main_process:
+        if report_md:
+            print(report_md)
         if push_repo:
-            push_model_folder(output_dir, push_repo, private=bool(training_args.hub_private_repo),
-                              commit_message="GRPO policy")  # fmt: skip
+            with exits_on_bad_input("grpo", HubError):
+                push_model_folder(output_dir, push_repo, private=bool(training_args.hub_private_repo),
+                                  commit_message="GRPO policy", token=training_args.hub_token)  # fmt: skip
     trainer.accelerator.wait_for_everyone()
     logger.info("saved the GRPO policy to %s", output_dir)
 

@@ -244,7 +244,7 @@ def test_every_option_commentrank_declares_identifies_a_run_unless_excluded_by_n
 
     from trl import ModelConfig, SFTConfig
 
-    from commentrank.configs import ListwiseRewardConfig, RewardArguments, SFTArguments
+    from commentrank.configs import GRPOArguments, ListwiseRewardConfig, RewardArguments, SFTArguments
     from commentrank.train.steps import NOT_RUN_SETTINGS, TRL_RUN_SETTINGS, commentrank_fields, run_setting_names
 
     @dataclasses.dataclass
@@ -258,7 +258,9 @@ def test_every_option_commentrank_declares_identifies_a_run_unless_excluded_by_n
     )
     assert "length_sorted_forward" not in run_setting_names("training", ListwiseRewardConfig)  # speed only
     assert {"freeze_fraction", "truncation_side", "dataset_name"} <= set(run_setting_names("script", RewardArguments))
-    configs = {"script": (RewardArguments, SFTArguments), "training": (ListwiseRewardConfig, SFTConfig),
+    assert "report_posts" not in run_setting_names("script", GRPOArguments)  # the report is not the policy
+    assert {"reward_model", "length_penalty"} <= set(run_setting_names("script", GRPOArguments))
+    configs = {"script": (RewardArguments, SFTArguments, GRPOArguments), "training": (ListwiseRewardConfig, SFTConfig),
                "model": (ModelConfig,)}  # fmt: skip
     declared = {name for classes in configs.values() for cls in classes for name in commentrank_fields(cls)}
     assert set(NOT_RUN_SETTINGS) <= declared

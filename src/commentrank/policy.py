@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from commentrank.encoding import add_length_term
 from commentrank.intervals import bootstrap_interval, paired_difference_interval
+from commentrank.length import add_length_term
 from commentrank.metrics import PostStats
 
 DEFAULT_INSTRUCTION = "Write a short, helpful answer to this question.\n\n{post}"

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
-from commentrank.encoding import add_length_term, length_feature
-from commentrank.score.inference import score_ids
+from commentrank.inference import score_ids
+from commentrank.length import add_length_term, length_feature
 from commentrank.score.scorer import Scorer, load_scorer
 
 

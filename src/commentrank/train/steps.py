@@ -66,7 +66,9 @@ def checkpoint_to_resume(training_args) -> str | None:
 # that holds them). Left out: logging, saving, evaluation and Hub options, batch sizes of evaluation, the number of
 # processes, and options that change how fast a run goes but not what it computes.
 NOT_RUN_SETTINGS = ("overwrite_output", "allow_pickle_weights", "dataset_test_split", "max_eval_samples",
-                    "ndcg_eval_posts", "length_sorted_forward")  # fmt: skip
+                    "ndcg_eval_posts", "length_sorted_forward", "reward_batch_size",
+                    # GRPO's before/after report on held-out posts: not part of the policy it trains
+                    "report_split", "report_posts", "report_max_new_tokens", "report_batch_size", "n_bootstrap")  # fmt: skip
 TRL_RUN_SETTINGS = {
     "model": ("model_name_or_path", "model_revision", "dtype", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
               "lora_target_modules", "load_in_8bit", "load_in_4bit"),
