@@ -615,7 +615,10 @@ class ScoreArguments(OutputOptions, ModelLoadingOptions):
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub model repo to upload model + card to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     base_model: str | None = field(
-        default=None, metadata={"help": "Base model named in the card (default: the one the model folder's training_facts.json records)."}
+        default=None,
+        metadata={
+            "help": "Base model named in the card (default: the one the model folder's training_facts.json records)."
+        },
     )
     license: str = field(default="apache-2.0", metadata={"help": "License in the card's metadata."})
 
