@@ -184,6 +184,7 @@ class ModelLoadingOptions:
 PAIR_STRATEGIES = ("adjacent", "all", "best_vs_rest")
 VIEWS = ("pairwise", "listwise", "sft")
 SFT_COMMENTS = ("all", "best", "top_k")
+VOTE_TIES = ("order", "equal", "drop")  # data_prep's vote_ties (the first is the default)
 
 
 @dataclass
@@ -264,10 +265,50 @@ class PrepArguments(OutputOptions):
     views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "Views to write."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to push the views to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    validation_sites: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "With split_by site: the sites (the records' `site`, e.g. reddit.com/r/techsupport) held out for "
+            "validation; with test_sites they replace test_size / validation_size and every other site trains. A "
+            "name no labeled post has is an error."
+        },
+    )
+    test_sites: list[str] = field(
+        default_factory=list,
+        metadata={"help": "With split_by site: the sites held out for test (see validation_sites)."},
+    )
+    max_train_posts_per_source: int | None = field(
+        default=None,
+        metadata={
+            "help": "Balance the sources: keep at most this many training posts of each input file (a seeded sample, "
+            "after vote_ties); validation and test keep all theirs. Counted per input in summary.json (per_source)."
+        },
+    )
+    vote_ties: str = field(
+        default="order",
+        metadata={
+            "help": "Training posts whose comments have equal votes: order (the file's ranks, ties broken as the file "
+            "does, e.g. by date), equal (tied comments share a rank: no pair between them, one ListMLE risk set; "
+            "posts with all votes equal are dropped) or drop (drop such posts). Validation and test keep the file's "
+            "strict ranks (score.py needs them; ndcg_votes is tie-aware)."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.inputs, str):
             self.inputs = [self.inputs]
+        for name in ("validation_sites", "test_sites"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
+        if (self.validation_sites or self.test_sites) and self.split_by != "site":
+            raise ValueError("validation_sites / test_sites name held-out sites: they need split_by site")
+        both = sorted(set(self.validation_sites) & set(self.test_sites))
+        if both:
+            raise ValueError(f"sites both in validation_sites and test_sites: {', '.join(both)}")
+        if self.vote_ties not in VOTE_TIES:
+            raise ValueError(f"vote_ties '{self.vote_ties}' is not one of {', '.join(VOTE_TIES)}")
+        if self.max_train_posts_per_source is not None and self.max_train_posts_per_source < 1:
+            raise ValueError("max_train_posts_per_source must be at least 1 (null: no cap)")
         if self.pair_strategy not in PAIR_STRATEGIES:
             raise ValueError(f"pair_strategy '{self.pair_strategy}' is not one of {', '.join(PAIR_STRATEGIES)}")
         if self.sft_comments not in SFT_COMMENTS:
