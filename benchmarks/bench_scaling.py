@@ -7,6 +7,7 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py --sizes 250 500 1000 --seeds 0          # the small sizes
     OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py --sizes 250 --seeds 0 --max_steps 5 --eval_posts 20  # smoke
     python benchmarks/bench_scaling.py --sizes all --experiments curve se both --threads 16        # a bigger machine
+    python benchmarks/bench_scaling.py --sizes 1000 --seeds 0 --length_feature none  # a variant: reward.py flags
 
 Data: `../shared/data/reddit/reddit_ranked.jsonl.gz` (beside the checkout; not openly licensed, so never in the
 project: the script stops with a clear message when it is absent) and the shipped Stack Exchange sample, read with
@@ -55,21 +56,21 @@ SCORE_COLUMNS = ("ndcg@1", "ndcg@5", "pair_accuracy", "length_spearman", "shorte
 assert set(SCORE_COLUMNS) <= set(COLUMNS)
 
 
-def prep_config(reddit: Path, **overrides):
+def prep_config(reddit: Path, vote_ties: str = "equal", **overrides):
     from commentrank.configs import PrepArguments
 
     return PrepArguments(
         inputs=[str(reddit), str(SAMPLE)], split_by="site", validation_sites=[*VALIDATION, *SE_VALIDATION],
-        test_sites=[*TEST, *SE_TEST], vote_ties="equal", skip_invalid=True, views=["listwise"], **overrides,
+        test_sites=[*TEST, *SE_TEST], vote_ties=vote_ties, skip_invalid=True, views=["listwise"], **overrides,
     )  # fmt: skip
 
 
-def load_splits(reddit: Path):
+def load_splits(reddit: Path, vote_ties: str = "equal"):
     """data_prep's posts of both sources split by the fixed sites: ({source: {split: posts}}, summary, config)."""
     from commentrank.data import prepare as prep
     from commentrank.data.validation import PrepSummary
 
-    config, summary = prep_config(reddit), PrepSummary()
+    config, summary = prep_config(reddit, vote_ties), PrepSummary()
     splits = prep.split_posts(prep.load_posts(config, summary), config)
     prep.balance_sources(splits, config, summary)
     by_source = {
@@ -189,8 +190,8 @@ def main() -> None:
     parser.add_argument("--reddit", default=str(REDDIT))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_scaling"))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scaling.md"))
-    parser.add_argument("--extra", nargs="*", default=[], help="more reward.py flags for every run (--key value)")
-    args = parser.parse_args()
+    parser.add_argument("--vote_ties", default="equal", help="data_prep's vote_ties for the training posts")
+    args, extra = parser.parse_known_args()  # any other flag goes to every reward.py run (a variant: its name says)
     reddit = Path(args.reddit)
     if not reddit.is_file():
         raise SystemExit(
@@ -198,8 +199,10 @@ def main() -> None:
             "this benchmark reads it from ../shared/data/reddit/ beside the checkout (or give --reddit FILE)."
         )
     work = Path(args.work_dir)
-    by_source, summary, config = load_splits(reddit)
+    by_source, summary, config = load_splits(reddit, args.vote_ties)
     tag = f"-steps{args.max_steps}" if args.max_steps else ""
+    tag += "" if args.vote_ties == "equal" else f"-ties-{args.vote_ties}"
+    tag += "".join(f"-{flag.lstrip('-')}" for flag in extra)
     for source in args.eval:
         save(work / f"eval-{source}", {k: eval_order(by_source[source][k]) for k in EVAL_SETS[source]}, config)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
@@ -219,7 +222,7 @@ def main() -> None:
             flags = ["--max_steps", str(args.max_steps)] if args.max_steps else []
             seconds = run([sys.executable, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE),
                            "--dataset_name", str(out / "data"), "--output_dir", str(out / "reward"),
-                           "--ndcg_eval_posts", "0", "--seed", str(seed), *flags, *args.extra], env)  # fmt: skip
+                           "--ndcg_eval_posts", "0", "--seed", str(seed), *flags, *extra], env)  # fmt: skip
             (out / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
         elif (out / "train_seconds.txt").exists():
             seconds = float((out / "train_seconds.txt").read_text())
@@ -232,7 +235,7 @@ def main() -> None:
                          "--dataset", str(work / f"eval-{source}"), "--split", split, "--output_dir", str(scores),
                          "--no_progress", "true", *limit], env)  # fmt: skip
                 metrics = json.loads((scores / "metrics.json").read_text())
-                scored.append({"experiment": experiment, "n_train": len(train), "seed": seed, "seconds": seconds,
+                scored.append({"experiment": experiment + tag, "n_train": len(train), "seed": seed, "seconds": seconds,
                                "eval": (source, split), "metrics": metrics})  # fmt: skip
         print(f"{name}: {len(train)} posts, {seconds or 0:.0f} s of training", flush=True)
     output = Path(args.output)
@@ -243,7 +246,7 @@ def main() -> None:
         f"Training subreddits: {', '.join(s for s in sites.get('train', {}) if s.startswith(R))}; validation: "
         f"{', '.join(VALIDATION)}; test: {', '.join(TEST)} (fixed before any result). Stack Exchange: the sites of "
         "`bench_quality.py`. The quickstart recipe (MiniLM, ListMLE with the fitted length term, 128 tokens, one "
-        f"epoch), `vote_ties: equal` in training, {args.threads} thread(s). 95% bootstrap intervals over posts; the "
+        f"epoch), `vote_ties: {args.vote_ties}` in training, {args.threads} thread(s). 95% bootstrap intervals over posts; the "
         "difference to longest-first is paired. "
         + (
             f"Each evaluation split: its first {args.eval_posts} posts in a fixed seeded order. "
