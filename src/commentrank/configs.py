@@ -220,6 +220,7 @@ PAIR_STRATEGIES = ("adjacent", "all", "best_vs_rest")
 VIEWS = ("pairwise", "listwise", "sft")
 SFT_COMMENTS = ("all", "best", "top_k")
 INPUT_FORMATS = ("auto", "cupit", "stackexchange", "table", "saved", "hub")
+VOTE_TIES = ("order", "equal", "drop")  # data_prep's vote_ties (the first is the default)
 
 
 @dataclass
@@ -300,6 +301,34 @@ class PrepArguments(OutputOptions):
     views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "Views to write."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to push the views to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    validation_sites: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "With split_by site: the sites (the records' `site`, e.g. reddit.com/r/techsupport) held out for "
+            "validation; with test_sites they replace test_size / validation_size and every other site trains. A "
+            "name no labeled post has is an error."
+        },
+    )
+    test_sites: list[str] = field(
+        default_factory=list,
+        metadata={"help": "With split_by site: the sites held out for test (see validation_sites)."},
+    )
+    max_train_posts_per_source: int | None = field(
+        default=None,
+        metadata={
+            "help": "Balance the sources: keep at most this many training posts of each input file (a seeded sample, "
+            "after vote_ties); validation and test keep all theirs. Counted per input in summary.json (per_source)."
+        },
+    )
+    vote_ties: str = field(
+        default="order",
+        metadata={
+            "help": "Training posts whose comments have equal votes: order (the file's ranks, ties broken as the file "
+            "does, e.g. by date), equal (tied comments share a rank: no pair between them, one ListMLE risk set; "
+            "posts with all votes equal are dropped) or drop (drop such posts). Validation and test keep the file's "
+            "strict ranks (score.py needs them; ndcg_votes is tie-aware)."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.inputs, str):
@@ -316,6 +345,16 @@ class PrepArguments(OutputOptions):
             if isinstance(value, bool) or value < 0 or (value >= 1 and value != int(value)):
                 raise UsageError(f"{name} must be a fraction in [0, 1) or a count >= 1, got {value}")
         check_at_least(self, ["max_posts", "max_pairs_per_post", "sft_top_k", "min_comments"])
+        for name in ("validation_sites", "test_sites"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
+        if (self.validation_sites or self.test_sites) and self.split_by != "site":
+            raise UsageError("validation_sites / test_sites name held-out sites: they need split_by site")
+        both = sorted(set(self.validation_sites) & set(self.test_sites))
+        if both:
+            raise UsageError(f"sites both in validation_sites and test_sites: {', '.join(both)}")
+        check_choice("vote_ties", self.vote_ties, VOTE_TIES)
+        check_at_least(self, ["max_train_posts_per_source"])
 
     @property
     def columns(self) -> Columns:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections import Counter
 
 from commentrank.configs import PAIR_STRATEGIES, PrepArguments
 from commentrank.data.readers import read_source
@@ -23,6 +24,7 @@ from commentrank.io_utils import atomic_write_text
 from commentrank.outputs import OutputDir, check_output_dir
 
 logger = logging.getLogger(__name__)
+INPUT_KEY = "input"  # a post's meta key: the input file it was read from
 
 
 def load_posts(
@@ -53,6 +55,7 @@ def load_posts(
             if post.post_id in seen:
                 post.post_id = f"{source}:{post.post_id}"
             seen.add(post.post_id)
+            post.meta[INPUT_KEY] = source  # the source of max_train_posts_per_source (never a model input)
             posts.append(post)
     if repeats:
         summary.warn(
@@ -89,6 +92,11 @@ def split_posts(posts: list[RankedPost], config: PrepArguments) -> dict[str, lis
     for post in labeled:
         key = post.post_id if config.split_by == "post" else post.meta.get("site", "unknown")
         groups.setdefault(key, []).append(post)
+    if config.validation_sites or config.test_sites:
+        parts = named_site_split(sorted(groups), config)
+        splits = {name: [p for k in part for p in groups[k]] for name, part in parts.items()}
+        unlabeled = [p for p in posts if not p.labeled]
+        return {**splits, **({"unlabeled": unlabeled} if unlabeled else {})}
     keys = sorted(groups)
     random.Random(config.seed).shuffle(keys)
     n_test, n_val = _size(config.test_size, len(keys)), _size(config.validation_size, len(keys))
@@ -100,6 +108,80 @@ def split_posts(posts: list[RankedPost], config: PrepArguments) -> dict[str, lis
     if unlabeled:
         splits["unlabeled"] = unlabeled
     return splits
+
+
+def named_site_split(sites: list[str], config: PrepArguments) -> dict[str, list[str]]:
+    """The sites of each split when the recipe names the held-out ones: every other site trains."""
+    unknown = [s for s in [*config.validation_sites, *config.test_sites] if s not in sites]
+    if unknown:
+        raise ValueError(
+            f"unknown site(s) {', '.join(unknown)} in validation_sites / test_sites: the labeled posts' sites are "
+            f"{', '.join(sites)}"
+        )
+    held_out = set(config.validation_sites) | set(config.test_sites)
+    return {
+        "test": list(config.test_sites),
+        "validation": list(config.validation_sites),
+        "train": [s for s in sites if s not in held_out],
+    }
+
+
+def vote_tie_ranks(post: RankedPost) -> list[int] | None:
+    """The ranks of a post's comments with tied votes sharing one (the number of comments with strictly more votes);
+    None when the post has no vote tie or a comment without votes (its ranks then stay)."""
+    votes = [c.votes for c in post.comments]
+    if any(v is None for v in votes) or len(set(votes)) == len(votes):
+        return None
+    return [sum(other > v for other in votes) for v in votes]
+
+
+def apply_vote_ties(posts: list[RankedPost], mode: str, summary: PrepSummary) -> list[RankedPost]:
+    """Training posts under `vote_ties` (configs): `order` keeps them, `drop` drops the posts with a vote tie, `equal`
+    gives tied comments one rank and drops the posts left without any order; drops counted in `summary`."""
+    if mode == "order":
+        return posts
+    kept = []
+    for post in posts:
+        ranks = vote_tie_ranks(post)
+        if ranks is not None and (mode == "drop" or len(set(ranks)) == 1):
+            reason = "train_vote_ties" if mode == "drop" else "train_all_votes_tied"
+            summary.drop(reason, len(post.comments))
+            continue
+        if ranks is not None:
+            for comment, rank in zip(post.comments, ranks):
+                comment.rank = rank
+        kept.append(post)
+    return kept
+
+
+def balance_sources(splits: dict[str, list[RankedPost]], config: PrepArguments, summary: PrepSummary) -> None:
+    """The training split under `vote_ties` and `max_train_posts_per_source` (a seeded sample of each input's posts,
+    in their order), with the counts per input (`summary.per_source`: kept = train + validation + test + dropped)
+    and per split and site (`summary.sites`)."""
+    before = {name: list(part) for name, part in splits.items()}
+    train = apply_vote_ties(splits.get("train", []), config.vote_ties, summary)
+    cap = config.max_train_posts_per_source
+    by_source: dict[str, list[int]] = {}
+    for i, post in enumerate(train):
+        by_source.setdefault(post.meta.get(INPUT_KEY), []).append(i)
+    keep = set(range(len(train)))
+    for source, indices in by_source.items():
+        if cap is not None and len(indices) > cap:
+            dropped = set(indices) - set(random.Random(f"{config.seed}:{source}").sample(indices, cap))
+            summary.posts_dropped["train_over_source_cap"] += len(dropped)
+            summary.comments_dropped["train_over_source_cap"] += sum(len(train[i].comments) for i in dropped)
+            keep -= dropped
+    if "train" in splits:
+        splits["train"] = [p for i, p in enumerate(train) if i in keep]
+    for source in config.inputs:
+        counts = {name: sum(p.meta.get(INPUT_KEY) == source for p in part) for name, part in splits.items()}
+        train_before = sum(p.meta.get(INPUT_KEY) == source for p in before.get("train", []))
+        kept = sum(counts.values()) + train_before - counts.get("train", 0)
+        summary.per_source[source] = {"posts": kept, **counts, "train_dropped": train_before - counts.get("train", 0)}
+    summary.sites = {
+        name: dict(sorted(Counter(p.meta.get("site", "unknown") for p in part).items()))
+        for name, part in splits.items()
+    }
 
 
 def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summary: PrepSummary) -> dict:
@@ -158,6 +240,7 @@ def prepare_views(config: PrepArguments) -> tuple[dict, PrepSummary]:
     for warning in prompt_warnings(posts, config.prompt_template):
         summary.warn(warning)
     splits = split_posts(posts, config)
+    balance_sources(splits, config, summary)
     return to_dataset_dicts(build_views(splits, config, summary)), summary
 
 

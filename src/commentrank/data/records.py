@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 class Comment:
     """One comment (answer) under a post.
 
-    `rank` is the label: 0 = best, unique within a post, `None` for unlabeled posts (CUP IT test files).
+    `rank` is the label: 0 = best, unique within a post as read (data_prep's `vote_ties: equal` gives comments
+    with equal votes one rank), `None` for unlabeled posts (CUP IT test files).
     `votes` is the raw vote count when the source has one (graded, tie-aware NDCG); `created` an ISO
     timestamp when known (only used by the visibility filter, never as a model input).
     """

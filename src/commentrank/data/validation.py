@@ -112,6 +112,8 @@ class PrepSummary:
     splits: dict = field(default_factory=dict)
     sources: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    per_source: dict = field(default_factory=dict)  # input -> posts kept, per split, dropped (data_prep's balancing)
+    sites: dict = field(default_factory=dict)  # split -> site -> posts
 
     def drop(self, reason: str, n_comments: int = 0) -> None:
         self.posts_dropped[reason] += 1
@@ -154,6 +156,8 @@ class PrepSummary:
             "pairs": self.pairs,
             "splits": self.splits,
             **({"warnings": self.warnings} if self.warnings else {}),
+            **({"per_source": self.per_source} if self.per_source else {}),
+            **({"sites": self.sites} if self.sites else {}),
         }
 
     def to_json(self) -> str:

@@ -51,7 +51,21 @@ def candidate_pairs(post: RankedPost, strategy: str) -> list[tuple[Comment, Comm
     return candidate_pairs_of(post.ordered(), strategy)
 
 
+def has_tied_ranks(ordered: list[Comment]) -> bool:
+    """Whether two comments share a rank (data_prep's `vote_ties: equal`)."""
+    return len({c.rank for c in ordered}) < len(ordered)
+
+
 def candidate_pairs_of(ordered: list[Comment], strategy: str) -> list[tuple[Comment, Comment]]:
+    """The pairs of comments in rank order; comments of one rank (tied) form no pair: with ties `adjacent` pairs each
+    comment of a rank with each of the next rank, `best_vs_rest` the best rank's with every worse one."""
+    if strategy not in PAIR_STRATEGIES:
+        raise ValueError(f"unknown pair strategy '{strategy}' (choose from {', '.join(PAIR_STRATEGIES)})")
+    if has_tied_ranks(ordered):
+        groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda c: c.rank)]
+        later = {"adjacent": lambda i: groups[i + 1 : i + 2], "all": lambda i: groups[i + 1 :],
+                 "best_vs_rest": lambda i: groups[1:] if i == 0 else []}[strategy]  # fmt: skip
+        return [(a, b) for i, group in enumerate(groups) for worse in later(i) for a in group for b in worse]
     if strategy == "adjacent":
         return list(zip(ordered, ordered[1:]))
     if strategy == "all":
@@ -80,7 +94,7 @@ class PairOptions:
 def _visible_counts(ordered: list[Comment], strategy: str) -> tuple[int, int]:
     """(visible pairs, pairs without a timestamp) of a strategy, counted without building the pairs: O(n log n) for
     `all` (an inversion count over the creation times in rank order), O(n) otherwise."""
-    if strategy != "all":
+    if strategy != "all" or has_tied_ranks(ordered):
         flags = [visible(a, b) for a, b in candidate_pairs_of(ordered, strategy)]
         return flags.count(True), flags.count(None)
     n = len(ordered)
@@ -99,7 +113,10 @@ def pair_counts(post: RankedPost, options: PairOptions) -> dict:
     candidates, dropped_older_preferred and dropped_no_timestamp (with the visibility filter), dropped_cap, kept."""
     ordered = post.ordered()
     n = len(ordered)
-    counts = {"candidates": n * (n - 1) // 2 if options.strategy == "all" else max(n - 1, 0)}
+    if has_tied_ranks(ordered):
+        counts = {"candidates": len(candidate_pairs_of(ordered, options.strategy))}
+    else:
+        counts = {"candidates": n * (n - 1) // 2 if options.strategy == "all" else max(n - 1, 0)}
     remaining = counts["candidates"]
     if options.visibility_filter:
         remaining, no_timestamp = _visible_counts(ordered, options.strategy)
@@ -135,7 +152,8 @@ def make_pairs(post: RankedPost, prompt: str, options: PairOptions) -> list[dict
     cap = options.max_pairs_per_post
     rng = random.Random(f"{options.seed}:{post.post_id}")
     n_all = len(ordered) * (len(ordered) - 1) // 2
-    if options.strategy == "all" and not options.visibility_filter and cap is not None and n_all > cap:
+    sample_positions = not options.visibility_filter and not has_tied_ranks(ordered)
+    if options.strategy == "all" and sample_positions and cap is not None and n_all > cap:
         pairs = [(ordered[i], ordered[j]) for i, j in _all_pairs_at(len(ordered), rng.sample(range(n_all), cap))]
     else:
         pairs = candidate_pairs_of(ordered, options.strategy)

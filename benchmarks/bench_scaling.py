@@ -1,0 +1,273 @@
+"""The learning curve on Reddit: the quickstart reward recipe trained on 250, 500, 1k, 2k, 4k and all training posts of
+the Reddit data, scored on subreddits that training never saw; also across sources (the Reddit-trained model on the
+Stack Exchange test sites, the Stack Exchange-trained one on the Reddit test subreddits) and both sources together.
+
+Usage:
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py --sizes 250 500 1000 --seeds 0          # the small sizes
+    OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py --sizes 250 --seeds 0 --max_steps 5 --eval_posts 20  # smoke
+    python benchmarks/bench_scaling.py --sizes all --experiments curve se both --threads 16        # a bigger machine
+    python benchmarks/bench_scaling.py --sizes 1000 --seeds 0 --length_feature none  # a variant: reward.py flags
+
+Data: `../shared/data/reddit/reddit_ranked.jsonl.gz` (beside the checkout; not openly licensed, so never in the
+project: the script stops with a clear message when it is absent) and the shipped Stack Exchange sample, read with
+one data_prep run (`split_by: site`, the held-out sites named below, `vote_ties: equal`: comments with equal votes
+share a rank in training, never ordered). The split is fixed here, before any result was seen; the test communities
+are only ever scored to report, never to choose anything (settings are chosen on `VALIDATION`):
+
+- test: AskCulinary (982 posts) + AskSocialScience (561): one hands-on hobby community and one academic one, the two
+  kinds that training also holds (learnprogramming, AskElectronics; AskStatistics), 1,543 posts, 22% of the data;
+- validation: techsupport (984) + AskHistorians (109): again one practical and one academic community, 1,093 posts;
+- train: relationship_advice, learnprogramming, AskMen, AskElectronics, AskStatistics, AskMusic: 4,223 posts.
+
+The Stack Exchange sites keep `benchmarks/bench_quality.py`'s split (`TEST_SITES`, `VALIDATION_SITES`).
+
+Each training size `N` is the first `N` posts of a seeded permutation of the Reddit training posts (per seed: the
+sizes are nested, and a seed changes both the sample and the training), trained with `scripts/reward.py --config
+recipes/quickstart/reward.yaml --seed S` (one epoch) and scored by `scripts/score.py` on each evaluation split
+(bootstrap 95% intervals over posts, paired intervals of the model minus longest-first). `--eval_posts` scores the
+first N posts of each evaluation split in a fixed seeded order (the same posts for every model). Results: the table
+in `benchmarks/results/scaling.md` (`--output`) and the plot next to it (`scaling.png`).
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import COLUMNS, RECIPE, SAMPLE, cell, run  # noqa: E402
+from bench_quality import TEST_SITES as SE_TEST  # noqa: E402
+from bench_quality import VALIDATION_SITES as SE_VALIDATION  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REDDIT = ROOT.parent / "shared" / "data" / "reddit" / "reddit_ranked.jsonl.gz"
+R = "reddit.com/r/"
+TEST = (f"{R}AskCulinary", f"{R}AskSocialScience")
+VALIDATION = (f"{R}techsupport", f"{R}AskHistorians")
+SIZES = (250, 500, 1000, 2000, 4000, "all")
+SEEDS = (0, 1, 2)
+SMALL = 1000  # sizes up to this one run every seed; larger ones the first seed only
+EXPERIMENTS = ("curve", "se", "both")  # Reddit sizes; Stack Exchange only; all training posts of both sources
+EVAL_SETS = {"reddit": ("validation", "test"), "se": ("validation", "test")}
+SCORE_COLUMNS = ("ndcg@1", "ndcg@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")
+assert set(SCORE_COLUMNS) <= set(COLUMNS)
+
+
+def prep_config(reddit: Path, vote_ties: str = "equal", **overrides):
+    from commentrank.configs import PrepArguments
+
+    return PrepArguments(
+        inputs=[str(reddit), str(SAMPLE)], split_by="site", validation_sites=[*VALIDATION, *SE_VALIDATION],
+        test_sites=[*TEST, *SE_TEST], vote_ties=vote_ties, skip_invalid=True, views=["listwise"], **overrides,
+    )  # fmt: skip
+
+
+def load_splits(reddit: Path, vote_ties: str = "equal"):
+    """data_prep's posts of both sources split by the fixed sites: ({source: {split: posts}}, summary, config)."""
+    from commentrank.data import prepare as prep
+    from commentrank.data.validation import PrepSummary
+
+    config, summary = prep_config(reddit, vote_ties), PrepSummary()
+    splits = prep.split_posts(prep.load_posts(config, summary), config)
+    prep.balance_sources(splits, config, summary)
+    by_source = {
+        source: {name: [p for p in posts if p.meta.get(prep.INPUT_KEY) == path] for name, posts in splits.items()}
+        for source, path in (("reddit", str(reddit)), ("se", str(SAMPLE)))
+    }
+    return by_source, summary, config
+
+
+def training_subset(posts: list, size, seed: int) -> list:
+    """The first `size` posts ("all": every one) of a permutation seeded by `seed`: nested across sizes."""
+    order = sorted(posts, key=lambda p: p.post_id)
+    random.Random(seed).shuffle(order)
+    return order if size == "all" else order[: int(size)]
+
+
+def eval_order(posts: list, seed: int = 0) -> list:
+    """The evaluation posts in a fixed seeded order, so that `--eval_posts N` (score.py's first N) is a sample."""
+    order = sorted(posts, key=lambda p: p.post_id)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def runs(sizes, seeds, experiments) -> list[tuple[str, object, int]]:
+    """(experiment, size, seed) of every training run: every seed up to `SMALL` posts, the first seed above."""
+    out = []
+    if "curve" in experiments:
+        for size in sizes:
+            big = size == "all" or int(size) > SMALL
+            out += [("reddit", size, seed) for seed in (seeds[:1] if big else seeds)]
+    out += [(name, "all", seeds[0]) for name in ("se", "both") if name in experiments]
+    return out
+
+
+def save(folder: Path, splits: dict, config) -> None:
+    from commentrank.data import prepare as prep
+    from commentrank.data.validation import PrepSummary
+
+    if not folder.exists():
+        summary = PrepSummary()
+        prep.write_views(folder, prep.to_dataset_dicts(prep.build_views(splits, config, summary)),
+                         prep.record_files(config, summary))  # fmt: skip
+
+
+def row_cells(metrics_json: dict, ranker: str) -> list[str]:
+    results, intervals = metrics_json["results"], metrics_json.get("intervals", {})
+    metrics = {**results[ranker], **metrics_json.get("length_controlled", {}).get(ranker, {})}
+    return [cell(metrics, intervals.get(ranker), key) for key in SCORE_COLUMNS]
+
+
+def difference(metrics_json: dict) -> str:
+    diff = metrics_json.get("differences", {}).get("longest_first", {}).get("ndcg@5")
+    return f"{diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "-"
+
+
+def report_table(scored: list[dict], source: str, split: str) -> str:
+    rows = [s for s in scored if s["eval"] == (source, split)]
+    if not rows:
+        return ""
+    header = ["trained on", "posts", "seed", *SCORE_COLUMNS, "NDCG@5 minus longest-first", "train (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|" + "---:|" * (len(header) - 3)]
+    for s in rows:
+        cells = row_cells(s["metrics"], "model")
+        lines.append(f"| {s['experiment']} | {s['n_train']} | {s['seed']} | " + " | ".join(cells)
+                     + f" | {difference(s['metrics'])} | {s['seconds'] or 0:.0f} |")  # fmt: skip
+    for ranker in ("random", "longest_first"):
+        lines.append(f"| {ranker} | - | - | " + " | ".join(row_cells(rows[0]["metrics"], ranker)) + " | - | - |")
+    n_posts = rows[0]["metrics"].get("n_posts") or rows[0]["metrics"].get("results", {}).get("model", {}).get("posts")
+    return f"**{source} {split}** ({n_posts or '?'} posts)\n\n" + "\n".join(lines)
+
+
+def plot(scored: list[dict], path: Path) -> None:
+    """NDCG@5 and pair accuracy of the Reddit curve against training posts (log x), 95% interval bars, per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key in zip(axes, ("ndcg@5", "pair_accuracy")):
+        for split, style in (("validation", "o-"), ("test", "s--")):
+            rows = sorted((s for s in scored if s["experiment"] == "reddit" and s["eval"] == ("reddit", split)),
+                          key=lambda s: (s["n_train"], s["seed"]))  # fmt: skip
+            if not rows:
+                continue
+            x = [s["n_train"] * (1 + 0.04 * s["seed"]) for s in rows]  # seeds side by side
+            y = [s["metrics"]["results"]["model"][key] for s in rows]
+            ci = [s["metrics"].get("intervals", {}).get("model", {}).get(key) or (v, v) for s, v in zip(rows, y)]
+            bars = ax.errorbar(x, y, yerr=[[v - lo for v, (lo, _) in zip(y, ci)], [hi - v for v, (_, hi) in
+                               zip(y, ci)]], fmt=style[0], capsize=3, label=f"model, {split} (each seed)")  # fmt: skip
+            sizes = sorted({s["n_train"] for s in rows})
+            means = [sum(v for s, v in zip(rows, y) if s["n_train"] == n) / sum(s["n_train"] == n for s in rows)
+                     for n in sizes]  # fmt: skip
+            ax.plot(sizes, means, style[1:], color=bars[0].get_color(), label=f"mean over seeds, {split}")
+            base = rows[0]["metrics"]["results"]["longest_first"][key]
+            ax.axhline(base, linestyle=":", color="grey" if split == "test" else "black",
+                       label=f"longest-first, {split}")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("Reddit training posts")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=7)
+    fig.suptitle("Quickstart recipe (MiniLM, ListMLE + length term) on held-out subreddits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=[str(s) for s in SIZES], help="training posts, or all")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--experiments", nargs="+", default=["curve"], choices=EXPERIMENTS)
+    parser.add_argument("--eval", nargs="+", default=["reddit", "se"], choices=sorted(EVAL_SETS),
+                        help="evaluation sources (their validation and test splits)")  # fmt: skip
+    parser.add_argument("--eval_posts", type=int, default=None, help="score the first N posts of each split")
+    parser.add_argument("--max_steps", type=int, default=None, help="cap on training steps (a smoke run)")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    parser.add_argument("--reddit", default=str(REDDIT))
+    parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_scaling"))
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scaling.md"))
+    parser.add_argument("--vote_ties", default="equal", help="data_prep's vote_ties for the training posts")
+    args, extra = parser.parse_known_args()  # any other flag goes to every reward.py run (a variant: its name says)
+    reddit = Path(args.reddit)
+    if not reddit.is_file():
+        raise SystemExit(
+            f"the Reddit data is absent: {reddit} not found. It is not part of the project (not openly licensed); "
+            "this benchmark reads it from ../shared/data/reddit/ beside the checkout (or give --reddit FILE)."
+        )
+    work = Path(args.work_dir)
+    by_source, summary, config = load_splits(reddit, args.vote_ties)
+    tag = f"-steps{args.max_steps}" if args.max_steps else ""
+    tag += "" if args.vote_ties == "equal" else f"-ties-{args.vote_ties}"
+    tag += "".join(f"-{flag.lstrip('-')}" for flag in extra)
+    for source in args.eval:
+        save(work / f"eval-{source}", {k: eval_order(by_source[source][k]) for k in EVAL_SETS[source]}, config)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    scored = []
+    for experiment, size, seed in runs(args.sizes, args.seeds, args.experiments):
+        if experiment == "reddit":
+            train = training_subset(by_source["reddit"]["train"], size, seed)
+        else:
+            sources = ["se"] if experiment == "se" else ["reddit", "se"]
+            train = [p for s in sources for p in by_source[s]["train"]]
+        name = f"{experiment}-{size}-seed{seed}{tag}"
+        out = work / name
+        save(out / "data", {"train": train}, config)
+        seconds = None
+        if not (out / "reward" / "commentrank_config.json").exists():
+            flags = ["--max_steps", str(args.max_steps)] if args.max_steps else []
+            seconds = run([sys.executable, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE),
+                           "--dataset_name", str(out / "data"), "--output_dir", str(out / "reward"),
+                           "--ndcg_eval_posts", "0", "--seed", str(seed), *flags, *extra], env)  # fmt: skip
+            (out / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+        elif (out / "train_seconds.txt").exists():
+            seconds = float((out / "train_seconds.txt").read_text())
+        for source in args.eval:
+            for split in EVAL_SETS[source]:
+                scores = out / f"scores-{source}-{split}{'' if args.eval_posts is None else f'-{args.eval_posts}'}"
+                if not (scores / "metrics.json").exists():
+                    limit = [] if args.eval_posts is None else ["--max_posts", str(args.eval_posts)]
+                    run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"),
+                         "--dataset", str(work / f"eval-{source}"), "--split", split, "--output_dir", str(scores),
+                         "--no_progress", "true", *limit], env)  # fmt: skip
+                metrics = json.loads((scores / "metrics.json").read_text())
+                scored.append({"experiment": experiment + tag, "n_train": len(train), "seed": seed, "seconds": seconds,
+                               "eval": (source, split), "metrics": metrics})  # fmt: skip
+        print(f"{name}: {len(train)} posts, {seconds or 0:.0f} s of training", flush=True)
+    output = Path(args.output)
+    sites = summary.sites
+    report = [
+        "# Learning curve on Reddit (`benchmarks/bench_scaling.py`)",
+        "",
+        f"Training subreddits: {', '.join(s for s in sites.get('train', {}) if s.startswith(R))}; validation: "
+        f"{', '.join(VALIDATION)}; test: {', '.join(TEST)} (fixed before any result). Stack Exchange: the sites of "
+        "`bench_quality.py`. The quickstart recipe (MiniLM, ListMLE with the fitted length term, 128 tokens, one "
+        f"epoch), `vote_ties: {args.vote_ties}` in training, {args.threads} thread(s). 95% bootstrap intervals over posts; the "
+        "difference to longest-first is paired. "
+        + (
+            f"Each evaluation split: its first {args.eval_posts} posts in a fixed seeded order. "
+            if args.eval_posts
+            else ""
+        )  # fmt: skip
+        + (f"Smoke run: {args.max_steps} training steps. " if args.max_steps else ""),
+        "",
+        f"Posts per split and site (after `vote_ties: equal`): `{json.dumps(sites)}`",
+        "",
+    ]
+    for source in args.eval:
+        for split in EVAL_SETS[source]:
+            report += [report_table(scored, source, split), ""]
+    text = "\n".join(report)
+    print(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text + "\n")
+    if scored:
+        plot(scored, output.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""data_prep over several sources: sites kept, held-out sites named, sources balanced, vote ties never ordered.
+
+Small synthetic files written here (the Reddit data is not openly licensed: never a fixture)."""
+
+import json
+
+import pytest
+import torch
+
+from commentrank.configs import PrepArguments
+from commentrank.data.prepare import prepare_views
+from commentrank.train.losses import listmle_loss, pairwise_all_loss
+
+
+def write_source(path, site_posts: dict[str, int], votes=(9, 5, 2), prefix="p"):
+    """A CUP IT file: `site_posts[site]` posts per site, comments with `votes` (ranks from the votes, ties broken by
+    position, as the shared files break them by comment id)."""
+    lines = []
+    for site, n in site_posts.items():
+        for i in range(n):
+            order = sorted(range(len(votes)), key=lambda j: (-votes[j], j))
+            comments = [
+                {"text": f"{site} {prefix}{i} comment {j}", "score": order.index(j), "votes": votes[j]}
+                for j in range(len(votes))
+            ]
+            lines.append(
+                json.dumps({"id": f"{site}:{prefix}{i}", "site": site, "text": f"post {i}", "comments": comments})
+            )
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def two_sources(tmp_path):
+    big = write_source(tmp_path / "big.jsonl", {"reddit.com/r/a": 30, "reddit.com/r/b": 20, "reddit.com/r/c": 10})
+    small = write_source(tmp_path / "small.jsonl", {"x.stackexchange.com": 8, "y.stackexchange.com": 6}, prefix="q")
+    return big, small
+
+
+def prep(inputs, **kwargs):
+    config = PrepArguments(inputs=list(inputs), split_by="site", **kwargs)
+    return prepare_views(config)
+
+
+def test_every_listwise_row_keeps_its_site(two_sources):
+    views, _ = prep(two_sources, test_sites=["reddit.com/r/c"], validation_sites=["y.stackexchange.com"])
+    sites = {split: set(views["listwise"][split]["site"]) for split in ("train", "validation", "test")}
+    assert sites == {
+        "train": {"reddit.com/r/a", "reddit.com/r/b", "x.stackexchange.com"},
+        "validation": {"y.stackexchange.com"},
+        "test": {"reddit.com/r/c"},
+    }
+
+
+def test_named_sites_hold_out_all_their_posts(two_sources):
+    views, summary = prep(two_sources, test_sites=["reddit.com/r/c"], validation_sites=["reddit.com/r/b"])
+    assert len(views["listwise"]["test"]) == 10 and len(views["listwise"]["validation"]) == 20
+    assert summary.sites["train"] == {"reddit.com/r/a": 30, "x.stackexchange.com": 8, "y.stackexchange.com": 6}
+
+
+def test_an_unknown_site_name_is_an_error_naming_it(two_sources):
+    with pytest.raises(ValueError, match="reddit.com/r/typo"):
+        prep(two_sources, test_sites=["reddit.com/r/typo"])
+
+
+def test_named_sites_need_a_split_by_site():
+    with pytest.raises(ValueError, match="split_by site"):
+        PrepArguments(inputs=["x.jsonl"], test_sites=["a"])
+
+
+def test_source_cap_balances_training_and_the_counts_add_up(two_sources):
+    big, small = two_sources
+    views, summary = prep(
+        two_sources,
+        test_sites=["reddit.com/r/c"],
+        validation_sites=["y.stackexchange.com"],
+        max_train_posts_per_source=8,
+    )
+    train_sites = views["listwise"]["train"]["site"]
+    assert sum(s.startswith("reddit") for s in train_sites) == 8  # 50 training posts capped to 8
+    assert sum(s.endswith("stackexchange.com") for s in train_sites) == 8  # 8 kept: under the cap
+    assert len(views["listwise"]["test"]) == 10  # held-out posts are never capped
+    assert summary.per_source[big] == {"posts": 60, "test": 10, "validation": 0, "train": 8, "train_dropped": 42}
+    for counts in summary.per_source.values():
+        assert counts["posts"] == counts["train"] + counts["validation"] + counts["test"] + counts["train_dropped"]
+    assert summary.to_dict()["posts_dropped"]["train_over_source_cap"] == 42
+
+
+def test_source_cap_sample_is_seeded(two_sources):
+    kwargs = {"test_sites": ["reddit.com/r/c"], "max_train_posts_per_source": 8}
+    first, _ = prep(two_sources, **kwargs)
+    again, _ = prep(two_sources, **kwargs)
+    other, _ = prep(two_sources, seed=1, **kwargs)
+    assert first["listwise"]["train"]["post_id"] == again["listwise"]["train"]["post_id"]
+    assert first["listwise"]["train"]["post_id"] != other["listwise"]["train"]["post_id"]
+
+
+@pytest.fixture
+def tied(tmp_path):
+    """Site t: comments voted 9, 5, 5, 1 (a tie in the middle); site u: untied; site v: all votes tied."""
+    path = tmp_path / "tied.jsonl"
+    write_source(path, {"t": 3}, votes=(5, 9, 1, 5))
+    untied = write_source(tmp_path / "u.jsonl", {"u": 2, "w": 2}, votes=(3, 7, 1))
+    flat = write_source(tmp_path / "v.jsonl", {"v": 2}, votes=(4, 4))
+    return [str(path), untied, flat]
+
+
+def test_equal_vote_ties_share_a_rank_in_training(tied):
+    views, summary = prep(tied, vote_ties="equal", test_sites=["w"])
+    train = views["listwise"]["train"]
+    rows = [r for r in train if r["site"] == "t"]
+    assert all(sorted(r["ranks"]) == [0, 1, 1, 3] for r in rows)
+    for row in rows:  # the tied comments are the two with 5 votes
+        assert {r for r, v in zip(row["ranks"], row["votes"]) if v == 5} == {1}
+    assert summary.posts_dropped["train_all_votes_tied"] == 2  # site v: nothing to learn
+    assert sorted(views["listwise"]["test"][0]["ranks"]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("strategy", ["adjacent", "all", "best_vs_rest"])
+def test_no_pair_between_tied_comments(tied, strategy):
+    views, summary = prep(tied, vote_ties="equal", pair_strategy=strategy, test_sites=["w"])
+    votes = {}
+    for row in views["listwise"]["train"]:
+        votes.update(dict(zip(row["comments"], row["votes"])))
+    pairs = [p for p in views["pairwise"]["train"] if p["post_id"].startswith("t:")]
+    assert pairs and all(votes[p["chosen"]] > votes[p["rejected"]] for p in pairs)
+    expected = {"adjacent": 4, "all": 5, "best_vs_rest": 3}[strategy]  # per post: 9>5a, 9>5b, 5a>1, 5b>1 (all: 9>1)
+    assert len(pairs) == 3 * expected
+    counted = summary.pairs[f"{strategy} (selected)"]  # counted over every split, without building the pairs
+    assert counted["kept"] == counted["candidates"] == sum(len(split) for split in views["pairwise"].values())
+
+
+def test_listmle_and_pairwise_losses_leave_tied_comments_unordered():
+    """With tied ranks, swapping the rewards of the tied comments changes no loss: no order is imposed on them."""
+    post_index, ranks = torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 1, 3])
+    rewards = torch.tensor([2.0, 1.5, -0.5, 0.0])
+    swapped = rewards[[0, 2, 1, 3]]
+    for loss in (listmle_loss, pairwise_all_loss):
+        assert torch.allclose(loss(rewards, post_index, ranks), loss(swapped, post_index, ranks))
+
+
+def test_drop_vote_ties_drops_tied_training_posts_only(tied):
+    views, summary = prep(tied, vote_ties="drop", test_sites=["t"])
+    assert set(views["listwise"]["train"]["site"]) == {"u", "w"}
+    assert summary.posts_dropped["train_vote_ties"] == 2  # site v; site t is held out and kept
+    assert len(views["listwise"]["test"]) == 3 and all(
+        sorted(r) == [0, 1, 2, 3] for r in views["listwise"]["test"]["ranks"]
+    )
+
+
+def test_order_keeps_the_file_ranks(tied):
+    views, summary = prep(tied, test_sites=["w"])
+    assert all(sorted(r) == list(range(len(r))) for r in views["listwise"]["train"]["ranks"])
+    assert not summary.posts_dropped
