@@ -262,6 +262,13 @@ class PrepArguments(OutputOptions):
     min_comments: int = field(default=2, metadata={"help": "Posts with fewer comments are invalid."})
     skip_invalid: bool = field(default=False, metadata={"help": "Skip and count invalid posts instead of stopping."})
     views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "Views to write."})
+    num_proc: int = field(
+        default=1,
+        metadata={"help": "Processes that parse a Posts.xml (and turn its HTML into text) at once, as in `datasets`."},
+    )
+    max_shard_size: str = field(
+        default="500MB", metadata={"help": "Largest shard of a saved view (save_to_disk's max_shard_size)."}
+    )
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to push the views to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
@@ -277,6 +284,8 @@ class PrepArguments(OutputOptions):
             raise ValueError(f"unknown views {sorted(unknown)} (choose from {', '.join(VIEWS)})")
         if self.split_by not in ("post", "site"):
             raise ValueError(f"split_by '{self.split_by}' must be post or site")
+        if self.num_proc < 1:
+            raise ValueError(f"num_proc must be 1 or more, got {self.num_proc}")
 
     @property
     def columns(self) -> Columns:

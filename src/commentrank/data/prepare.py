@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import tempfile
+from pathlib import Path
 
 from commentrank.configs import PAIR_STRATEGIES, PrepArguments
 from commentrank.data.readers import read_source
@@ -47,6 +49,16 @@ def _size(value: float, total: int) -> int:
     return int(value) if value >= 1 else round(value * total)
 
 
+def split_keys(keys: list[str], config: PrepArguments) -> dict[str, list[str]]:
+    """The seeded test / validation / train parts of the split keys (post ids or sites), in their shuffled order."""
+    keys = sorted(keys)
+    random.Random(config.seed).shuffle(keys)
+    n_test, n_val = _size(config.test_size, len(keys)), _size(config.validation_size, len(keys))
+    if n_test + n_val >= len(keys) and keys:
+        raise ValueError(f"test_size + validation_size leave no training {config.split_by}s out of {len(keys)}")
+    return {"test": keys[:n_test], "validation": keys[n_test : n_test + n_val], "train": keys[n_test + n_val :]}
+
+
 def split_posts(posts: list[RankedPost], config: PrepArguments) -> dict[str, list[RankedPost]]:
     """Seeded train/validation/test split by post (or by site): no post is ever in two splits.
 
@@ -57,17 +69,31 @@ def split_posts(posts: list[RankedPost], config: PrepArguments) -> dict[str, lis
     for post in labeled:
         key = post.post_id if config.split_by == "post" else post.meta.get("site", "unknown")
         groups.setdefault(key, []).append(post)
-    keys = sorted(groups)
-    random.Random(config.seed).shuffle(keys)
-    n_test, n_val = _size(config.test_size, len(keys)), _size(config.validation_size, len(keys))
-    if n_test + n_val >= len(keys) and keys:
-        raise ValueError(f"test_size + validation_size leave no training {config.split_by}s out of {len(keys)}")
-    parts = {"test": keys[:n_test], "validation": keys[n_test : n_test + n_val], "train": keys[n_test + n_val :]}
+    parts = split_keys(list(groups), config)
     splits = {name: [p for k in part for p in groups[k]] for name, part in parts.items()}
     unlabeled = [p for p in posts if not p.labeled]
     if unlabeled:
         splits["unlabeled"] = unlabeled
     return splits
+
+
+def post_view_rows(post: RankedPost, config: PrepArguments, counts: dict) -> dict[str, list[dict]]:
+    """The rows one post adds to each of `config.views`; adds its pair counts of every strategy to `counts`."""
+    rows = {view: [] for view in config.views}
+    prompt = build_prompt(post, config.prompt_template)
+    if "listwise" in rows:
+        rows["listwise"].append(listwise_row(post, prompt))
+    if not post.labeled:
+        return rows
+    for strategy in PAIR_STRATEGIES:  # counted for every strategy, built for the selected one only
+        options = PairOptions(strategy, config.max_pairs_per_post, config.visibility_filter, config.seed)
+        for key, n in pair_counts(post, options).items():
+            counts[strategy][key] = counts[strategy].get(key, 0) + n
+        if strategy == config.pair_strategy and "pairwise" in rows:
+            rows["pairwise"].extend(make_pairs(post, prompt, options))
+    if "sft" in rows:
+        rows["sft"].extend(sft_rows(post, prompt, config.sft_comments, config.sft_top_k))
+    return rows
 
 
 def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summary: PrepSummary) -> dict:
@@ -78,19 +104,8 @@ def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summ
     for split, posts in splits.items():
         rows = {view: [] for view in config.views}
         for post in posts:
-            prompt = build_prompt(post, config.prompt_template)
-            if "listwise" in rows:
-                rows["listwise"].append(listwise_row(post, prompt))
-            if not post.labeled:
-                continue
-            for strategy in PAIR_STRATEGIES:  # counted for every strategy, built for the selected one only
-                options = PairOptions(strategy, config.max_pairs_per_post, config.visibility_filter, config.seed)
-                for key, n in pair_counts(post, options).items():
-                    counts[strategy][key] = counts[strategy].get(key, 0) + n
-                if strategy == config.pair_strategy and "pairwise" in rows:
-                    rows["pairwise"].extend(make_pairs(post, prompt, options))
-            if "sft" in rows:
-                rows["sft"].extend(sft_rows(post, prompt, config.sft_comments, config.sft_top_k))
+            for view, post_rows in post_view_rows(post, config, counts).items():
+                rows[view].extend(post_rows)
         for view, view_rows in rows.items():
             if view_rows:
                 views[view][split] = view_rows
@@ -148,15 +163,28 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
         raise ValueError("no output: give --output_dir FOLDER (or --push_to_hub REPO)")
     if config.output_dir:  # before the work: never replace an input or what commentrank did not write
         check_output_dir(config.output_dir, "data_prep", inputs=config.inputs, overwrite=config.overwrite_output)
-    dataset_dicts, summary = prepare_views(config)
-    files = record_files(config, summary)
-    if config.output_dir:
-        write_views(config.output_dir, dataset_dicts, files, inputs=config.inputs, overwrite=config.overwrite_output)
-        logger.info("wrote %s to %s", ", ".join(dataset_dicts), config.output_dir)
-    if config.push_to_hub:
-        from commentrank.hub import push_dataset_views
+    import datasets
 
-        push_dataset_views(dataset_dicts, files, config.push_to_hub, config.hub_private)
+    from commentrank.data.ondisk import prepare_views_on_disk
+
+    parent = Path(config.output_dir).resolve().parent if config.output_dir else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".data_prep-work-", dir=parent) as workdir:  # next to the output: room
+        staged, summary = prepare_views_on_disk(config, workdir)  # bounded memory: the views are staged on disk
+        files = record_files(config, summary)
+        if config.output_dir:
+            write_views(config.output_dir, staged, files, inputs=config.inputs, overwrite=config.overwrite_output)
+            logger.info("wrote %s to %s", ", ".join(staged), config.output_dir)
+        if config.push_to_hub:
+            from commentrank.hub import push_dataset_views
+
+            saved = Path(config.output_dir) if config.output_dir else Path(workdir) / "saved"
+            if not config.output_dir:
+                for view, staged_dict in staged.items():
+                    staged_dict.save_to_disk(str(saved / view))
+            dataset_dicts = {view: datasets.load_from_disk(str(saved / view)) for view in staged}  # memory-mapped
+            push_dataset_views(dataset_dicts, files, config.push_to_hub, config.hub_private)
     return summary
 
 
