@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import groupby
-from operator import itemgetter
 from pathlib import Path
 
 from commentrank.configs import PrepArguments
@@ -27,26 +27,18 @@ _SPOOL_BYTES = 32 << 20  # text per spooled batch of posts
 def _spool_schema():
     import pyarrow as pa
 
-    strings, ints = pa.list_(pa.string()), pa.list_(pa.int64())
-    return pa.schema(
-        [("i", pa.int64()), ("post_id", pa.string()), ("title", pa.string()), ("body", pa.string()),
-         ("prompt", pa.string()), ("meta", pa.string()), ("texts", strings), ("ranks", ints), ("votes", ints),
-         ("created", strings)]
-    )  # fmt: skip
+    return pa.schema([("i", pa.int64()), ("post", pa.string())])
 
 
 def _to_spool_row(i: int, post: RankedPost) -> dict:
-    c = post.comments
-    return {
-        "i": i, "post_id": post.post_id, "title": post.title, "body": post.body, "prompt": post.prompt,
-        "meta": json.dumps(post.meta), "texts": [x.text for x in c], "ranks": [x.rank for x in c],
-        "votes": [x.votes for x in c], "created": [x.created for x in c],
-    }  # fmt: skip
+    """A post as one JSON string: DuckDB sorts rows of plain strings out of core (list columns ran out of memory)."""
+    comments = [[c.text, c.rank, c.votes, c.created] for c in post.comments]
+    return {"i": i, "post": json.dumps([post.post_id, post.title, comments, post.body, post.meta, post.prompt])}
 
 
 def _from_spool_row(row: dict) -> RankedPost:
-    comments = [Comment(*fields) for fields in zip(row["texts"], row["ranks"], row["votes"], row["created"])]
-    return RankedPost(row["post_id"], row["title"], comments, row["body"], json.loads(row["meta"]), row["prompt"])
+    post_id, title, comments, body, meta, prompt = json.loads(row["post"])
+    return RankedPost(post_id, title, [Comment(*fields) for fields in comments], body, meta, prompt)
 
 
 class _BatchedWriter:
@@ -55,12 +47,13 @@ class _BatchedWriter:
     def __init__(self, path: Path, schema):
         import pyarrow.parquet as pq
 
-        self.schema, self.rows, self.size = schema, [], 0
+        self.schema, self.rows, self.size, self.total = schema, [], 0, 0
         self.writer = pq.ParquetWriter(str(path), schema)
 
     def add(self, row: dict, size: int) -> None:
         self.rows.append(row)
         self.size += size
+        self.total += size
         if len(self.rows) >= _BATCH_ROWS or self.size >= _SPOOL_BYTES:
             self.flush()
 
@@ -204,6 +197,7 @@ def save_staged_split(staged: _StagedSplit, folder: str | Path, max_shard_size: 
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 24), b""):
                 digest.update(block)
+    release_memory()
     state = {
         "_fingerprint": digest.hexdigest()[:16], "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
         "_output_all_columns": False, "_split": None,
@@ -214,6 +208,47 @@ def save_staged_split(staged: _StagedSplit, folder: str | Path, max_shard_size: 
     info = asdict(datasets.DatasetInfo(features=features))
     with (folder / ds_config.DATASET_INFO_FILENAME).open("w", encoding="utf-8") as f:
         json.dump({key: info[key] for key in sorted(info)}, f, indent=2)
+
+
+DUCKDB_MEMORY_LIMIT = "192MB"  # DuckDB's own memory (it spills to disk beyond), in a process of its own
+_DUCKDB_CHILD = """import duckdb, json, sys
+job = json.loads(sys.argv[1])
+con = duckdb.connect(config=job["config"])
+for statement in job["statements"]:
+    con.execute(statement)
+"""
+
+
+def duckdb_sort(statements: list[str], query: str, out: Path, workdir: str | Path) -> Path:
+    """Run `statements`, then write `query`'s rows, in its order, to the Parquet file `out`: in a fresh Python
+    process that imports DuckDB alone (one thread, `DUCKDB_MEMORY_LIMIT`, spilling to `workdir`), so that the memory
+    DuckDB keeps is given back when it ends and data_prep's own process never holds it."""
+    import subprocess
+    import sys
+
+    settings = {"memory_limit": DUCKDB_MEMORY_LIMIT, "threads": 1, "temp_directory": str(Path(workdir) / "duckdb.tmp")}
+    target = str(out).replace("'", "''")
+    job = {
+        "config": settings,
+        "statements": [*statements, f"COPY ({query}) TO '{target}' (FORMAT parquet, ROW_GROUP_SIZE 8192)"],
+    }
+    proc = subprocess.run([sys.executable, "-c", _DUCKDB_CHILD, json.dumps(job)], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"DuckDB failed sorting under {workdir}: {proc.stderr.strip()[-2000:]}")
+    return Path(out)
+
+
+def release_memory() -> None:
+    """Give the memory that Arrow's pool and malloc keep after a stage back to the system (the peak is what counts)."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
 
 
 class SpooledPosts:
@@ -235,30 +270,52 @@ class SpooledPosts:
         self.spool.close()
 
     def by_split(self, splits: dict[str, list]) -> Iterator[tuple[str, Iterator[RankedPost]]]:
-        """(split, its posts) in the order of `splits` ({split: `prepare.PostRef`s}), streamed from the spool."""
-        import duckdb
+        """(split, its posts) in the order of `splits` ({split: `prepare.PostRef`s}), streamed from the spool by a
+        distribution sort: the spool read once into bucket files of consecutive output places (~`_SPOOL_BYTES` of
+        text each), then each bucket sorted in memory, one at a time."""
+        import numpy as np
         import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
 
+        release_memory()  # what the reading (Arrow) kept
+        place = np.full(self.n, -1, dtype=np.int64)  # each spooled post's place in the output, -1: in no split
+        ends, start = [], 0
+        for refs in splits.values():
+            place[np.fromiter((r.index for r in refs), np.int64, len(refs))] = np.arange(
+                start, start + len(refs), dtype=np.int64
+            )
+            start += len(refs)
+            ends.append(start)
+        per_bucket = max(1, int(start * _SPOOL_BYTES / max(1, self.spool.total)))
+        buckets: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        folder = self.workdir / "buckets"
+        folder.mkdir(exist_ok=True)
+        schema = _spool_schema().append(pa.field("place", pa.int64()))
+        for batch in pq.ParquetFile(self.workdir / "posts.parquet").iter_batches(batch_size=_BATCH_ROWS):
+            where = place[batch.column("i").to_numpy()]
+            batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(where)], schema=schema)
+            bucket = np.where(where >= 0, where // per_bucket, -1)
+            for k in np.unique(bucket[bucket >= 0]).tolist():
+                if k not in buckets:
+                    buckets[k] = pa.ipc.new_stream(str(folder / f"{k:06d}.arrow"), schema)
+                buckets[k].write_batch(batch.filter(pa.array(bucket == k)))
+        for writer in buckets.values():
+            writer.close()
+        del place
         names = list(splits)
-        positions = pa.table(
-            {
-                "i": pa.array([r.index for name in names for r in splits[name]], pa.int64()),
-                "split": pa.array([s for s, name in enumerate(names) for _ in splits[name]], pa.int32()),
-                "pos": pa.array([p for name in names for p in range(len(splits[name]))], pa.int64()),
-            }
-        )
-        settings = {"memory_limit": "512MB", "temp_directory": str(self.workdir / "duckdb.tmp")}
-        con = duckdb.connect(config={**settings, "threads": self.config.num_proc})
-        try:
-            con.register("positions", positions)
-            spool = str(self.workdir / "posts.parquet").replace("'", "''")
-            query = f"""SELECT p.split, s.* FROM read_parquet('{spool}') s JOIN positions p USING (i)
-                        ORDER BY p.split, p.pos"""
-            rows = (row for batch in con.execute(query).fetch_record_batch(256) for row in batch.to_pylist())
-            for split, group in groupby(rows, key=itemgetter("split")):
-                yield names[split], (_from_spool_row(row) for row in group)
-        finally:
-            con.close()
+
+        def rows():
+            for k in sorted(buckets):
+                with pa.ipc.open_stream(str(folder / f"{k:06d}.arrow")) as reader:
+                    table = reader.read_all()
+                table = table.take(pc.sort_indices(table, [("place", "ascending")]))
+                for batch in table.to_batches(256):
+                    yield from batch.to_pylist()
+                (folder / f"{k:06d}.arrow").unlink()
+
+        for split, group in groupby(rows(), key=lambda row: bisect_right(ends, row["place"])):
+            yield names[split], (_from_spool_row(row) for row in group)
 
     def new_split(self, view: str, split: str) -> _StagedSplit:
         return _StagedSplit(self.workdir / "views" / view / split, self.config.max_shard_size)

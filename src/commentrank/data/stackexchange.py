@@ -180,7 +180,7 @@ def read_posts_xml(
 # Bounded memory and parallel: `read_posts_xml_bounded`. A first pass cuts the file into byte ranges at line ends
 # (Posts.xml holds one `<row/>` per line) and parses them in `num_proc` processes, HTML to text included, each into a
 # Parquet shard; DuckDB then joins the answers to their question and sorts them into file order, spilling to disk
-# under `memory_limit`, and the posts are built from that sorted stream one question at a time.
+# under its memory limit, and the posts are built from that sorted stream one question at a time.
 _SHARD_COLUMNS = ("Id", "ParentId", "Title", "Body", "Score", "CreationDate", "ContentLicense")
 _RANGE_BYTES = 64 << 20  # a range per 64 MB: the processes share the work evenly and each one's memory stays small
 _SEQ_BITS = 40  # a row's order: its range index above these bits, its place in the range below
@@ -306,49 +306,39 @@ def read_posts_xml_bounded(
     site: str | None = None,
     min_answers: int = 2,
     num_proc: int = 1,
-    memory_limit: str = "512MB",
     range_bytes: int = _RANGE_BYTES,
 ) -> Iterator[tuple[str, RankedPost | Problem]]:
     """`read_posts_xml` in bounded memory and in parallel: the same items in the same order, from Parquet shards
-    under `workdir` grouped by DuckDB (which spills to `workdir` beyond `memory_limit`)."""
-    import duckdb
+    under `workdir` grouped by DuckDB (`ondisk.duckdb_connect`: it spills to `workdir` beyond its memory limit)."""
+    import pyarrow.parquet as pq
+
+    from commentrank.data.ondisk import duckdb_sort
 
     path, workdir = Path(path), Path(workdir)
     site = site or path.resolve().parent.name
     shards, offsets = posts_xml_to_shards(path, workdir, num_proc, range_bytes)
-    con = duckdb.connect(
-        config={
-            "memory_limit": memory_limit,
-            "temp_directory": str(workdir / "duckdb.tmp"),
-            "threads": max(1, num_proc),
-            "preserve_insertion_order": False,
-        }
-    )
-    query = f"""
-        WITH r AS (SELECT * FROM read_parquet({_sql_list(shards)})),
-        q AS (SELECT Id AS qid, seq AS qseq FROM r WHERE kind = 1 AND Id IS NOT NULL)
-        SELECT seq AS qseq, * FROM r WHERE kind = 1
-        UNION ALL
-        SELECT q.qseq, r.* FROM r JOIN q ON r.ParentId = q.qid WHERE r.kind = 2
-        ORDER BY qseq, kind, seq
-    """
-    try:
-        question: dict | None = None
-        answers: list[dict[str, str]] = []
-        for batch in con.execute(query).fetch_record_batch(1024):
-            for row in batch.to_pylist():
-                fields = {k: row[k] for k in _SHARD_COLUMNS if row[k] is not None}
-                if row["kind"] == 2:
-                    answers.append({k: fields[k] for k in _ANSWER_FIELDS if k in fields})
-                    continue
-                if question is not None:
-                    yield _bounded_item(path, question, answers, site, min_answers)
-                line = offsets[row["seq"] >> _SEQ_BITS] + row["line"]
-                question, answers = {"line": line, **{k: fields[k] for k in _QUESTION_FIELDS if k in fields}}, []
-        if question is not None:
-            yield _bounded_item(path, question, answers, site, min_answers)
-    finally:
-        con.close()
+    rows = f"read_parquet({_sql_list(shards)})"
+    # The question of each answer first (integers only), then the rows in the order of their question: a sort of the
+    # whole rows joined in one query (UNION ALL of questions and joined answers) runs out of memory at 1 GB
+    parents = f"""CREATE TEMP TABLE parent AS SELECT a.seq, q.seq AS qseq FROM {rows} a JOIN {rows} q
+                  ON a.ParentId = q.Id AND q.kind = 1 AND q.Id IS NOT NULL WHERE a.kind = 2"""
+    query = f"""SELECT COALESCE(parent.qseq, r.seq) AS qseq, r.* FROM {rows} r LEFT JOIN parent USING (seq)
+                WHERE r.kind = 1 OR parent.qseq IS NOT NULL ORDER BY qseq, kind, seq"""
+    sorted_rows = duckdb_sort([parents], query, workdir / "sorted.parquet", workdir)
+    question: dict | None = None
+    answers: list[dict[str, str]] = []
+    for batch in pq.ParquetFile(sorted_rows).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            fields = {k: row[k] for k in _SHARD_COLUMNS if row[k] is not None}
+            if row["kind"] == 2:
+                answers.append({k: fields[k] for k in _ANSWER_FIELDS if k in fields})
+                continue
+            if question is not None:
+                yield _bounded_item(path, question, answers, site, min_answers)
+            line = offsets[row["seq"] >> _SEQ_BITS] + row["line"]
+            question, answers = {"line": line, **{k: fields[k] for k in _QUESTION_FIELDS if k in fields}}, []
+    if question is not None:
+        yield _bounded_item(path, question, answers, site, min_answers)
 
 
 def _bounded_item(path: Path, question: dict, answers: list, site: str, min_answers: int):
