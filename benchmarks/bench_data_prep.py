@@ -216,8 +216,7 @@ def write_results(rows: list[dict], args) -> None:
         "(read, validate, split, three views, saved) in a fresh process each; peak = the largest resident set of the "
         "process and its workers. In-memory = today's path (`prepare_views` + `write_views`, one core); bounded = "
         f"`run_prepare` with `--num_proc {args.num_proc}` (Parquet shards, DuckDB group and sort, views staged on "
-        "disk). The machine's 2 cores and memory were shared with other jobs: timings are noisy, the two paths ran "
-        "one after the other at each size.",
+        "disk); the two paths ran one after the other at each size.",
         "",
         "| Posts.xml | questions | answers | in-memory: time | MB/s | peak memory | bounded: time | MB/s | peak memory "
         "| speed-up |",

@@ -3,7 +3,7 @@
 `prepare.prepare_views` runs the same steps in both paths; with a work folder it keeps its posts and rows here
 (`SpooledPosts`): the inputs are read and validated as a stream (a Posts.xml in parallel,
 `stackexchange.read_posts_xml_bounded`) and each kept post is spooled to Parquet, while the split and the balancing
-run on small `prepare.PostRef`s; DuckDB sorts the spool into the splits' order (spilling to disk); each post's rows
+run on small `prepare.PostRef`s; a distribution sort reads the spool back in the splits' order; each post's rows
 are staged in Arrow files, and `DatasetDict.save_to_disk` writes them in `save_to_disk`'s own layout and batches
 (`datasets`' `ArrowWriter`), sharded by `max_shard_size`, one batch at a time: the same files byte for byte.
 """
@@ -253,8 +253,7 @@ def release_memory() -> None:
 
 class SpooledPosts:
     """The posts and the views' rows of `prepare.prepare_views` in bounded memory, under `workdir`: each post spooled
-    to Parquet as it is read (`add`); the posts of each split read back in the split's order, sorted by DuckDB
-    (`by_split`); each view's split staged in Arrow files (`new_split`), that `DatasetDict.save_to_disk` writes."""
+    to Parquet as it is read (`add`); the posts of each split read back in the split's order (`by_split`); each view's split staged in Arrow files (`new_split`), that `DatasetDict.save_to_disk` writes."""
 
     def __init__(self, workdir: str | Path, config: PrepArguments):
         self.workdir, self.config, self.n = Path(workdir), config, 0
