@@ -63,7 +63,7 @@ def measure(n: int) -> list[dict]:
         rows.append({"stage": name, "seconds": seconds, "heap_mb": heap, "rss_mb": rss_mb()})
 
     stage("read + validate", lambda: prepare.load_posts(config, summary))
-    stage("split", lambda: prepare.split_posts(state["read + validate"], config))
+    stage("split", lambda: prepare.select_splits(state["read + validate"], config, summary))
     stage("views + pair counts", lambda: prepare.build_views(state["split"], config, summary))
     stage("datasets", lambda: prepare.to_dataset_dicts(state["views + pair counts"]))
 

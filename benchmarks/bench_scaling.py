@@ -71,8 +71,7 @@ def load_splits(reddit: Path, vote_ties: str = "equal"):
     from commentrank.data.validation import PrepSummary
 
     config, summary = prep_config(reddit, vote_ties), PrepSummary()
-    splits = prep.split_posts(prep.load_posts(config, summary), config)
-    prep.balance_sources(splits, config, summary)
+    splits = prep.select_splits(prep.load_posts(config, summary), config, summary)
     by_source = {
         source: {name: [p for p in posts if p.meta.get(prep.INPUT_KEY) == path] for name, posts in splits.items()}
         for source, path in (("reddit", str(reddit)), ("se", str(SAMPLE)))

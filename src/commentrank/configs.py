@@ -299,6 +299,13 @@ class PrepArguments(OutputOptions):
     min_comments: int = field(default=2, metadata={"help": "Posts with fewer comments are invalid."})
     skip_invalid: bool = field(default=False, metadata={"help": "Skip and count invalid posts instead of stopping."})
     views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "Views to write."})
+    num_proc: int = field(
+        default=1,
+        metadata={"help": "Processes that parse a Posts.xml (and turn its HTML into text) at once, as in `datasets`."},
+    )
+    max_shard_size: str = field(
+        default="500MB", metadata={"help": "Largest shard of a saved view (save_to_disk's max_shard_size)."}
+    )
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to push the views to."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     validation_sites: list[str] = field(
@@ -354,7 +361,7 @@ class PrepArguments(OutputOptions):
         if both:
             raise UsageError(f"sites both in validation_sites and test_sites: {', '.join(both)}")
         check_choice("vote_ties", self.vote_ties, VOTE_TIES)
-        check_at_least(self, ["max_train_posts_per_source"])
+        check_at_least(self, ["max_train_posts_per_source", "num_proc"])
 
     @property
     def columns(self) -> Columns:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from commentrank.configs import PAIR_STRATEGIES, PrepArguments
 from commentrank.data.readers import read_source
@@ -17,7 +22,7 @@ from commentrank.data.views import (
     listwise_row,
     make_pairs,
     pair_counts,
-    prompt_warnings,
+    prompt_warnings_of,
     sft_rows,
 )
 from commentrank.io_utils import atomic_write_text
@@ -27,48 +32,65 @@ logger = logging.getLogger(__name__)
 INPUT_KEY = "input"  # a post's meta key: the input file it was read from
 
 
-def load_posts(
-    config: PrepArguments, summary: PrepSummary, rules: ValidationRules | None = None, drop_duplicates: bool = True
-) -> list[RankedPost]:
-    """Read and validate every input (under `rules`; default: training's, with `config.min_comments`); a post id
-    seen in an earlier input is prefixed with its source. With `drop_duplicates` (data_prep; scoring keeps every post)
-    a post that repeats an earlier one (`post_key`) is dropped as `duplicate_post`, so that the split cannot put its
-    copies on both sides; then `config.max_posts` keeps a seeded sample (the rest counted as `over_max_posts`)."""
+def iter_posts(
+    config: PrepArguments,
+    summary: PrepSummary,
+    rules: ValidationRules | None = None,
+    drop_duplicates: bool = True,
+    workdir: str | Path | None = None,
+) -> Iterator[RankedPost]:
+    """Read and validate every input (under `rules`; default: training's, with `config.min_comments`), one post at a
+    time; a post id seen in an earlier input is prefixed with its source. With `drop_duplicates` (data_prep; scoring
+    keeps every post) a post that repeats an earlier one (`post_key`) is dropped as `duplicate_post`, so that the
+    split cannot put its copies on both sides. With a `workdir`, a Posts.xml is read in bounded memory, in
+    `config.num_proc` processes (`read_source`)."""
     if not config.inputs:
         raise ValueError("no inputs given (--inputs FILE [FILE ...])")
-    posts: list[RankedPost] = []
     seen: set[str] = set()
-    first_of: dict[tuple, str] = {}
+    first_of: dict[bytes, tuple[str, str]] = {}  # a digest of each post's key: memory stays small per post
     repeats: list[str] = []
-    for source in config.inputs:
+    rules = rules or ValidationRules(min_comments=config.min_comments)
+    for n, source in enumerate(config.inputs):
         summary.sources.append(source)
-        items = read_source(source, config.input_format, config.columns, config.hub_split)
-        rules = rules or ValidationRules(min_comments=config.min_comments)
+        where = {} if workdir is None else {"num_proc": config.num_proc, "workdir": Path(workdir) / f"input-{n}"}
+        items = read_source(source, config.input_format, config.columns, config.hub_split, **where)
         for post in collect_posts(items, summary, config.skip_invalid, rules):
             if drop_duplicates:
-                key = post_key(post)
+                key = hashlib.blake2b(json.dumps(post_key(post)).encode(), digest_size=16).digest()
                 if key in first_of:
                     summary.unkeep(post, "duplicate_post")
-                    repeats.append(f"post {post.post_id} of {source} repeats {first_of[key]}")
+                    repeats.append(f"post {post.post_id} of {source} repeats post {' of '.join(first_of[key])}")
                     continue
-                first_of[key] = f"post {post.post_id} of {source}"
+                first_of[key] = (post.post_id, source)
             if post.post_id in seen:
                 post.post_id = f"{source}:{post.post_id}"
             seen.add(post.post_id)
             post.meta[INPUT_KEY] = source  # the source of max_train_posts_per_source (never a model input)
-            posts.append(post)
+            yield post
     if repeats:
         summary.warn(
             f"{len(repeats)} post(s) repeat an earlier post (the same text, body and comment texts) and were dropped "
             f"before the split, counted as duplicate_post (e.g. {repeats[0]})"
         )
-    if config.max_posts is not None and len(posts) > config.max_posts:
-        keep = set(random.Random(config.seed).sample(range(len(posts)), config.max_posts))
-        for i, post in enumerate(posts):
-            if i not in keep:
-                summary.unkeep(post)
-        posts = [p for i, p in enumerate(posts) if i in keep]
-    return posts
+
+
+def sample_max_posts(posts: list, config: PrepArguments, summary: PrepSummary) -> list:
+    """`config.max_posts` keeps a seeded sample of the posts (or `PostRef`s), in their order; the rest are counted as
+    `over_max_posts`."""
+    if config.max_posts is None or len(posts) <= config.max_posts:
+        return posts
+    keep = set(random.Random(config.seed).sample(range(len(posts)), config.max_posts))
+    for i, post in enumerate(posts):
+        if i not in keep:
+            summary.unkeep(post)
+    return [p for i, p in enumerate(posts) if i in keep]
+
+
+def load_posts(
+    config: PrepArguments, summary: PrepSummary, rules: ValidationRules | None = None, drop_duplicates: bool = True
+) -> list[RankedPost]:
+    """Every input's valid posts in memory (`iter_posts`), then `config.max_posts`'s sample (`sample_max_posts`)."""
+    return sample_max_posts(list(iter_posts(config, summary, rules, drop_duplicates)), config, summary)
 
 
 def post_key(post: RankedPost) -> tuple:
@@ -78,36 +100,63 @@ def post_key(post: RankedPost) -> tuple:
     return title.strip(), (post.body or "").strip(), tuple(sorted(c.text.strip() for c in post.comments))
 
 
+@dataclass(slots=True)
+class PostRef:
+    """What the split and the balancing need of a post, without its texts: both the in-memory and the bounded path
+    select on these (`select_splits`), then build the views of the posts they point to (`index`: the n-th post)."""
+
+    index: int
+    post_id: str
+    labeled: bool
+    n_comments: int
+    site: str
+    source: str | None
+    vote_ties: int  # 0: none (or a comment without votes), 1: some comments tied, 2: all of them
+    has_prompt: bool  # comes with its prompt built
+    bodiless: bool
+
+    @classmethod
+    def of(cls, index: int, post: RankedPost) -> PostRef:
+        ranks = vote_tie_ranks(post)
+        ties = 0 if ranks is None else 2 if len(set(ranks)) == 1 else 1
+        site, source = post.meta.get("site", "unknown"), post.meta.get(INPUT_KEY)
+        bodiless = not (post.body or "").strip()
+        return cls(index, post.post_id, post.labeled, len(post.comments), site, source, ties, post.prompt is not None,
+                   bodiless)  # fmt: skip
+
+
 def _size(value: float, total: int) -> int:
     return int(value) if value >= 1 else round(value * total)
 
 
-def split_posts(posts: list[RankedPost], config: PrepArguments) -> dict[str, list[RankedPost]]:
-    """Seeded train/validation/test split by post (or by site): no post is ever in two splits.
+def split_refs(refs: list[PostRef], config: PrepArguments) -> dict[str, list[PostRef]]:
+    """Seeded train/validation/test split by post (or by site, or the named held-out sites): no post is ever in two
+    splits.
 
     Unlabeled posts (CUP IT test files) go to an `unlabeled` split of the listwise view, for scoring.
     """
-    labeled = [p for p in posts if p.labeled]
-    groups: dict[str, list[RankedPost]] = {}
-    for post in labeled:
-        key = post.post_id if config.split_by == "post" else post.meta.get("site", "unknown")
-        groups.setdefault(key, []).append(post)
+    labeled = [r for r in refs if r.labeled]
+    groups: dict[str, list[PostRef]] = {}
+    if config.split_by == "site":
+        for ref in labeled:
+            groups.setdefault(ref.site, []).append(ref)
     if config.validation_sites or config.test_sites:
         parts = named_site_split(sorted(groups), config)
-        splits = {name: [p for k in part for p in groups[k]] for name, part in parts.items()}
-        unlabeled = [p for p in posts if not p.labeled]
-        return {**splits, **({"unlabeled": unlabeled} if unlabeled else {})}
-    keys = sorted(groups)
-    random.Random(config.seed).shuffle(keys)
-    n_test, n_val = _size(config.test_size, len(keys)), _size(config.validation_size, len(keys))
-    if n_test + n_val >= len(keys) and keys:
-        raise ValueError(f"test_size + validation_size leave no training {config.split_by}s out of {len(keys)}")
-    parts = {"test": keys[:n_test], "validation": keys[n_test : n_test + n_val], "train": keys[n_test + n_val :]}
-    splits = {name: [p for k in part for p in groups[k]] for name, part in parts.items()}
-    unlabeled = [p for p in posts if not p.labeled]
-    if unlabeled:
-        splits["unlabeled"] = unlabeled
-    return splits
+        splits = {name: [r for k in part for r in groups[k]] for name, part in parts.items()}
+    else:  # the sorted keys shuffled (a shuffle's swaps depend on the length alone): one unit per post or per site
+        units = [groups[k] for k in sorted(groups)] if groups else [[r] for r in sorted(labeled, key=_post_id)]
+        random.Random(config.seed).shuffle(units)
+        n_test, n_val = _size(config.test_size, len(units)), _size(config.validation_size, len(units))
+        if n_test + n_val >= len(units) and units:
+            raise ValueError(f"test_size + validation_size leave no training {config.split_by}s out of {len(units)}")
+        bounds = {"test": (0, n_test), "validation": (n_test, n_test + n_val), "train": (n_test + n_val, len(units))}
+        splits = {name: [r for unit in units[a:b] for r in unit] for name, (a, b) in bounds.items()}
+    unlabeled = [r for r in refs if not r.labeled]
+    return {**splits, **({"unlabeled": unlabeled} if unlabeled else {})}
+
+
+def _post_id(ref: PostRef) -> str:
+    return ref.post_id
 
 
 def named_site_split(sites: list[str], config: PrepArguments) -> dict[str, list[str]]:
@@ -135,26 +184,30 @@ def vote_tie_ranks(post: RankedPost) -> list[int] | None:
     return [sum(other > v for other in votes) for v in votes]
 
 
-def apply_vote_ties(posts: list[RankedPost], mode: str, summary: PrepSummary) -> list[RankedPost]:
+def apply_vote_ties(refs: list[PostRef], mode: str, summary: PrepSummary) -> list[PostRef]:
     """Training posts under `vote_ties` (configs): `order` keeps them, `drop` drops the posts with a vote tie, `equal`
-    gives tied comments one rank and drops the posts left without any order; drops counted in `summary`."""
+    drops the posts without any order (their tied comments get one rank when the views are built,
+    `training_ranks`); drops counted in `summary`."""
     if mode == "order":
-        return posts
+        return refs
     kept = []
-    for post in posts:
-        ranks = vote_tie_ranks(post)
-        if ranks is not None and (mode == "drop" or len(set(ranks)) == 1):
-            reason = "train_vote_ties" if mode == "drop" else "train_all_votes_tied"
-            summary.drop(reason, len(post.comments))
+    for ref in refs:
+        if ref.vote_ties and (mode == "drop" or ref.vote_ties == 2):
+            summary.drop("train_vote_ties" if mode == "drop" else "train_all_votes_tied", ref.n_comments)
             continue
-        if ranks is not None:
-            for comment, rank in zip(post.comments, ranks):
-                comment.rank = rank
-        kept.append(post)
+        kept.append(ref)
     return kept
 
 
-def balance_sources(splits: dict[str, list[RankedPost]], config: PrepArguments, summary: PrepSummary) -> None:
+def training_ranks(post: RankedPost, mode: str) -> None:
+    """A training post's ranks under `vote_ties: equal`: tied comments share one (`vote_tie_ranks`)."""
+    ranks = vote_tie_ranks(post) if mode == "equal" else None
+    if ranks is not None:
+        for comment, rank in zip(post.comments, ranks):
+            comment.rank = rank
+
+
+def balance_sources(splits: dict[str, list[PostRef]], config: PrepArguments, summary: PrepSummary) -> None:
     """The training split under `vote_ties` and `max_train_posts_per_source` (a seeded sample of each input's posts,
     in their order), with the counts per input (`summary.per_source`: kept = train + validation + test + dropped)
     and per split and site (`summary.sites`)."""
@@ -162,52 +215,48 @@ def balance_sources(splits: dict[str, list[RankedPost]], config: PrepArguments, 
     train = apply_vote_ties(splits.get("train", []), config.vote_ties, summary)
     cap = config.max_train_posts_per_source
     by_source: dict[str, list[int]] = {}
-    for i, post in enumerate(train):
-        by_source.setdefault(post.meta.get(INPUT_KEY), []).append(i)
+    for i, ref in enumerate(train):
+        by_source.setdefault(ref.source, []).append(i)
     keep = set(range(len(train)))
     for source, indices in by_source.items():
         if cap is not None and len(indices) > cap:
             dropped = set(indices) - set(random.Random(f"{config.seed}:{source}").sample(indices, cap))
             summary.posts_dropped["train_over_source_cap"] += len(dropped)
-            summary.comments_dropped["train_over_source_cap"] += sum(len(train[i].comments) for i in dropped)
+            summary.comments_dropped["train_over_source_cap"] += sum(train[i].n_comments for i in dropped)
             keep -= dropped
     if "train" in splits:
-        splits["train"] = [p for i, p in enumerate(train) if i in keep]
+        splits["train"] = [r for i, r in enumerate(train) if i in keep]
     for source in config.inputs:
-        counts = {name: sum(p.meta.get(INPUT_KEY) == source for p in part) for name, part in splits.items()}
-        train_before = sum(p.meta.get(INPUT_KEY) == source for p in before.get("train", []))
+        counts = {name: sum(r.source == source for r in part) for name, part in splits.items()}
+        train_before = sum(r.source == source for r in before.get("train", []))
         kept = sum(counts.values()) + train_before - counts.get("train", 0)
         summary.per_source[source] = {"posts": kept, **counts, "train_dropped": train_before - counts.get("train", 0)}
-    summary.sites = {
-        name: dict(sorted(Counter(p.meta.get("site", "unknown") for p in part).items()))
-        for name, part in splits.items()
-    }
+    summary.sites = {name: dict(sorted(Counter(r.site for r in part).items())) for name, part in splits.items()}
 
 
-def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summary: PrepSummary) -> dict:
-    """{view: {split: rows}}; counts the pairs of every strategy (without building them) so the summary can compare
-    them."""
-    views: dict[str, dict[str, list[dict]]] = {view: {} for view in config.views}
+def select_splits(posts: list, config: PrepArguments, summary: PrepSummary) -> dict[str, list]:
+    """The splits of `posts` (or of their `PostRef`s): `split_refs`, then `balance_sources`; counted in `summary`."""
+    refs = posts if not posts or isinstance(posts[0], PostRef) else [PostRef.of(i, p) for i, p in enumerate(posts)]
+    splits = split_refs(refs, config)
+    balance_sources(splits, config, summary)
+    return splits if refs is posts else {name: [posts[r.index] for r in part] for name, part in splits.items()}
+
+
+def build_views(splits, config: PrepArguments, summary: PrepSummary, new_split=None) -> dict:
+    """{view: {split: rows}} of `splits` ({split: posts}, or (split, posts) pairs in a stream), the training posts
+    under `vote_ties` (`training_ranks`); counts the pairs of every strategy (without building them) so the summary
+    can compare them. `new_split(view, split)` gives the list-like that holds a split's rows (default: a list)."""
+    views: dict[str, dict] = {view: {} for view in config.views}
     counts = {s: {} for s in PAIR_STRATEGIES}
-    for split, posts in splits.items():
-        rows = {view: [] for view in config.views}
+    for split, posts in splits.items() if isinstance(splits, dict) else splits:
         for post in posts:
-            prompt = build_prompt(post, config.prompt_template)
-            if "listwise" in rows:
-                rows["listwise"].append(listwise_row(post, prompt))
-            if not post.labeled:
-                continue
-            for strategy in PAIR_STRATEGIES:  # counted for every strategy, built for the selected one only
-                options = PairOptions(strategy, config.max_pairs_per_post, config.visibility_filter, config.seed)
-                for key, n in pair_counts(post, options).items():
-                    counts[strategy][key] = counts[strategy].get(key, 0) + n
-                if strategy == config.pair_strategy and "pairwise" in rows:
-                    rows["pairwise"].extend(make_pairs(post, prompt, options))
-            if "sft" in rows:
-                rows["sft"].extend(sft_rows(post, prompt, config.sft_comments, config.sft_top_k))
-        for view, view_rows in rows.items():
-            if view_rows:
-                views[view][split] = view_rows
+            if split == "train":
+                training_ranks(post, config.vote_ties)
+            for view, rows in post_view_rows(post, config, counts).items():
+                if rows:
+                    if split not in views[view]:
+                        views[view][split] = new_split(view, split) if new_split else []
+                    views[view][split].extend(rows)
     summary.pairs = {f"{s}{' (selected)' if s == config.pair_strategy else ''}": c for s, c in counts.items()}
     summary.splits = {view: {split: len(rows) for split, rows in d.items()} for view, d in views.items()}
     selected = counts[config.pair_strategy]
@@ -221,6 +270,25 @@ def build_views(splits: dict[str, list[RankedPost]], config: PrepArguments, summ
     return views
 
 
+def post_view_rows(post: RankedPost, config: PrepArguments, counts: dict) -> dict[str, list[dict]]:
+    """The rows one post adds to each of `config.views`; adds its pair counts of every strategy to `counts`."""
+    rows = {view: [] for view in config.views}
+    prompt = build_prompt(post, config.prompt_template)
+    if "listwise" in rows:
+        rows["listwise"].append(listwise_row(post, prompt))
+    if not post.labeled:
+        return rows
+    for strategy in PAIR_STRATEGIES:  # counted for every strategy, built for the selected one only
+        options = PairOptions(strategy, config.max_pairs_per_post, config.visibility_filter, config.seed)
+        for key, n in pair_counts(post, options).items():
+            counts[strategy][key] = counts[strategy].get(key, 0) + n
+        if strategy == config.pair_strategy and "pairwise" in rows:
+            rows["pairwise"].extend(make_pairs(post, prompt, options))
+    if "sft" in rows:
+        rows["sft"].extend(sft_rows(post, prompt, config.sft_comments, config.sft_top_k))
+    return rows
+
+
 def to_dataset_dicts(views: dict) -> dict:
     import datasets
 
@@ -231,17 +299,53 @@ def to_dataset_dicts(views: dict) -> dict:
     }
 
 
-def prepare_views(config: PrepArguments) -> tuple[dict, PrepSummary]:
-    """Read, validate, split and build the views in memory: ({view: DatasetDict}, summary)."""
+class InMemoryPosts:
+    """The posts and the views' rows of `prepare_views` held in memory (the bounded path's is
+    `ondisk.SpooledPosts`)."""
+
+    def __init__(self):
+        self.posts: list[RankedPost] = []
+
+    def add(self, post: RankedPost) -> None:
+        self.posts.append(post)
+
+    def close(self) -> None:
+        pass
+
+    def by_split(self, splits: dict[str, list[PostRef]]):
+        return {name: [self.posts[r.index] for r in refs] for name, refs in splits.items()}
+
+    new_split = None  # rows in lists
+    dataset_dicts = staticmethod(to_dataset_dicts)
+
+
+def prepare_views(config: PrepArguments, workdir: str | Path | None = None) -> tuple[dict, PrepSummary]:
+    """Read, validate, split and build the views: ({view: DatasetDict}, summary). In memory, or with a `workdir` in
+    bounded memory (`ondisk.SpooledPosts`: the posts spooled to Parquet there, the views staged in Arrow files that
+    `DatasetDict.save_to_disk` writes). Both run these same steps, on `PostRef`s until the views are built."""
+    if workdir is None:
+        store = InMemoryPosts()
+    else:
+        from commentrank.data.ondisk import SpooledPosts
+
+        store = SpooledPosts(workdir, config)
     summary = PrepSummary()
-    posts = load_posts(config, summary)
-    if not posts:
+    refs: list[PostRef] = []
+    try:
+        for post in iter_posts(config, summary, workdir=workdir):
+            refs.append(PostRef.of(len(refs), post))
+            store.add(post)
+    finally:
+        store.close()
+    if not refs:
         raise ValueError(f"no valid posts in {', '.join(config.inputs)}: {summary.to_json()}")
-    for warning in prompt_warnings(posts, config.prompt_template):
+    refs = sample_max_posts(refs, config, summary)
+    templated = [r for r in refs if not r.has_prompt]
+    for warning in prompt_warnings_of(config.prompt_template, len(templated), sum(r.bodiless for r in templated)):
         summary.warn(warning)
-    splits = split_posts(posts, config)
-    balance_sources(splits, config, summary)
-    return to_dataset_dicts(build_views(splits, config, summary)), summary
+    splits = select_splits(refs, config, summary)
+    views = build_views(store.by_split(splits), config, summary, store.new_split)
+    return store.dataset_dicts(views), summary
 
 
 PREP_CONFIG_FILE = "prep_config.json"
@@ -279,15 +383,26 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
     if config.output_dir:  # before the work: never replace an input or what commentrank did not write
         ours = dict(inputs=config.inputs, overwrite=config.overwrite_output, entries=output_entries(config))
         check_output_dir(config.output_dir, "data_prep", **ours)
-    dataset_dicts, summary = prepare_views(config)
-    files = record_files(config, summary)
-    if config.output_dir:
-        write_views(config.output_dir, dataset_dicts, files, **ours)
-        logger.info("wrote %s to %s", ", ".join(dataset_dicts), config.output_dir)
-    if config.push_to_hub:
-        from commentrank.hub import push_dataset_views
+    parent = Path(config.output_dir).resolve().parent if config.output_dir else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".data_prep-work-", dir=parent) as workdir:  # next to the output: room
+        staged, summary = prepare_views(config, workdir)  # bounded memory: the views are staged on disk
+        files = record_files(config, summary)
+        if config.output_dir:
+            write_views(config.output_dir, staged, files, **ours)
+            logger.info("wrote %s to %s", ", ".join(staged), config.output_dir)
+        if config.push_to_hub:
+            import datasets
 
-        push_dataset_views(dataset_dicts, files, config.push_to_hub, config.hub_private)
+            from commentrank.hub import push_dataset_views
+
+            saved = Path(config.output_dir) if config.output_dir else Path(workdir) / "saved"
+            if not config.output_dir:
+                for view, staged_dict in staged.items():
+                    staged_dict.save_to_disk(str(saved / view))
+            dataset_dicts = {view: datasets.load_from_disk(str(saved / view)) for view in staged}  # memory-mapped
+            push_dataset_views(dataset_dicts, files, config.push_to_hub, config.hub_private)
     return summary
 
 

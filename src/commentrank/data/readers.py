@@ -253,10 +253,18 @@ def is_ranked_file_name(name: str | os.PathLike) -> bool:
     return str(name).lower().endswith(RAW_SUFFIXES)
 
 
-def read_source(source: str, input_format: str = "auto", columns: Columns | None = None, split: str = "train"):
+def read_source(
+    source: str,
+    input_format: str = "auto",
+    columns: Columns | None = None,
+    split: str = "train",
+    num_proc: int = 1,
+    workdir: str | os.PathLike | None = None,
+):
     """Dispatch on the source: a local file by suffix, a `Posts.xml` dump, a folder saved with `save_to_disk`, or else
-    a Hub dataset id (`split` of a Hub or saved DatasetDict)."""
-    from commentrank.data.stackexchange import read_posts_xml
+    a Hub dataset id (`split` of a Hub or saved DatasetDict). With a `workdir`, a `Posts.xml` is read in bounded
+    memory, `num_proc` processes at once (`read_posts_xml_bounded`: the same posts, grouped on disk)."""
+    from commentrank.data.stackexchange import read_posts_xml, read_posts_xml_bounded
 
     path = Path(source)
     suffixes = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
@@ -272,7 +280,7 @@ def read_source(source: str, input_format: str = "auto", columns: Columns | None
         else:
             input_format = "hub"
     if input_format == "stackexchange":
-        return read_posts_xml(path)
+        return read_posts_xml_bounded(path, workdir, num_proc=num_proc) if workdir else read_posts_xml(path)
     if not path.exists() and input_format != "hub":
         raise FileNotFoundError(f"input file not found: {source}")
     if input_format == "cupit":

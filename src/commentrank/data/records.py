@@ -37,6 +37,10 @@ class RankedPost:
     def labeled(self) -> bool:
         return all(c.rank is not None for c in self.comments)
 
+    @property
+    def n_comments(self) -> int:
+        return len(self.comments)
+
     def ordered(self) -> list[Comment]:
         """Comments best first (labeled posts only)."""
         return sorted(self.comments, key=lambda c: c.rank)

@@ -79,14 +79,28 @@ def _default_license(created: str) -> str:
     return "CC BY-SA 2.5" if created < "2011-04-08" else "CC BY-SA 3.0" if created < "2018-05-02" else "CC BY-SA 4.0"
 
 
-def _scan(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line, attributes) of every `<row>`, streamed; a ParseError becomes a ValueError naming the file and line."""
+def _scan(
+    path: Path, start: int = 0, end: int | None = None, prefix: bytes = b"", suffix: bytes = b""
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, attributes) of every `<row>`, streamed; a ParseError becomes a ValueError naming the file and line.
+
+    With `start` / `end` only those bytes are read (whole lines), between `prefix` and `suffix` (the root element's
+    tags, so that a piece of the file parses alone); lines are then counted from the piece's first line.
+    """
     parser = ET.XMLPullParser(events=("start", "end"))
     root: ET.Element | None = None
     line = 1
     with path.open("rb") as f:  # bytes: expat reads the encoding declaration and skips a UTF-8 BOM
+        f.seek(start)
+        left = (end - start) if end is not None else None
         try:
-            for chunk in iter(lambda: f.readline(1 << 20), b""):
+            parser.feed(prefix)
+            while left is None or left > 0:
+                chunk = f.readline(1 << 20 if left is None else min(1 << 20, left))
+                if not chunk:
+                    break
+                if left is not None:
+                    left -= len(chunk)
                 parser.feed(chunk)
                 for event, elem in parser.read_events():
                     if root is None:
@@ -95,15 +109,20 @@ def _scan(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                         yield line, dict(elem.attrib)
                         root.clear()  # drop the finished rows: memory stays flat while streaming
                 line += chunk.count(b"\n")
+            parser.feed(suffix)
+            for event, elem in parser.read_events():
+                if event == "end" and elem.tag == "row" and root is not None:
+                    yield line, dict(elem.attrib)
             parser.close()
         except ET.ParseError as err:
             raise ValueError(f"{path}:{err.position[0]}: malformed XML: {err}") from err
 
 
 def _build(
-    question: dict[str, str], answers: list[dict[str, str]], site: str, min_answers: int
+    question: dict[str, str], answers: list[dict[str, str]], site: str, min_answers: int, to_text=html_to_text
 ) -> RankedPost | Problem:
-    """One question and its answers as a RankedPost, or the Problem that keeps it from being one."""
+    """One question and its answers as a RankedPost, or the Problem that keeps it from being one; `to_text` turns
+    the bodies into text (none to do when a parallel pass already has)."""
     qid = question["Id"]
     if "Title" not in question:
         return Problem("missing_field", "Title", f"question {qid} has no Title")
@@ -120,13 +139,13 @@ def _build(
         keys.append((-int(answer["Score"]), answer["CreationDate"], int(answer["Id"])))
     ranks = ranks_by(keys)  # most votes first; ties: the earlier answer, then the lower Id
     comments = [
-        Comment(html_to_text(a["Body"]), ranks[i], votes=-keys[i][0], created=a["CreationDate"])
+        Comment(to_text(a["Body"]), ranks[i], votes=-keys[i][0], created=a["CreationDate"])
         for i, a in enumerate(answers)
     ]
     created = question.get("CreationDate", "")
     meta = {"site": site, "url": f"https://{site}/q/{qid}", "license": question.get("ContentLicense")}
     meta["license"] = meta["license"] or (_default_license(created) if created else "CC BY-SA")
-    body = html_to_text(question["Body"]) if "Body" in question else None
+    body = to_text(question["Body"]) if "Body" in question else None
     return RankedPost(f"{site}:{qid}", unescape(question["Title"]).strip(), comments, body=body, meta=meta)
 
 
@@ -156,3 +175,174 @@ def read_posts_xml(
             yield location, Problem("missing_field", "Id", "a question row has no Id")
             continue
         yield location, _build(question, answers.get(question["Id"], []), site, min_answers)
+
+
+# Bounded memory and parallel: `read_posts_xml_bounded`. A first pass cuts the file into byte ranges at line ends
+# (Posts.xml holds one `<row/>` per line) and parses them in `num_proc` processes, HTML to text included, each into a
+# Parquet shard; DuckDB then joins the answers to their question and sorts them into file order, spilling to disk
+# under its memory limit, and the posts are built from that sorted stream one question at a time.
+_SHARD_COLUMNS = ("Id", "ParentId", "Title", "Body", "Score", "CreationDate", "ContentLicense")
+_RANGE_BYTES = 64 << 20  # a range per 64 MB: the processes share the work evenly and each one's memory stays small
+_SEQ_BITS = 40  # a row's order: its range index above these bits, its place in the range below
+
+
+def _shard_schema():
+    import pyarrow as pa
+
+    columns = [("seq", pa.int64()), ("line", pa.int64()), ("kind", pa.int8())]
+    return pa.schema(columns + [(name, pa.string()) for name in _SHARD_COLUMNS])
+
+
+def _parse_range(task: tuple) -> int:
+    """Parse one byte range of a Posts.xml into a Parquet shard of its questions and answers (bodies as text);
+    returns the number of lines in the range."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path, index, start, end, prefix, suffix, shard = task
+    schema = _shard_schema()
+    rows: list[dict] = []
+    size = 0
+    with pq.ParquetWriter(shard, schema) as writer:
+        for n, (line, row) in enumerate(_scan(Path(path), start, end, prefix, suffix)):
+            kind = {"1": 1, "2": 2}.get(row.get("PostTypeId"))
+            if kind is None:
+                continue
+            record = {name: row.get(name) for name in _SHARD_COLUMNS}
+            if record["Body"] is not None:
+                record["Body"] = html_to_text(record["Body"])
+            record.update(seq=(index << _SEQ_BITS) + n, line=line, kind=kind)
+            rows.append(record)
+            size += len(record["Body"] or "") + len(record["Title"] or "")
+            if len(rows) >= 8192 or size >= 32 << 20:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                rows, size = [], 0
+        if rows:
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    with open(path, "rb") as f:  # lines of the range, for the global line numbers
+        f.seek(start)
+        left, lines = end - start, 0
+        while left > 0:
+            block = f.read(min(1 << 24, left))
+            if not block:
+                break
+            left -= len(block)
+            lines += block.count(b"\n")
+    return lines
+
+
+def _root_and_encoding(path: Path) -> tuple[str | None, str]:
+    """The root element's tag and the declared encoding (utf-8 when none), from the head of the file."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    declared = re.match(rb'(?:\xef\xbb\xbf)?<\?xml[^>]*encoding=["\']([A-Za-z0-9._-]+)["\']', head)
+    encoding = declared.group(1).decode().lower() if declared else "utf-8"
+    parser = ET.XMLPullParser(events=("start",))
+    try:
+        parser.feed(head)
+        for _, elem in parser.read_events():
+            return elem.tag, encoding
+    except ET.ParseError:
+        pass
+    return None, encoding
+
+
+def _ranges(path: Path, n: int) -> list[tuple[int, int]]:
+    """`n` byte ranges of the file (fewer for a small one), each ending at a line end."""
+    size = path.stat().st_size
+    bounds = [0]
+    with path.open("rb") as f:
+        for k in range(1, n):
+            f.seek(max(size * k // n, bounds[-1]))
+            f.readline()
+            if bounds[-1] < f.tell() < size:
+                bounds.append(f.tell())
+    return list(zip(bounds, bounds[1:] + [size]))
+
+
+def posts_xml_to_shards(
+    path: str | Path, workdir: str | Path, num_proc: int = 1, range_bytes: int = _RANGE_BYTES
+) -> tuple[list[Path], list[int]]:
+    """Parse a Posts.xml into Parquet shards under `workdir`, `num_proc` processes at once: (shards, lines before
+    each shard's range). A file that does not split at its lines (rows over several lines, an encoding other than
+    UTF-8) is parsed whole, in one process; malformed XML raises the serial reader's error, with the same line."""
+    path, workdir = Path(path), Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    root, encoding = _root_and_encoding(path)
+    n = max(num_proc, -(-path.stat().st_size // range_bytes)) if num_proc > 1 else 1
+    ranges = _ranges(path, n) if root and encoding in ("utf-8", "utf8") and n > 1 else [(0, path.stat().st_size)]
+    tasks = []
+    for i, (start, end) in enumerate(ranges):
+        prefix = b"" if i == 0 else f"<{root}>".encode()
+        suffix = b"" if i == len(ranges) - 1 else f"</{root}>".encode()
+        tasks.append((str(path), i, start, end, prefix, suffix, str(workdir / f"posts-{i:05d}.parquet")))
+    try:
+        if len(tasks) == 1:
+            lines = [_parse_range(tasks[0])]
+        else:
+            import multiprocessing
+
+            methods = multiprocessing.get_all_start_methods()  # fork: no re-import of the caller's main script
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with context.Pool(min(num_proc, len(tasks))) as pool:
+                lines = pool.map(_parse_range, tasks, chunksize=1)
+    except ValueError:
+        if len(tasks) == 1:
+            raise
+        for _ in _scan(path):  # the error as the serial reader words it, with its line
+            pass
+        return posts_xml_to_shards(path, workdir, num_proc=1)  # the pieces did not parse alone: the whole file
+    offsets = [sum(lines[:i]) for i in range(len(lines))]
+    return [Path(t[-1]) for t in tasks], offsets
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def read_posts_xml_bounded(
+    path: str | Path,
+    workdir: str | Path,
+    site: str | None = None,
+    min_answers: int = 2,
+    num_proc: int = 1,
+    range_bytes: int = _RANGE_BYTES,
+) -> Iterator[tuple[str, RankedPost | Problem]]:
+    """`read_posts_xml` in bounded memory and in parallel: the same items in the same order, from Parquet shards
+    under `workdir` grouped by DuckDB (`ondisk.duckdb_connect`: it spills to `workdir` beyond its memory limit)."""
+    import pyarrow.parquet as pq
+
+    from commentrank.data.ondisk import duckdb_sort
+
+    path, workdir = Path(path), Path(workdir)
+    site = site or path.resolve().parent.name
+    shards, offsets = posts_xml_to_shards(path, workdir, num_proc, range_bytes)
+    rows = f"read_parquet({_sql_list(shards)})"
+    # The question of each answer first (integers only), then the rows in the order of their question: a sort of the
+    # whole rows joined in one query (UNION ALL of questions and joined answers) runs out of memory at 1 GB
+    parents = f"""CREATE TEMP TABLE parent AS SELECT a.seq, q.seq AS qseq FROM {rows} a JOIN {rows} q
+                  ON a.ParentId = q.Id AND q.kind = 1 AND q.Id IS NOT NULL WHERE a.kind = 2"""
+    query = f"""SELECT COALESCE(parent.qseq, r.seq) AS qseq, r.* FROM {rows} r LEFT JOIN parent USING (seq)
+                WHERE r.kind = 1 OR parent.qseq IS NOT NULL ORDER BY qseq, kind, seq"""
+    sorted_rows = duckdb_sort([parents], query, workdir / "sorted.parquet", workdir)
+    question: dict | None = None
+    answers: list[dict[str, str]] = []
+    for batch in pq.ParquetFile(sorted_rows).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            fields = {k: row[k] for k in _SHARD_COLUMNS if row[k] is not None}
+            if row["kind"] == 2:
+                answers.append({k: fields[k] for k in _ANSWER_FIELDS if k in fields})
+                continue
+            if question is not None:
+                yield _bounded_item(path, question, answers, site, min_answers)
+            line = offsets[row["seq"] >> _SEQ_BITS] + row["line"]
+            question, answers = {"line": line, **{k: fields[k] for k in _QUESTION_FIELDS if k in fields}}, []
+    if question is not None:
+        yield _bounded_item(path, question, answers, site, min_answers)
+
+
+def _bounded_item(path: Path, question: dict, answers: list, site: str, min_answers: int):
+    location = f"{path}:{question.pop('line')}"
+    if "Id" not in question:
+        return location, Problem("missing_field", "Id", "a question row has no Id")
+    return location, _build(question, answers, site, min_answers, to_text=lambda text: text)

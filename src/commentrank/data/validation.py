@@ -121,16 +121,16 @@ class PrepSummary:
             self.comments_dropped[reason] += n_comments
 
     def unkeep(self, post: RankedPost, reason: str | None = None) -> None:
-        """A post counted as kept is left out after all: dropped for `reason`, or (None) left out by --max_posts.
+        """A post (or its `prepare.PostRef`) counted as kept is left out after all: dropped for `reason`, or (None) left out by --max_posts.
         The counts still add up: read = kept + dropped + over_max_posts."""
         self.posts_kept -= 1
-        self.comments_kept -= len(post.comments)
+        self.comments_kept -= post.n_comments
         self.unlabeled_posts -= not post.labeled
         if reason is None:
             self.posts_over_max_posts += 1
-            self.comments_over_max_posts += len(post.comments)
+            self.comments_over_max_posts += post.n_comments
         else:
-            self.drop(reason, len(post.comments))
+            self.drop(reason, post.n_comments)
 
     def warn(self, message: str) -> None:
         """A warning that is logged and recorded in summary.json."""

@@ -26,23 +26,27 @@ def template_fields(template: str) -> set[str]:
 
 
 def prompt_warnings(posts: list[RankedPost], template: str) -> list[str]:
-    """What is wrong with the prompts `template` builds for `posts`, though nothing fails: a template without a
-    placeholder gives every post the same prompt; one with `{body}` (a with-context model) gives a post without a
-    body its title alone. Posts that come with their prompt built are not checked for bodies."""
+    """What is wrong with the prompts `template` builds for `posts`, though nothing fails (`prompt_warnings_of`).
+    Posts that come with their prompt built are not checked for bodies."""
+    built = [p for p in posts if p.prompt is None]
+    return prompt_warnings_of(template, len(built), sum(not (p.body or "").strip() for p in built))
+
+
+def prompt_warnings_of(template: str, n_built: int, n_without: int) -> list[str]:
+    """The warnings about `template` for `n_built` posts whose prompt it builds, `n_without` of them without a body:
+    a template without a placeholder gives every post the same prompt; one with `{body}` (a with-context model)
+    gives a post without a body its title alone."""
     warnings = []
     fields = template_fields(template)
     if not fields:
         warnings.append(
             f"prompt template {template!r} has no placeholder ({{title}}, {{body}}): every post gets the same prompt"
         )
-    if "body" in fields:
-        built = [p for p in posts if p.prompt is None]
-        n_without = sum(not (p.body or "").strip() for p in built)
-        if n_without:
-            warnings.append(
-                f"{n_without} of {len(built)} posts have no body (post_body), but the prompt template {template!r} "
-                "uses {body}: their prompts hold the post text alone"
-            )
+    if "body" in fields and n_without:
+        warnings.append(
+            f"{n_without} of {n_built} posts have no body (post_body), but the prompt template {template!r} "
+            "uses {body}: their prompts hold the post text alone"
+        )
     return warnings
 
 

@@ -1,0 +1,329 @@
+"""data_prep in bounded memory: the posts and the views go through files in a work folder, never all in memory.
+
+`prepare.prepare_views` runs the same steps in both paths; with a work folder it keeps its posts and rows here
+(`SpooledPosts`): the inputs are read and validated as a stream (a Posts.xml in parallel,
+`stackexchange.read_posts_xml_bounded`) and each kept post is spooled to Parquet, while the split and the balancing
+run on small `prepare.PostRef`s; a distribution sort reads the spool back in the splits' order; each post's rows
+are staged in Arrow files, and `DatasetDict.save_to_disk` writes them in `save_to_disk`'s own layout and batches
+(`datasets`' `ArrowWriter`), sharded by `max_shard_size`, one batch at a time: the same files byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from bisect import bisect_right
+from collections.abc import Iterator
+from itertools import groupby
+from pathlib import Path
+
+from commentrank.configs import PrepArguments
+from commentrank.data.records import Comment, RankedPost
+
+_BATCH_ROWS = 1000  # rows per staged batch (datasets' DEFAULT_MAX_BATCH_SIZE)
+_SPOOL_BYTES = 32 << 20  # text per spooled batch of posts
+
+
+def _spool_schema():
+    import pyarrow as pa
+
+    return pa.schema([("i", pa.int64()), ("post", pa.string())])
+
+
+def _to_spool_row(i: int, post: RankedPost) -> dict:
+    """A post as one JSON string: DuckDB sorts rows of plain strings out of core (list columns ran out of memory)."""
+    comments = [[c.text, c.rank, c.votes, c.created] for c in post.comments]
+    return {"i": i, "post": json.dumps([post.post_id, post.title, comments, post.body, post.meta, post.prompt])}
+
+
+def _from_spool_row(row: dict) -> RankedPost:
+    post_id, title, comments, body, meta, prompt = json.loads(row["post"])
+    return RankedPost(post_id, title, [Comment(*fields) for fields in comments], body, meta, prompt)
+
+
+class _BatchedWriter:
+    """Rows to Parquet (the spool) in batches of bounded size."""
+
+    def __init__(self, path: Path, schema):
+        import pyarrow.parquet as pq
+
+        self.schema, self.rows, self.size, self.total = schema, [], 0, 0
+        self.writer = pq.ParquetWriter(str(path), schema)
+
+    def add(self, row: dict, size: int) -> None:
+        self.rows.append(row)
+        self.size += size
+        self.total += size
+        if len(self.rows) >= _BATCH_ROWS or self.size >= _SPOOL_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+        self.rows, self.size = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+class _StagedSplit:
+    """The rows of one view's split, staged as Arrow stream files of 1000-row batches. Each batch's types are
+    inferred as `Dataset.from_list` infers them (a column of nulls only is of type null); a batch whose types differ
+    from the open file's starts a new file, and `schema()` unifies them at the end."""
+
+    def __init__(self, folder: Path, max_shard_size: str | int | None = None):
+        self.max_shard_size = max_shard_size
+        self.folder, self.rows, self.files, self.num_rows, self.nbytes = folder, [], [], 0, 0
+        self.writer, self.file_schema = None, None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __len__(self) -> int:
+        return self.num_rows + len(self.rows)
+
+    def extend(self, rows: list[dict]) -> None:
+        self.rows.extend(rows)
+        while len(self.rows) >= _BATCH_ROWS:
+            self._write(self.rows[:_BATCH_ROWS])
+            self.rows = self.rows[_BATCH_ROWS:]
+
+    def _write(self, rows: list[dict]) -> None:
+        import pyarrow as pa
+
+        table = pa.Table.from_pylist(rows)
+        if self.writer is not None and self.file_schema != table.schema:
+            try:  # nulls only in a typed column: the file's type holds them
+                table = table.cast(self.file_schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                self.writer.close()
+                self.writer = None
+        if self.writer is None:
+            path = self.folder / f"stage-{len(self.files):05d}.arrow"
+            self.files.append(path)
+            self.writer = pa.ipc.new_stream(str(path), table.schema)
+            self.file_schema = table.schema
+        self.writer.write_table(table)
+        self.num_rows += table.num_rows
+        self.nbytes += table.nbytes
+
+    def close(self) -> None:
+        if self.rows:
+            self._write(self.rows)
+            self.rows = []
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def save_to_disk(self, path: str, num_shards=None, max_shard_size=None, num_proc=None, storage_options=None):
+        """Called by `DatasetDict.save_to_disk` for each split, as it calls `Dataset.save_to_disk`."""
+        if num_shards is not None or storage_options:
+            raise ValueError("a staged split is saved to a local folder, sharded by max_shard_size")
+        save_staged_split(self, path, max_shard_size or self.max_shard_size)
+
+    def schema(self):
+        import pyarrow as pa
+
+        schemas = [pa.ipc.open_stream(str(f)).schema for f in self.files]
+        return pa.unify_schemas(schemas, promote_options="default")
+
+    def batches(self, schema):
+        import pyarrow as pa
+
+        for path in self.files:
+            with pa.ipc.open_stream(str(path)) as reader:
+                for batch in reader:
+                    yield pa.Table.from_batches([batch]).cast(schema)
+
+
+def _windows(tables, sizes: list[int], lookahead: int = _BATCH_ROWS):
+    """Cut a stream of tables into consecutive one-chunk tables of the given row counts. Each one is a slice of an
+    array that goes on past it (but the last), as `save_to_disk`'s batches are slices of the whole table: Arrow's IPC
+    writer then cuts its buffers the same way (to 64-byte multiples), and the files are the same byte for byte."""
+    import pyarrow as pa
+
+    pending, have = [], 0
+    tables = iter(tables)
+    for size in sizes:
+        while have < size + lookahead:
+            table = next(tables, None)
+            if table is None:
+                break
+            pending.append(table)
+            have += table.num_rows
+        joined = pa.concat_tables(pending).combine_chunks()
+        yield joined.slice(0, size)
+        rest = joined.slice(size)
+        pending, have = ([rest] if rest.num_rows else []), rest.num_rows
+
+
+def save_staged_split(staged: _StagedSplit, folder: str | Path, max_shard_size: str | int | None = None) -> None:
+    """Write a staged split as `Dataset.save_to_disk` writes a dataset: the same shards (contiguous, `max_shard_size`
+    each), the same 1000-row batches through `ArrowWriter`, `state.json` and `dataset_info.json`. The fingerprint in
+    `state.json` is a hash of the shards (an in-memory dataset's is a hash of its table)."""
+    import datasets
+    from datasets import config as ds_config
+    from datasets.arrow_writer import ArrowWriter, get_writer_batch_size_from_data_size
+    from datasets.utils.py_utils import asdict, convert_file_size_to_int
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    schema = staged.schema()
+    features = datasets.Features.from_arrow_schema(schema)
+    n, nbytes = staged.num_rows, staged.nbytes
+    num_shards = min(n, int(nbytes / convert_file_size_to_int(max_shard_size or ds_config.MAX_SHARD_SIZE)) + 1)
+    batch = ds_config.DEFAULT_MAX_BATCH_SIZE
+    if nbytes > 0:
+        batch = min(batch, get_writer_batch_size_from_data_size(n, nbytes))
+    div, mod = divmod(n, num_shards)
+    sizes = []
+    for index in range(num_shards):  # Dataset.shard(contiguous=True), then iter(batch) over each shard
+        length = div + (index < mod)
+        sizes += [batch] * (length // batch) + ([length % batch] if length % batch else [])
+    shard_ends = [div * (k + 1) + min(k + 1, mod) for k in range(num_shards)]
+    windows = _windows(staged.batches(schema), sizes)
+    digest = hashlib.sha256()
+    done = 0
+    for index, end in enumerate(shard_ends):
+        path = folder / f"data-{index:05d}-of-{num_shards:05d}.arrow"
+        writer = ArrowWriter(features=features, path=str(path), embed_local_files=True)
+        while done < end:
+            table = next(windows)
+            writer.write_table(table)
+            done += table.num_rows
+        writer.finalize()
+        writer.close()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    release_memory()
+    state = {
+        "_fingerprint": digest.hexdigest()[:16], "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+        "_output_all_columns": False, "_split": None,
+        "_data_files": [{"filename": f"data-{k:05d}-of-{num_shards:05d}.arrow"} for k in range(num_shards)],
+    }  # fmt: skip
+    with (folder / ds_config.DATASET_STATE_JSON_FILENAME).open("w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+    info = asdict(datasets.DatasetInfo(features=features))
+    with (folder / ds_config.DATASET_INFO_FILENAME).open("w", encoding="utf-8") as f:
+        json.dump({key: info[key] for key in sorted(info)}, f, indent=2)
+
+
+DUCKDB_MEMORY_LIMIT = "192MB"  # DuckDB's own memory (it spills to disk beyond), in a process of its own
+_DUCKDB_CHILD = """import duckdb, json, sys
+job = json.loads(sys.argv[1])
+con = duckdb.connect(config=job["config"])
+for statement in job["statements"]:
+    con.execute(statement)
+"""
+
+
+def duckdb_sort(statements: list[str], query: str, out: Path, workdir: str | Path) -> Path:
+    """Run `statements`, then write `query`'s rows, in its order, to the Parquet file `out`: in a fresh Python
+    process that imports DuckDB alone (one thread, `DUCKDB_MEMORY_LIMIT`, spilling to `workdir`), so that the memory
+    DuckDB keeps is given back when it ends and data_prep's own process never holds it."""
+    import subprocess
+    import sys
+
+    settings = {"memory_limit": DUCKDB_MEMORY_LIMIT, "threads": 1, "temp_directory": str(Path(workdir) / "duckdb.tmp")}
+    target = str(out).replace("'", "''")
+    job = {
+        "config": settings,
+        "statements": [*statements, f"COPY ({query}) TO '{target}' (FORMAT parquet, ROW_GROUP_SIZE 8192)"],
+    }
+    proc = subprocess.run([sys.executable, "-c", _DUCKDB_CHILD, json.dumps(job)], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"DuckDB failed sorting under {workdir}: {proc.stderr.strip()[-2000:]}")
+    return Path(out)
+
+
+def release_memory() -> None:
+    """Give the memory that Arrow's pool and malloc keep after a stage back to the system (the peak is what counts)."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
+
+
+class SpooledPosts:
+    """The posts and the views' rows of `prepare.prepare_views` in bounded memory, under `workdir`: each post spooled
+    to Parquet as it is read (`add`); the posts of each split read back in the split's order (`by_split`); each view's split staged in Arrow files (`new_split`), that `DatasetDict.save_to_disk` writes."""
+
+    def __init__(self, workdir: str | Path, config: PrepArguments):
+        self.workdir, self.config, self.n = Path(workdir), config, 0
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.spool = _BatchedWriter(self.workdir / "posts.parquet", _spool_schema())
+
+    def add(self, post: RankedPost) -> None:
+        size = len(post.title) + len(post.body or "") + sum(len(c.text) for c in post.comments)
+        self.spool.add(_to_spool_row(self.n, post), size)
+        self.n += 1
+
+    def close(self) -> None:
+        self.spool.close()
+
+    def by_split(self, splits: dict[str, list]) -> Iterator[tuple[str, Iterator[RankedPost]]]:
+        """(split, its posts) in the order of `splits` ({split: `prepare.PostRef`s}), streamed from the spool by a
+        distribution sort: the spool read once into bucket files of consecutive output places (~`_SPOOL_BYTES` of
+        text each), then each bucket sorted in memory, one at a time."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        release_memory()  # what the reading (Arrow) kept
+        place = np.full(self.n, -1, dtype=np.int64)  # each spooled post's place in the output, -1: in no split
+        ends, start = [], 0
+        for refs in splits.values():
+            place[np.fromiter((r.index for r in refs), np.int64, len(refs))] = np.arange(
+                start, start + len(refs), dtype=np.int64
+            )
+            start += len(refs)
+            ends.append(start)
+        per_bucket = max(1, int(start * _SPOOL_BYTES / max(1, self.spool.total)))
+        buckets: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        folder = self.workdir / "buckets"
+        folder.mkdir(exist_ok=True)
+        schema = _spool_schema().append(pa.field("place", pa.int64()))
+        for batch in pq.ParquetFile(self.workdir / "posts.parquet").iter_batches(batch_size=_BATCH_ROWS):
+            where = place[batch.column("i").to_numpy()]
+            batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(where)], schema=schema)
+            bucket = np.where(where >= 0, where // per_bucket, -1)
+            for k in np.unique(bucket[bucket >= 0]).tolist():
+                if k not in buckets:
+                    buckets[k] = pa.ipc.new_stream(str(folder / f"{k:06d}.arrow"), schema)
+                buckets[k].write_batch(batch.filter(pa.array(bucket == k)))
+        for writer in buckets.values():
+            writer.close()
+        del place
+        names = list(splits)
+
+        def rows():
+            for k in sorted(buckets):
+                with pa.ipc.open_stream(str(folder / f"{k:06d}.arrow")) as reader:
+                    table = reader.read_all()
+                table = table.take(pc.sort_indices(table, [("place", "ascending")]))
+                for batch in table.to_batches(256):
+                    yield from batch.to_pylist()
+                (folder / f"{k:06d}.arrow").unlink()
+
+        for split, group in groupby(rows(), key=lambda row: bisect_right(ends, row["place"])):
+            yield names[split], (_from_spool_row(row) for row in group)
+
+    def new_split(self, view: str, split: str) -> _StagedSplit:
+        return _StagedSplit(self.workdir / "views" / view / split, self.config.max_shard_size)
+
+    @staticmethod
+    def dataset_dicts(views: dict) -> dict:
+        import datasets
+
+        for splits in views.values():
+            for part in splits.values():
+                part.close()
+        return {view: datasets.DatasetDict(splits) for view, splits in views.items() if splits}
