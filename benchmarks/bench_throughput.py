@@ -55,6 +55,16 @@ VARIANTS = {
         "--freeze_fraction",
         "0.5",
     ],
+    "combined-4of6": [
+        "--length_sorted_forward",
+        "true",
+        "--batch_token_budget",
+        str(BUDGET),
+        "--freeze_embeddings",
+        "true",
+        "--freeze_fraction",
+        "0.6",
+    ],
     "sorted-budget": ["--length_sorted_forward", "true", "--batch_token_budget", str(BUDGET)],
 }
 DEFAULT_VARIANTS = ("baseline", "sorted", "budget", "freeze-embeddings", "freeze-half", "combined")
@@ -68,6 +78,8 @@ def parse_args(argv):
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    parser.add_argument("--parallel", type=int, default=1, help="Runs at once (each of --threads threads), in the "
+                        "order of the rounds: with 2, baseline runs beside the first lever.")  # fmt: skip
     parser.add_argument("--work", default=None, help="Folder for the prepared data (default: a temporary one).")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "throughput.md"))
     parser.add_argument("--from_results", action="store_true", help="Only write the table of the runs in --work.")
@@ -141,6 +153,8 @@ def run_child(spec: dict) -> dict:
 def run_variant(name: str, seed: int, data: Path, args, work: Path) -> dict:
     """`name` at `seed` in a fresh process (`--child`); its measurements."""
     out = work / f"{name}-{seed}"
+    if (out / "result.json").exists():  # finished in an earlier call with this --work
+        return json.loads((out / "result.json").read_text())
     argv = ["--config", str(RECIPE), "--dataset_name", str(data), "--output_dir", str(out / "model"),
             "--seed", str(seed), *VARIANTS[name]]  # fmt: skip
     if args.train_posts:
@@ -172,16 +186,19 @@ def summarize(runs: dict, names: list[str], seeds: list[int]) -> list[dict]:
     stats = {key: post_stats(run["posts"]) for key, run in runs.items()}
     rows = []
     for name in names:
-        mine = [runs[(name, s)] for s in seeds]
+        seeds_of = [s for s in seeds if (name, s) in runs and ("baseline", s) in runs]  # paired with the baseline
+        if not seeds_of:
+            continue
+        mine = [runs[(name, s)] for s in seeds_of]
 
         def mean(f, mine=mine):
             return sum(f(r) for r in mine) / len(mine)
 
-        ratio = sum(runs[("baseline", s)]["train"] / runs[(name, s)]["train"] for s in seeds) / len(seeds)
-        cpu_ratio = sum(cpu(runs[("baseline", s)]) / cpu(runs[(name, s)]) for s in seeds) / len(seeds)
-        ndcg = [bootstrap_interval(stats[(name, s)], "ndcg@5") for s in seeds]
-        diff = [paired_difference_interval(stats[(name, s)], stats[("baseline", s)], "ndcg@5") for s in seeds]
-        rows.append({"name": name, "steps": mean(lambda r: r["steps"]), "comments/s": mean(lambda r: r["comments"] /
+        ratio = sum(runs[("baseline", s)]["train"] / runs[(name, s)]["train"] for s in seeds_of) / len(seeds_of)
+        cpu_ratio = sum(cpu(runs[("baseline", s)]) / cpu(runs[(name, s)]) for s in seeds_of) / len(seeds_of)
+        ndcg = [bootstrap_interval(stats[(name, s)], "ndcg@5") for s in seeds_of]
+        diff = [paired_difference_interval(stats[(name, s)], stats[("baseline", s)], "ndcg@5") for s in seeds_of]
+        rows.append({"name": name, "seeds": seeds_of, "steps": mean(lambda r: r["steps"]), "comments/s": mean(lambda r: r["comments"] /
                      r["train"]), "tokens/s": mean(lambda r: r["tokens"] / r["train"]),
                      "padded": mean(lambda r: 1 - r["tokens"] / r["cells"]), "train": mean(lambda r: r["train"]),
                      "tokenize": mean(lambda r: r["tokenize"]), "length_fit": mean(lambda r: r["length_fit"]),
@@ -192,7 +209,7 @@ def summarize(runs: dict, names: list[str], seeds: list[int]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ("| variant | flags over the recipe | steps | comments/s | tokens/s | padded | train s | vs baseline | train CPU s | vs baseline (CPU) | "
+    header = ("| variant | flags over the recipe | seeds | steps | comments/s | tokens/s | padded | train s | vs baseline | train CPU s | vs baseline (CPU) | "
               "tokenize s | length fit s | eval s | run s | validation NDCG@5 [95%] | minus baseline [95%] |")  # fmt: skip
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
@@ -200,7 +217,8 @@ def format_table(rows: list[dict]) -> str:
         diff = " / ".join(f"{iv.point:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" for iv in r["diff"]) \
             if r["name"] != "baseline" else "-"  # fmt: skip
         flags = " ".join(VARIANTS[r["name"]]).replace("--", "") or "(today's trainer)"
-        lines.append(f"| {r['name']} | {flags} | {r['steps']:.0f} | {r['comments/s']:.1f} | {r['tokens/s']:.0f} | "
+        seeds = ", ".join(map(str, r["seeds"]))
+        lines.append(f"| {r['name']} | {flags} | {seeds} | {r['steps']:.0f} | {r['comments/s']:.1f} | {r['tokens/s']:.0f} | "
                      f"{r['padded']:.1%} | {r['train']:.0f} | {r['ratio']:.2f}x | {r['train_cpu']:.0f} | {r['cpu_ratio']:.2f}x | "
                      f"{r['tokenize']:.1f} | "
                      f"{r['length_fit']:.2f} | {r['eval']:.1f} | {r['total']:.0f} | {ndcg} | {diff} |")  # fmt: skip
@@ -210,13 +228,9 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None):
     args = parse_args(argv)
     if args.from_results:  # the table of finished runs (`--work` of an earlier run), without running anything
-        runs = {
-            tuple(f.parent.name.rsplit("-", 1)): json.loads(f.read_text())
-            for f in Path(args.work).glob("*/result.json")
-        }
-        runs = {(name, int(seed)): run for (name, seed), run in runs.items()}
+        runs = finished_runs(Path(args.work))
         args.seeds = sorted({seed for _, seed in runs})
-        names = [n for n in VARIANTS if all((n, s) in runs for s in args.seeds)]
+        names = [n for n in VARIANTS if any(key[0] == n for key in runs)]
         return write_table(args, runs, summarize(runs, names, args.seeds))
     if args.child:
         spec = json.loads(Path(args.child).read_text())
@@ -226,12 +240,24 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_throughput-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         data = prepare(args.data, work / "data")
-        runs = {}
-        for seed in args.seeds:  # interleaved: each round runs every variant once
-            for name in names:
-                runs[(name, seed)] = run_variant(name, seed, data, args, work)
-        rows = summarize(runs, names, args.seeds)
+        from concurrent.futures import ThreadPoolExecutor
+
+        order = [(name, seed) for seed in args.seeds for name in names]  # interleaved: each round runs every variant
+        with ThreadPoolExecutor(args.parallel) as pool:
+            results = list(pool.map(lambda key: run_variant(*key, data, args, work), order))
+        runs = dict(zip(order, results))
+        if args.work:  # with the runs of earlier calls with this --work
+            runs = {**finished_runs(work), **runs}
+        names = [n for n in VARIANTS if any(key[0] == n for key in runs)]
+        seeds = sorted({seed for _, seed in runs})
+        rows = summarize(runs, names, seeds)
     write_table(args, runs, rows)
+
+
+def finished_runs(work: Path) -> dict:
+    """The measurements of the runs finished in `work`, by (variant, seed)."""
+    runs = {tuple(f.parent.name.rsplit("-", 1)): json.loads(f.read_text()) for f in work.glob("*/result.json")}
+    return {(name, int(seed)): run for (name, seed), run in runs.items()}
 
 
 def write_table(args, runs: dict, rows: list[dict]) -> None:
@@ -243,8 +269,8 @@ def write_table(args, runs: dict, rows: list[dict]) -> None:
     first = runs[("baseline", args.seeds[0])]
     note = (f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.processor() or platform.machine()} "
             f"({os.cpu_count()} cores, bf16 instructions: {', '.join(cpu_bf16) or 'none'}), torch {torch.__version__}, "
-            f"{args.threads} thread(s) per run, variants run one after the other in each round (seeds "
-            f"{', '.join(map(str, args.seeds))}), data {Path(args.data).name}"
+            f"{args.threads} thread(s) per run, {args.parallel} run(s) at once, variants in rounds (seeds "
+            f"{', '.join(map(str, sorted({s for _, s in runs})))}), data {Path(args.data).name}"
             f"{f', {args.train_posts} training posts' if args.train_posts else ''} ({first['comments']} training "
             f"comments), validation split {len(first['posts'])} posts.")  # fmt: skip
     text = f"{note}\n\n{table}\n"

@@ -6,7 +6,7 @@ import torch
 from test_listwise import args_for, make_trainer
 
 from commentrank.encoding import PairEncoder
-from commentrank.modeling import load_reward_model, load_tokenizer
+from commentrank.modeling import find_layers, load_reward_model, load_tokenizer
 from commentrank.train.listwise import (
     TokenBudgetBatchSampler,
     forward_groups,
@@ -99,3 +99,56 @@ def test_levers_need_a_listwise_loss(tiny_bert, prepared_sample, tmp_path, capsy
                              "--batch_token_budget", "300"))  # fmt: skip
     assert stop.value.code == 2
     assert "need a listwise loss_type" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Freezing: the whole embeddings block, so that backward stops at the lowest trainable block
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_freeze_embeddings_freezes_everything_below_the_first_block(tiny_bert):
+    model = load_reward_model(tiny_bert, load_tokenizer(tiny_bert), freeze_embeddings=True)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in model.named_parameters() if n.startswith("bert.embeddings.")}
+    assert {"bert.embeddings.position_embeddings.weight", "bert.embeddings.LayerNorm.weight"} <= frozen
+
+
+def _first_trainable_block_input(tiny_bert, prepared_sample, **freeze):
+    """The hidden states that enter the second (lowest trainable) block in one training forward, and the names of
+    the parameters that got a gradient from the loss."""
+    tokenizer = load_tokenizer(tiny_bert)
+    model = load_reward_model(tiny_bert, tokenizer, freeze_fraction=0.5, **freeze)  # 1 of 2 blocks frozen
+    model.train()
+    seen = []
+    find_layers(model)[1].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    post = datasets.load_from_disk(prepared_sample + "/listwise")["train"][0]
+    batch = tokenizer(
+        [post["prompt"]] * 2, post["comments"][:2], return_tensors="pt", padding=True, truncation=True, max_length=64
+    )
+    model(**batch).logits.sum().backward()
+    return seen[0], {n for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_backward_stops_at_the_lowest_trainable_block(tiny_bert, prepared_sample):
+    hidden, with_grad = _first_trainable_block_input(tiny_bert, prepared_sample, freeze_embeddings=True)
+    assert not hidden.requires_grad  # no graph below the trainable blocks: the frozen block runs forward only
+    assert with_grad and all(n.startswith(("bert.encoder.layer.1.", "bert.pooler.", "classifier.")) for n in with_grad)
+
+
+def test_freezing_blocks_alone_still_runs_backward_through_them(tiny_bert, prepared_sample):
+    hidden, with_grad = _first_trainable_block_input(tiny_bert, prepared_sample)  # trainable embeddings below
+    assert hidden.requires_grad
+    assert "bert.embeddings.position_embeddings.weight" in with_grad
+
+
+def test_training_with_frozen_embeddings_and_blocks_trains_the_rest(tiny_bert, prepared_sample, tmp_path):
+    before = {n: p.clone() for n, p in load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters()}
+    trainer = reward.main(args_for(tiny_bert, prepared_sample, tmp_path / "rm", "--loss_type", "listmle",
+                                   "--max_steps", "3", "--learning_rate", "1e-2", "--freeze_embeddings", "true",
+                                   "--freeze_fraction", "0.5", "--length_sorted_forward", "true",
+                                   "--ndcg_eval_posts", "0"))  # fmt: skip
+    after = {n: p.detach() for n, p in trainer.model.named_parameters()}
+    changed = {n for n in before if not torch.equal(after[n], before[n])}
+    assert not any(n.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for n in changed)
+    assert {"classifier.weight", "bert.encoder.layer.1.attention.self.query.weight"} <= changed
+    assert any("loss" in e for e in trainer.state.log_history)

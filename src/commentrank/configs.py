@@ -437,7 +437,11 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
     )
     freeze_embeddings: bool = field(
         default=False,
-        metadata={"help": "Freeze the token embedding matrix (on small encoders half the weights: faster steps)."},
+        metadata={
+            "help": "Freeze the embeddings below the first block (token, position and segment embeddings and their "
+            "LayerNorm; on small encoders half the weights): with freeze_fraction, backward stops at the lowest "
+            "trainable block."
+        },
     )
     freeze_fraction: float = field(
         default=0.0, metadata={"help": "Freeze the lowest blocks, keeping int((1-f)*L) trainable (CUP IT: 0.3)."}

@@ -159,9 +159,42 @@ def load_reward_model(
             model.config.eos_token_id = tokenizer.eos_token_id
     if freeze_fraction:
         freeze_lowest_layers(model, freeze_fraction)
-    if freeze_embeddings:  # the token embedding matrix: half of MiniLM's weights, its dense gradient and Adam state
-        model.get_input_embeddings().requires_grad_(False)
+    if freeze_embeddings:
+        freeze_embedding_block(model)
     return model
+
+
+# The modules below the first block that hold position embeddings, where the architecture has them apart
+POSITION_EMBEDDINGS = ("wpe", "embed_positions", "position_embeddings")
+
+
+def embedding_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Everything below the first transformer block: the base model's `embeddings` block (BERT-like: token, position
+    and segment embeddings and their LayerNorm), else the input embeddings and any separate position embeddings
+    (GPT-2's `wpe`)."""
+    base = getattr(model, "base_model", model)
+    block = getattr(base, "embeddings", None)
+    if isinstance(block, torch.nn.Module):
+        return [block]
+    found = [model.get_input_embeddings()]
+    for name in POSITION_EMBEDDINGS:
+        module = getattr(base, name, None)
+        if isinstance(module, torch.nn.Module) and all(module is not m for m in found):
+            found.append(module)
+    return found
+
+
+def freeze_embedding_block(model: torch.nn.Module) -> int:
+    """Freeze everything below the first transformer block (`embedding_modules`). The token embedding matrix is half
+    of MiniLM's weights (its dense gradient and Adam state go), and with nothing below the blocks left to train,
+    backward stops at the lowest trainable block: with `freeze_lowest_layers` the frozen blocks run forward only.
+    Returns the number of parameters frozen."""
+    frozen = 0
+    for module in embedding_modules(model):
+        module.requires_grad_(False)
+        frozen += sum(p.numel() for p in module.parameters())
+    logger.info("froze the embeddings (%d parameters)", frozen)
+    return frozen
 
 
 HEAD_NAMES = ("classifier", "score")
