@@ -22,9 +22,9 @@ import logging
 import time
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import TrlParser
 
 from commentrank.bundled_models import resolve_model_path
+from commentrank.cli import Parser
 from commentrank.configs import BestOfNArguments
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.outputs import OutputDir, check_output_dir
@@ -34,8 +34,8 @@ from commentrank.score.reward_function import RewardFunction
 logger = logging.getLogger("commentrank.best_of_n")
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((BestOfNArguments,))
+def make_parser() -> Parser:
+    return Parser((BestOfNArguments,), prog="best_of_n")
 
 
 def main(argv=None) -> dict:

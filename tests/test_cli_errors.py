@@ -16,7 +16,7 @@ from test_scoring import cupit_rows, tiny_model, write_jsonl
 from conftest import ROOT, TOKEN, load_script
 
 CPU = ["--use_cpu", "true", "--bf16", "false"]  # TRL's configs refuse their bf16 default on machines without it
-SCRIPTS = ["reward", "sft", "score", "rank", "export", "baselines", "convert_smollm2"]
+SCRIPTS = ["reward", "sft", "score", "rank", "export", "baselines", "convert_smollm2", "grpo", "best_of_n"]
 
 
 def main_of(name: str):
