@@ -18,7 +18,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from transformers import TrainingArguments
 from transformers.hf_argparser import string_to_bool
 from trl import TrlParser
 
@@ -30,6 +29,13 @@ POSITIVE_TRL_OPTIONS = ("per_device_train_batch_size", "per_device_eval_batch_si
                         "max_length")  # fmt: skip
 BOOL_WORDS = ("true", "false", "yes", "no", "y", "n", "t", "f", "1", "0")  # transformers' string_to_bool
 _INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)$")
+
+
+def _is_training_arguments(obj) -> bool:
+    """Whether `obj` is a transformers `TrainingArguments` (TRL's configs), without importing it (and torch)."""
+    return any(
+        c.__name__ == "TrainingArguments" and c.__module__.startswith("transformers") for c in type(obj).__mro__
+    )
 
 
 def check_eval_split(splits, split: str, eval_strategy) -> None:
@@ -144,7 +150,7 @@ class Parser(OneLineErrors, TrlParser):
             self.error(self.unknown(rest))
         try:
             for obj in objects:
-                if isinstance(obj, TrainingArguments) or not type(obj).__module__.startswith("commentrank"):
+                if _is_training_arguments(obj) or not type(obj).__module__.startswith("commentrank"):
                     check_at_least(obj, POSITIVE_TRL_OPTIONS)  # TRL's options (ours check themselves)
         except UsageError as err:
             if debug_enabled():

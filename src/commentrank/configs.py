@@ -24,11 +24,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import RewardConfig, ScriptArguments
+from trl import ScriptArguments
 
 from .io_utils import UsageError, check_at_least, check_choice, closest
 from .length import LENGTH_FEATURES, LENGTH_INITS, LENGTH_LEARNING_RATE
-from .train.losses import GRADED_LOSSES, LISTWISE_LOSSES, LOSSES, Loss  # noqa: F401 (the loss registry)
 
 logger = logging.getLogger(__name__)
 
@@ -468,123 +467,144 @@ class RewardArguments(TrainingScriptArguments, TextFormat):
         return EncoderSettings(**text_format, max_length=max_length or 512, prompt_template=prompt_template)
 
 
-@dataclass
-class ListwiseRewardConfig(RewardConfig):
-    """TRL's `RewardConfig` with the options of commentrank's trainers: the loss (`loss_type`), and for the listwise
-    losses the cap, the graded relevance, the length term and the throughput options. `scripts/reward.py` parses it in
-    place of `RewardConfig` (each field a YAML key and a `--flag`); `ListwiseRewardTrainer` reads its options from it,
-    as TRL's trainers read `center_rewards_coefficient`. Checked here, once."""
+def _define_reward_config() -> None:
+    """Define `ListwiseRewardConfig` and `_TRAINER_OPTIONS` (on first use, `__getattr__`): TRL's `RewardConfig` and
+    the loss registry import torch and transformers (~250 MB of memory), which data_prep and the other light paths
+    never need."""
+    from trl import RewardConfig
 
-    loss_type: str = field(
-        default="pairwise",
-        metadata={
-            "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all, listmle, plistmle, listnet "
-            "or lambdaloss: the listwise trainer on whole posts (train/losses.py LOSSES states each)."
-        },
-    )
-    max_comments_per_post: int | None = field(
-        default=DEFAULT_MAX_COMMENTS_PER_POST,
-        metadata={
-            "help": "Listwise: a post with more comments trains on a seeded random subset of this many (all of a post "
-            "are one batch element: 48 comments of 128 tokens train MiniLM in 1.8 GB; a 10,000-comment post "
-            "uncapped needs more than 8 GB). null: no cap."
-        },
-    )
-    relevance: str = field(
-        default="ranks",
-        metadata={
-            "help": "Listwise losses with graded gains (listnet, lambdaloss; the order for the others): ranks "
-            "(n - 1 - rank) or votes (log1p of the vote gap to the post's lowest, where the data has votes)."
-        },
-    )
-    use_margin: bool = field(
-        default=False,
-        metadata={
-            "help": "Use the rank gap as margin in the loss (pairwise: data_prep's margin column; pairwise_all)."
-        },
-    )
-    margin_scale: float = field(
-        default=1.0, metadata={"help": "pairwise_all with use_margin: the margin per rank of gap."}
-    )
-    length_feature: str = field(
-        default="none",
-        metadata={
-            "help": "Listwise losses: none; additive (the reward gets a learned w * log1p(characters of the whole "
-            "comment), which truncation hides from the model; saved and applied by every scorer); odin (the same "
-            "term during training only, with the model's own reward kept uncorrelated with length, as ODIN: "
-            "length-free rewards)."
-        },
-    )
-    length_init: str = field(
-        default=LENGTH_INITS[0],
-        metadata={
-            "help": "Starting weight of the length term: fit (the weight that minimizes the training loss of the "
-            "length term alone, fitted on the training posts before the first step: training starts from what "
-            "longest-first knows), or zero."
-        },
-    )
-    length_learning_rate: float = field(
-        default=LENGTH_LEARNING_RATE,
-        metadata={
-            "help": "Learning rate of the length term's weight; 0 keeps the fitted weight (a trained weight drifted "
-            "with the batches' noise and made some seeds rank short answers first: benchmarks/results/quality.md)."
-        },
-    )
-    odin_weight: float = field(
-        default=1.0, metadata={"help": "length_feature odin: weight of the squared reward/length correlation."}
-    )
-    batch_token_budget: int | None = field(
-        default=None,
-        metadata={
-            "help": "Listwise: each step a batch of whole posts of similar length, up to this many padded tokens "
-            "(comments x longest comment), instead of per_device_train_batch_size posts (default: the fixed count; "
-            "the number of steps changes with it: benchmarks/bench_throughput.py)."
-        },
-    )
-    length_sorted_forward: bool = field(
-        default=False,
-        metadata={
-            "help": "Listwise: forward a step's comments sorted by length in groups, each padded to its own longest, "
-            "instead of one batch padded to the longest (same loss, fewer padded tokens)."
-        },
-    )
+    from .train.losses import LOSSES
 
-    def __post_init__(self):
-        check_choice("loss_type", self.loss_type, LOSSES)
-        check_choice("relevance", self.relevance, RELEVANCES)
-        if self.relevance != "ranks" and self.loss_type == "pairwise":
-            raise ValueError("relevance applies to the listwise losses; loss_type pairwise trains on pairs")
-        check_choice("length_feature", self.length_feature, LENGTH_FEATURES)
-        if self.length_feature != "none" and self.loss_type == "pairwise":
-            raise ValueError("length_feature needs a listwise loss_type (pairwise_all, listmle, ...)")
-        check_choice("length_init", self.length_init, LENGTH_INITS)
-        check_at_least(self, ["max_comments_per_post"], 2)
-        check_at_least(self, ["batch_token_budget"], 1)
-        if self.loss_type == "pairwise" and (self.batch_token_budget is not None or self.length_sorted_forward):
-            raise ValueError("batch_token_budget and length_sorted_forward need a listwise loss_type")
-        if self.length_feature != "none" and self.length_init == "zero" and self.length_learning_rate == 0:
-            raise ValueError("length_init zero with length_learning_rate 0 leaves the length term at 0: set one")
-        if self.use_margin and self.loss_type not in ("pairwise", "pairwise_all"):
-            raise ValueError(
-                f"use_margin applies to loss_type pairwise and pairwise_all ({self.loss_type} has no margin)"
-            )
-        if self.relevance == "votes" and not LOSSES[self.loss_type].graded:
-            logger.info("relevance votes: loss_type %s takes its order from the ranks, votes unused", self.loss_type)
-        super().__post_init__()
+    own_options: set[str] = set()  # filled below: the fields this class adds to RewardConfig
 
-    @property
-    def listwise(self) -> bool:
-        """Whether `loss_type` trains on whole posts (`ListwiseRewardTrainer`), not pairs (TRL's `RewardTrainer`)."""
-        return LOSSES[self.loss_type].listwise
+    @dataclass
+    class ListwiseRewardConfig(RewardConfig):
+        """TRL's `RewardConfig` with the options of commentrank's trainers: the loss (`loss_type`), and for the listwise
+        losses the cap, the graded relevance, the length term and the throughput options. `scripts/reward.py` parses it in
+        place of `RewardConfig` (each field a YAML key and a `--flag`); `ListwiseRewardTrainer` reads its options from it,
+        as TRL's trainers read `center_rewards_coefficient`. Checked here, once."""
 
-    def trainer_options(self) -> dict:
-        """The options this class adds to `RewardConfig`, by name (the model card lists them)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in _TRAINER_OPTIONS}
+        loss_type: str = field(
+            default="pairwise",
+            metadata={
+                "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all, listmle, plistmle, listnet "
+                "or lambdaloss: the listwise trainer on whole posts (train/losses.py LOSSES states each)."
+            },
+        )
+        max_comments_per_post: int | None = field(
+            default=DEFAULT_MAX_COMMENTS_PER_POST,
+            metadata={
+                "help": "Listwise: a post with more comments trains on a seeded random subset of this many (all of a post "
+                "are one batch element: 48 comments of 128 tokens train MiniLM in 1.8 GB; a 10,000-comment post "
+                "uncapped needs more than 8 GB). null: no cap."
+            },
+        )
+        relevance: str = field(
+            default="ranks",
+            metadata={
+                "help": "Listwise losses with graded gains (listnet, lambdaloss; the order for the others): ranks "
+                "(n - 1 - rank) or votes (log1p of the vote gap to the post's lowest, where the data has votes)."
+            },
+        )
+        use_margin: bool = field(
+            default=False,
+            metadata={
+                "help": "Use the rank gap as margin in the loss (pairwise: data_prep's margin column; pairwise_all)."
+            },
+        )
+        margin_scale: float = field(
+            default=1.0, metadata={"help": "pairwise_all with use_margin: the margin per rank of gap."}
+        )
+        length_feature: str = field(
+            default="none",
+            metadata={
+                "help": "Listwise losses: none; additive (the reward gets a learned w * log1p(characters of the whole "
+                "comment), which truncation hides from the model; saved and applied by every scorer); odin (the same "
+                "term during training only, with the model's own reward kept uncorrelated with length, as ODIN: "
+                "length-free rewards)."
+            },
+        )
+        length_init: str = field(
+            default=LENGTH_INITS[0],
+            metadata={
+                "help": "Starting weight of the length term: fit (the weight that minimizes the training loss of the "
+                "length term alone, fitted on the training posts before the first step: training starts from what "
+                "longest-first knows), or zero."
+            },
+        )
+        length_learning_rate: float = field(
+            default=LENGTH_LEARNING_RATE,
+            metadata={
+                "help": "Learning rate of the length term's weight; 0 keeps the fitted weight (a trained weight drifted "
+                "with the batches' noise and made some seeds rank short answers first: benchmarks/results/quality.md)."
+            },
+        )
+        odin_weight: float = field(
+            default=1.0, metadata={"help": "length_feature odin: weight of the squared reward/length correlation."}
+        )
+        batch_token_budget: int | None = field(
+            default=None,
+            metadata={
+                "help": "Listwise: each step a batch of whole posts of similar length, up to this many padded tokens "
+                "(comments x longest comment), instead of per_device_train_batch_size posts (default: the fixed count; "
+                "the number of steps changes with it: benchmarks/bench_throughput.py)."
+            },
+        )
+        length_sorted_forward: bool = field(
+            default=False,
+            metadata={
+                "help": "Listwise: forward a step's comments sorted by length in groups, each padded to its own longest, "
+                "instead of one batch padded to the longest (same loss, fewer padded tokens)."
+            },
+        )
+
+        def __post_init__(self):
+            check_choice("loss_type", self.loss_type, LOSSES)
+            check_choice("relevance", self.relevance, RELEVANCES)
+            if self.relevance != "ranks" and self.loss_type == "pairwise":
+                raise ValueError("relevance applies to the listwise losses; loss_type pairwise trains on pairs")
+            check_choice("length_feature", self.length_feature, LENGTH_FEATURES)
+            if self.length_feature != "none" and self.loss_type == "pairwise":
+                raise ValueError("length_feature needs a listwise loss_type (pairwise_all, listmle, ...)")
+            check_choice("length_init", self.length_init, LENGTH_INITS)
+            check_at_least(self, ["max_comments_per_post"], 2)
+            check_at_least(self, ["batch_token_budget"], 1)
+            if self.loss_type == "pairwise" and (self.batch_token_budget is not None or self.length_sorted_forward):
+                raise ValueError("batch_token_budget and length_sorted_forward need a listwise loss_type")
+            if self.length_feature != "none" and self.length_init == "zero" and self.length_learning_rate == 0:
+                raise ValueError("length_init zero with length_learning_rate 0 leaves the length term at 0: set one")
+            if self.use_margin and self.loss_type not in ("pairwise", "pairwise_all"):
+                raise ValueError(
+                    f"use_margin applies to loss_type pairwise and pairwise_all ({self.loss_type} has no margin)"
+                )
+            if self.relevance == "votes" and not LOSSES[self.loss_type].graded:
+                logger.info(
+                    "relevance votes: loss_type %s takes its order from the ranks, votes unused", self.loss_type
+                )
+            super().__post_init__()
+
+        @property
+        def listwise(self) -> bool:
+            """Whether `loss_type` trains on whole posts (`ListwiseRewardTrainer`), not pairs (TRL's `RewardTrainer`)."""
+            return LOSSES[self.loss_type].listwise
+
+        def trainer_options(self) -> dict:
+            """The options this class adds to `RewardConfig`, by name (the model card lists them)."""
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in own_options}
+
+    ListwiseRewardConfig.__qualname__ = "ListwiseRewardConfig"  # pickled by name (training_args.bin)
+    own_options.update(
+        {f.name for f in dataclasses.fields(ListwiseRewardConfig)} - {f.name for f in dataclasses.fields(RewardConfig)}
+    )
+    globals().update(ListwiseRewardConfig=ListwiseRewardConfig, _TRAINER_OPTIONS=frozenset(own_options))
 
 
-_TRAINER_OPTIONS = {f.name for f in dataclasses.fields(ListwiseRewardConfig)} - {
-    f.name for f in dataclasses.fields(RewardConfig)
-}
+def __getattr__(name: str):
+    """The reward trainer's config, defined on first use (PEP 562): `import commentrank.configs` stays light."""
+    if name in ("ListwiseRewardConfig", "_TRAINER_OPTIONS"):
+        _define_reward_config()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass

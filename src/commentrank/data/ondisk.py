@@ -238,6 +238,15 @@ def duckdb_sort(statements: list[str], query: str, out: Path, workdir: str | Pat
     return Path(out)
 
 
+def iter_parquet_batches(path: str | Path, batch_size: int = _BATCH_ROWS):
+    """The record batches of a Parquet file, one at a time in bounded memory: pyarrow's `ParquetFile` pre-buffers by
+    default, and keeps every row group it has read until the file is closed (the whole spool, in the end)."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(str(path), pre_buffer=False) as parquet:
+        yield from parquet.iter_batches(batch_size=batch_size)
+
+
 def release_memory() -> None:
     """Give the memory that Arrow's pool and malloc keep after a stage back to the system (the peak is what counts)."""
     import ctypes
@@ -275,7 +284,6 @@ class SpooledPosts:
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         release_memory()  # what the reading (Arrow) kept
         place = np.full(self.n, -1, dtype=np.int64)  # each spooled post's place in the output, -1: in no split
@@ -291,7 +299,7 @@ class SpooledPosts:
         folder = self.workdir / "buckets"
         folder.mkdir(exist_ok=True)
         schema = _spool_schema().append(pa.field("place", pa.int64()))
-        for batch in pq.ParquetFile(self.workdir / "posts.parquet").iter_batches(batch_size=_BATCH_ROWS):
+        for batch in iter_parquet_batches(self.workdir / "posts.parquet"):
             where = place[batch.column("i").to_numpy()]
             batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(where)], schema=schema)
             bucket = np.where(where >= 0, where // per_bucket, -1)

@@ -310,9 +310,7 @@ def read_posts_xml_bounded(
 ) -> Iterator[tuple[str, RankedPost | Problem]]:
     """`read_posts_xml` in bounded memory and in parallel: the same items in the same order, from Parquet shards
     under `workdir` grouped by DuckDB (`ondisk.duckdb_connect`: it spills to `workdir` beyond its memory limit)."""
-    import pyarrow.parquet as pq
-
-    from commentrank.data.ondisk import duckdb_sort
+    from commentrank.data.ondisk import duckdb_sort, iter_parquet_batches
 
     path, workdir = Path(path), Path(workdir)
     site = site or path.resolve().parent.name
@@ -327,7 +325,7 @@ def read_posts_xml_bounded(
     sorted_rows = duckdb_sort([parents], query, workdir / "sorted.parquet", workdir)
     question: dict | None = None
     answers: list[dict[str, str]] = []
-    for batch in pq.ParquetFile(sorted_rows).iter_batches(batch_size=1024):
+    for batch in iter_parquet_batches(sorted_rows, batch_size=1024):
         for row in batch.to_pylist():
             fields = {k: row[k] for k in _SHARD_COLUMNS if row[k] is not None}
             if row["kind"] == 2:
