@@ -125,14 +125,17 @@ class _StagedSplit:
     def schema(self):
         import pyarrow as pa
 
-        schemas = [pa.ipc.open_stream(str(f)).schema for f in self.files]
+        schemas = []
+        for path in self.files:
+            with open_arrow_stream(path) as reader:
+                schemas.append(reader.schema)
         return pa.unify_schemas(schemas, promote_options="default")
 
     def batches(self, schema):
         import pyarrow as pa
 
         for path in self.files:
-            with pa.ipc.open_stream(str(path)) as reader:
+            with open_arrow_stream(path) as reader:
                 for batch in reader:
                     yield pa.Table.from_batches([batch]).cast(schema)
 
@@ -238,6 +241,15 @@ def duckdb_sort(statements: list[str], query: str, out: Path, workdir: str | Pat
     return Path(out)
 
 
+def open_arrow_stream(path: str | Path):
+    """A reader of an Arrow stream file through plain reads: opened by its name, pyarrow maps the file into memory,
+    and every page that a copy touches stays in the process's resident memory until the file is closed (the whole
+    staged split, 600 MB at a 1 GB dump)."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.OSFile(str(path)))
+
+
 def iter_parquet_batches(path: str | Path, batch_size: int = _BATCH_ROWS):
     """The record batches of a Parquet file, one at a time in bounded memory: pyarrow's `ParquetFile` pre-buffers by
     default, and keeps every row group it has read until the file is closed (the whole spool, in the end)."""
@@ -314,7 +326,7 @@ class SpooledPosts:
 
         def rows():
             for k in sorted(buckets):
-                with pa.ipc.open_stream(str(folder / f"{k:06d}.arrow")) as reader:
+                with open_arrow_stream(folder / f"{k:06d}.arrow") as reader:
                     table = reader.read_all()
                 table = table.take(pc.sort_indices(table, [("place", "ascending")]))
                 for batch in table.to_batches(256):
