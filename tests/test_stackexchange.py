@@ -135,3 +135,92 @@ def test_shipped_beer_meta_dump():
         assert best_first == sorted(post.comments, key=lambda c: (-c.votes, c.created))
     problems = [r for _, r in items if not isinstance(r, RankedPost)]
     assert {p.reason for p in problems} == {"too_few_comments"}
+
+
+EDGE_CASES = [
+    "<p>Fish &amp; chips, 3 &lt; 4, caf&eacute;, &#233;&#x263a;, AT&T, &amp</p>",
+    "<P CLASS='x'>Upper</P><BR><br/><br />line<hr/><hr />after",
+    "<pre class=x/>code</pre><p>then</p>",  # an unquoted value that ends with a slash
+    '<a href=foo/>link</a> <img src="a.png" alt="a > b"> <img src=x>',
+    "<p>a <!-- a comment --> b</p><!DOCTYPE html><?php echo 1 ?>",
+    "<p>a < b and c <d</p>",  # stray '<'
+    "<script>if (a < b) { x = '<p>' }</script><style>p > a {}</style><p>after</p>",
+    "<pre><code>  keep   spaces\n\n\n  here\t\n</code></pre>\n\n\n<p>  prose \t spaces \n  collapse  </p>",
+    '</p >text<p\n class="y"\n>wrapped tag</p><p data-x = "1" hidden>attrs</p><li>a<li>b</ul>',
+    "<blockquote><p>quoted</p></blockquote><ol><li>one</li><li>two</li></ol><h2>Head</h2><dl><dt>t</dt></dl>",
+    "plain text with\u00a0nbsp &nbsp; and no tags\r\nat all &",
+    "<table><tr><td>1</td><td>2</td></tr></table><div><pre>a<pre>b</pre>c</pre></div>",
+    "<p>unclosed <b>bold <i>it</p><p>&#0; &#xD800; &#99999999; &bogus;</p>",
+    "<a title=\"x'y\" href='u\"v'>q</a><a href=>empty</a><p/>",
+]
+
+
+def _parsed_by_htmlparser(html: str) -> str:
+    """html_to_text through HTMLParser alone (the reference of the plain-HTML path)."""
+    from commentrank.data import stackexchange
+
+    parser = stackexchange._TextExtractor()
+    parser.feed(html)
+    parser.close()
+    parser.flush()
+    return parser.blocks
+
+
+def _plain_path(html: str):
+    from commentrank.data import stackexchange
+
+    parser = stackexchange._TextExtractor()
+    if not parser.feed_plain_html(html):
+        return None
+    parser.flush()
+    return parser.blocks
+
+
+def _bodies() -> list[str]:
+    import random
+    import sys
+
+    bodies = list(EDGE_CASES)
+    for line in POSTS_XML.read_text(encoding="utf-8-sig").splitlines():
+        if 'Body="' in line:
+            import xml.etree.ElementTree as ET
+
+            bodies.append(ET.fromstring(line.strip()).attrib["Body"])
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_data_prep import _html
+
+    rng = random.Random(0)
+    return bodies + [_html(rng) for _ in range(300)]
+
+
+def test_plain_html_is_read_as_htmlparser_reads_it():
+    """html_to_text reads plain HTML without HTMLParser: for every body of the shipped dump, the benchmark's generated
+    ones and the edge cases, it gives HTMLParser's text, and it leaves to HTMLParser what is not plain."""
+    bodies = _bodies()
+    plain = 0
+    for html in bodies:
+        blocks = _plain_path(html)
+        if blocks is not None:
+            plain += 1
+            assert blocks == _parsed_by_htmlparser(html), html
+    assert plain >= 0.9 * len(bodies)
+    assert _plain_path("<p>a <!-- c --> b</p>") is None and _plain_path("<p>a < b</p>") is None
+    assert _plain_path("<script>x</script>") is None
+
+
+def test_prose_spaces_collapse_per_line():
+    """Runs of ASCII spaces become one, each line is stripped, line breaks stay (the rule, on random texts)."""
+    import random
+    import re
+
+    from commentrank.data import stackexchange
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        text = "".join(rng.choice("ab \t\r\f\v\n\u00a0") for _ in range(rng.randint(0, 30)))
+        parser = stackexchange._TextExtractor()
+        parser.buffer = [text]
+        parser.flush()
+        lines = (re.sub("[ \t\r\f\v]+", " ", line).strip(" \t\r\f\v") for line in text.split("\n"))
+        expected = "\n".join(lines).strip("\n")
+        assert parser.blocks == ([expected] if expected else []), repr(text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import groupby
@@ -27,17 +28,19 @@ _SPOOL_BYTES = 32 << 20  # text per spooled batch of posts
 def _spool_schema():
     import pyarrow as pa
 
-    return pa.schema([("i", pa.int64()), ("post", pa.string())])
+    return pa.schema([("i", pa.int64()), ("post", pa.binary())])
 
 
 def _to_spool_row(i: int, post: RankedPost) -> dict:
-    """A post as one JSON string: DuckDB sorts rows of plain strings out of core (list columns ran out of memory)."""
-    comments = [[c.text, c.rank, c.votes, c.created] for c in post.comments]
-    return {"i": i, "post": json.dumps([post.post_id, post.title, comments, post.body, post.meta, post.prompt])}
+    """A post as one pickled tuple (the spool is this run's own temporary file): as it was, meta included, and
+    several times faster to write and read back than JSON."""
+    comments = [(c.text, c.rank, c.votes, c.created) for c in post.comments]
+    fields = (post.post_id, post.title, comments, post.body, post.meta, post.prompt)
+    return {"i": i, "post": pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
 def _from_spool_row(row: dict) -> RankedPost:
-    post_id, title, comments, body, meta, prompt = json.loads(row["post"])
+    post_id, title, comments, body, meta, prompt = pickle.loads(row["post"])
     return RankedPost(post_id, title, [Comment(*fields) for fields in comments], body, meta, prompt)
 
 
@@ -222,14 +225,18 @@ for statement in job["statements"]:
 """
 
 
-def duckdb_sort(statements: list[str], query: str, out: Path, workdir: str | Path) -> Path:
+def duckdb_sort(statements: list[str], query: str, out: Path, workdir: str | Path, threads: int = 1) -> Path:
     """Run `statements`, then write `query`'s rows, in its order, to the Parquet file `out`: in a fresh Python
-    process that imports DuckDB alone (one thread, `DUCKDB_MEMORY_LIMIT`, spilling to `workdir`), so that the memory
-    DuckDB keeps is given back when it ends and data_prep's own process never holds it."""
+    process that imports DuckDB alone (`threads`, `DUCKDB_MEMORY_LIMIT`, spilling to `workdir`), so that the memory
+    DuckDB keeps is given back when it ends and data_prep's own process never holds it (it waits meanwhile)."""
     import subprocess
     import sys
 
-    settings = {"memory_limit": DUCKDB_MEMORY_LIMIT, "threads": 1, "temp_directory": str(Path(workdir) / "duckdb.tmp")}
+    settings = {
+        "memory_limit": DUCKDB_MEMORY_LIMIT,
+        "threads": threads,
+        "temp_directory": str(Path(workdir) / "duckdb.tmp"),
+    }
     target = str(out).replace("'", "''")
     job = {
         "config": settings,
