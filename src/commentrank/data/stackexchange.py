@@ -360,7 +360,7 @@ def read_posts_xml_bounded(
                   ON a.ParentId = q.Id AND q.kind = 1 AND q.Id IS NOT NULL WHERE a.kind = 2"""
     query = f"""SELECT COALESCE(parent.qseq, r.seq) AS qseq, r.* FROM {rows} r LEFT JOIN parent USING (seq)
                 WHERE r.kind = 1 OR parent.qseq IS NOT NULL ORDER BY qseq, kind, seq"""
-    sorted_rows = duckdb_sort([parents], query, workdir / "sorted.parquet", workdir, threads=num_proc)
+    sorted_rows = duckdb_sort([parents], query, workdir / "sorted.parquet", workdir)
     question: dict | None = None
     answers: list[dict[str, str]] = []
     for batch in iter_parquet_batches(sorted_rows, batch_size=1024):
