@@ -120,6 +120,28 @@ def test_bounded_reader_yields_the_in_memory_readers_items(tmp_path, num_proc):
     assert [type(r).__name__ for _, r in expected].count("RankedPost") == 3
 
 
+def test_posts_are_built_in_parallel_across_row_groups(tmp_path, monkeypatch):
+    """The sorted rows are read by tasks of row groups in --num_proc processes: with row groups of 2 rows, a question
+    and its answers span several groups and tasks, and the items are still the serial reader's, in its order."""
+    import pyarrow.parquet as pq
+
+    from commentrank.data import ondisk, stackexchange
+
+    duckdb_sort = ondisk.duckdb_sort
+
+    def sort_into_small_groups(*args, **kwargs):  # DuckDB's row groups are 2048 rows at least
+        out = duckdb_sort(*args, **kwargs)
+        pq.write_table(pq.read_table(out), out, row_group_size=2)
+        return out
+
+    monkeypatch.setattr(ondisk, "duckdb_sort", sort_into_small_groups)
+    monkeypatch.setattr(stackexchange, "_GROUPS_PER_TASK", 1)
+    path = tricky_dump(tmp_path)
+    got = list(read_posts_xml_bounded(path, tmp_path / "work", num_proc=2))
+    assert got == list(read_posts_xml(path))
+    assert pq.ParquetFile(tmp_path / "work" / "sorted.parquet").num_row_groups > 3
+
+
 def test_bounded_reader_names_the_line_of_malformed_xml(tmp_path):
     path = write_dump(tmp_path, [question(1), answer(2, 1, 1, "2015"), '  <row Id="3" PostTypeId="2"', question(4)])
     with pytest.raises(ValueError, match=r"Posts\.xml:\d+: malformed XML") as serial:

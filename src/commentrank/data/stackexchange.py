@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Iterator
 from html import unescape
 from html.parser import HTMLParser
@@ -318,11 +319,7 @@ def posts_xml_to_shards(
         if len(tasks) == 1:
             lines = [_parse_range(tasks[0])]
         else:
-            import multiprocessing
-
-            methods = multiprocessing.get_all_start_methods()  # fork: no re-import of the caller's main script
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with context.Pool(min(num_proc, len(tasks))) as pool:
+            with _process_pool(min(num_proc, len(tasks))) as pool:
                 lines = pool.map(_parse_range, tasks, chunksize=1)
     except ValueError:
         if len(tasks) == 1:
@@ -348,7 +345,7 @@ def read_posts_xml_bounded(
 ) -> Iterator[tuple[str, RankedPost | Problem]]:
     """`read_posts_xml` in bounded memory and in parallel: the same items in the same order, from Parquet shards
     under `workdir` grouped by DuckDB (`ondisk.duckdb_connect`: it spills to `workdir` beyond its memory limit)."""
-    from commentrank.data.ondisk import duckdb_sort, iter_parquet_batches
+    from commentrank.data.ondisk import duckdb_sort
 
     path, workdir = Path(path), Path(workdir)
     site = site or path.resolve().parent.name
@@ -361,20 +358,70 @@ def read_posts_xml_bounded(
     query = f"""SELECT COALESCE(parent.qseq, r.seq) AS qseq, r.* FROM {rows} r LEFT JOIN parent USING (seq)
                 WHERE r.kind = 1 OR parent.qseq IS NOT NULL ORDER BY qseq, kind, seq"""
     sorted_rows = duckdb_sort([parents], query, workdir / "sorted.parquet", workdir)
-    question: dict | None = None
-    answers: list[dict[str, str]] = []
-    for batch in iter_parquet_batches(sorted_rows, batch_size=1024):
-        for row in batch.to_pylist():
-            fields = {k: row[k] for k in _SHARD_COLUMNS if row[k] is not None}
-            if row["kind"] == 2:
-                answers.append({k: fields[k] for k in _ANSWER_FIELDS if k in fields})
-                continue
-            if question is not None:
-                yield _bounded_item(path, question, answers, site, min_answers)
-            line = offsets[row["seq"] >> _SEQ_BITS] + row["line"]
-            question, answers = {"line": line, **{k: fields[k] for k in _QUESTION_FIELDS if k in fields}}, []
+    groups = _row_groups(sorted_rows)
+    tasks = [(str(sorted_rows), first, first + _GROUPS_PER_TASK, str(path), offsets, site, min_answers)
+             for first in range(0, groups, _GROUPS_PER_TASK)]  # fmt: skip
+    for items in _ordered_map(_build_sorted, tasks, num_proc):
+        yield from items
+
+
+_GROUPS_PER_TASK = 2  # row groups of sorted rows (8192 each) per task: ~3,000 questions
+
+
+def _row_groups(parquet_path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(str(parquet_path), pre_buffer=False) as parquet:
+        return parquet.num_row_groups
+
+
+def _build_sorted(task: tuple) -> list[tuple[str, RankedPost | Problem]]:
+    """The items of the questions whose row is in row groups [first, stop) of DuckDB's sorted rows (their answers
+    may go on into the next row groups; the answers before the first question are the previous task's)."""
+    import pyarrow.parquet as pq
+
+    sorted_rows, first, stop, path, offsets, site, min_answers = task
+    items, question, answers = [], None, []
+    with pq.ParquetFile(sorted_rows, pre_buffer=False) as parquet:
+        for group in range(first, parquet.num_row_groups):
+            for row in parquet.read_row_group(group).to_pylist():
+                fields = {k: row[k] for k in _SHARD_COLUMNS if row[k] is not None}
+                if row["kind"] == 2:
+                    if question is not None:
+                        answers.append({k: fields[k] for k in _ANSWER_FIELDS if k in fields})
+                    continue
+                if question is not None:
+                    items.append(_bounded_item(Path(path), question, answers, site, min_answers))
+                if group >= stop:
+                    return items
+                line = offsets[row["seq"] >> _SEQ_BITS] + row["line"]
+                question, answers = {"line": line, **{k: fields[k] for k in _QUESTION_FIELDS if k in fields}}, []
     if question is not None:
-        yield _bounded_item(path, question, answers, site, min_answers)
+        items.append(_bounded_item(Path(path), question, answers, site, min_answers))
+    return items
+
+
+def _process_pool(num_proc: int):
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()  # fork: no re-import of the caller's main script
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(num_proc)
+
+
+def _ordered_map(function, tasks: list, num_proc: int) -> Iterator:
+    """`function` of each task, in the tasks' order, `num_proc` processes at once; at most `num_proc` results wait
+    for the caller at a time (Pool.imap would run ahead and hold them all)."""
+    if num_proc <= 1 or len(tasks) <= 1:
+        yield from map(function, tasks)
+        return
+    with _process_pool(num_proc) as pool:
+        pending = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(function, (task,)))
+            if len(pending) > num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 def _bounded_item(path: Path, question: dict, answers: list, site: str, min_answers: int):
