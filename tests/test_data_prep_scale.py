@@ -170,28 +170,6 @@ def test_views_are_sharded_and_memory_mapped(tmp_path):
     assert saved["train"].to_list() == dataset_dicts["pairwise"]["train"].to_list()
 
 
-def test_reading_a_parquet_file_back_keeps_one_batch_in_memory(tmp_path):
-    """The spool and DuckDB's sorted rows are read back in batches: Arrow's memory stays at about one row group, not
-    the whole file (pyarrow's `ParquetFile` pre-buffers by default and kept every row group read: ~1.9 KB per post)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from commentrank.data.ondisk import iter_parquet_batches
-
-    path = tmp_path / "rows.parquet"
-    schema = pa.schema([("i", pa.int64()), ("text", pa.string())])
-    with pq.ParquetWriter(str(path), schema) as writer:
-        for group in range(40):  # 40 row groups of ~1 MB of text that does not compress (the cache holds pages)
-            texts = [random.Random(group * 250 + k).randbytes(2000).hex() for k in range(250)]
-            writer.write_table(pa.table({"i": range(group * 250, (group + 1) * 250), "text": texts}))
-    before, peak, rows = pa.total_allocated_bytes(), 0, 0
-    for batch in iter_parquet_batches(path, batch_size=250):
-        rows += batch.num_rows
-        peak = max(peak, pa.total_allocated_bytes() - before)
-    assert rows == 10_000
-    assert peak < 8 << 20, f"{peak >> 20} MB of Arrow memory held while reading a 40 MB file in batches"
-
-
 def test_saving_a_staged_split_keeps_its_rows_out_of_memory(tmp_path):
     """A staged split is copied to its shards in batches: the process's resident memory grows by about a batch, not
     by the split (the staged files were memory-mapped, and each page copied stayed resident: 600 MB at a 1 GB dump)."""

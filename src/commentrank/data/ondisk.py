@@ -44,32 +44,37 @@ def _from_spool_row(row: dict) -> RankedPost:
     return RankedPost(post_id, title, [Comment(*fields) for fields in comments], body, meta, prompt)
 
 
-class _BatchedWriter:
-    """Rows to Parquet (the spool) in batches of bounded size."""
+class _SpoolWriter:
+    """Spooled posts (`_to_spool_row`) to an Arrow stream file in batches of bounded size, uncompressed: this run's
+    own temporary file, written once and read once."""
 
-    def __init__(self, path: Path, schema):
-        import pyarrow.parquet as pq
+    def __init__(self, path: Path):
+        import pyarrow as pa
 
-        self.schema, self.rows, self.size, self.total = schema, [], 0, 0
-        self.writer = pq.ParquetWriter(str(path), schema)
+        self.ids, self.posts, self.size, self.total = [], [], 0, 0
+        self.sink = pa.OSFile(str(path), "wb")
+        self.writer = pa.ipc.new_stream(self.sink, _spool_schema())
 
     def add(self, row: dict, size: int) -> None:
-        self.rows.append(row)
+        self.ids.append(row["i"])
+        self.posts.append(row["post"])
         self.size += size
         self.total += size
-        if len(self.rows) >= _BATCH_ROWS or self.size >= _SPOOL_BYTES:
+        if len(self.ids) >= _BATCH_ROWS or self.size >= _SPOOL_BYTES:
             self.flush()
 
     def flush(self) -> None:
         import pyarrow as pa
 
-        if self.rows:
-            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
-        self.rows, self.size = [], 0
+        if self.ids:
+            columns = [pa.array(self.ids, pa.int64()), pa.array(self.posts, pa.binary())]
+            self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=_spool_schema()))
+        self.ids, self.posts, self.size = [], [], 0
 
     def close(self) -> None:
         self.flush()
         self.writer.close()
+        self.sink.close()
 
 
 class _StagedSplit:
@@ -257,15 +262,6 @@ def open_arrow_stream(path: str | Path):
     return pa.ipc.open_stream(pa.OSFile(str(path)))
 
 
-def iter_parquet_batches(path: str | Path, batch_size: int = _BATCH_ROWS):
-    """The record batches of a Parquet file, one at a time in bounded memory: pyarrow's `ParquetFile` pre-buffers by
-    default, and keeps every row group it has read until the file is closed (the whole spool, in the end)."""
-    import pyarrow.parquet as pq
-
-    with pq.ParquetFile(str(path), pre_buffer=False) as parquet:
-        yield from parquet.iter_batches(batch_size=batch_size)
-
-
 def release_memory() -> None:
     """Give the memory that Arrow's pool and malloc keep after a stage back to the system (the peak is what counts)."""
     import ctypes
@@ -286,7 +282,7 @@ class SpooledPosts:
     def __init__(self, workdir: str | Path, config: PrepArguments):
         self.workdir, self.config, self.n = Path(workdir), config, 0
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.spool = _BatchedWriter(self.workdir / "posts.parquet", _spool_schema())
+        self.spool = _SpoolWriter(self.workdir / "posts.arrow")
 
     def add(self, post: RankedPost) -> None:
         size = len(post.title) + len(post.body or "") + sum(len(c.text) for c in post.comments)
@@ -318,14 +314,15 @@ class SpooledPosts:
         folder = self.workdir / "buckets"
         folder.mkdir(exist_ok=True)
         schema = _spool_schema().append(pa.field("place", pa.int64()))
-        for batch in iter_parquet_batches(self.workdir / "posts.parquet"):
-            where = place[batch.column("i").to_numpy()]
-            batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(where)], schema=schema)
-            bucket = np.where(where >= 0, where // per_bucket, -1)
-            for k in np.unique(bucket[bucket >= 0]).tolist():
-                if k not in buckets:
-                    buckets[k] = pa.ipc.new_stream(str(folder / f"{k:06d}.arrow"), schema)
-                buckets[k].write_batch(batch.filter(pa.array(bucket == k)))
+        with open_arrow_stream(self.workdir / "posts.arrow") as spool:
+            for batch in spool:
+                where = place[batch.column("i").to_numpy()]
+                batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(where)], schema=schema)
+                bucket = np.where(where >= 0, where // per_bucket, -1)
+                for k in np.unique(bucket[bucket >= 0]).tolist():
+                    if k not in buckets:
+                        buckets[k] = pa.ipc.new_stream(str(folder / f"{k:06d}.arrow"), schema)
+                    buckets[k].write_batch(batch.filter(pa.array(bucket == k)))
         for writer in buckets.values():
             writer.close()
         del place

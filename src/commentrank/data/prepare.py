@@ -56,7 +56,7 @@ def iter_posts(
         items = read_source(source, config.input_format, config.columns, config.hub_split, **where)
         for post in collect_posts(items, summary, config.skip_invalid, rules):
             if drop_duplicates:
-                key = hashlib.blake2b(json.dumps(post_key(post)).encode(), digest_size=16).digest()
+                key = post_digest(post)
                 if key in first_of:
                     summary.unkeep(post, "duplicate_post")
                     repeats.append(f"post {post.post_id} of {source} repeats post {' of '.join(first_of[key])}")
@@ -98,6 +98,18 @@ def post_key(post: RankedPost) -> tuple:
     (stripped; order and scores do not matter, so a re-crawl with other votes is still the same post)."""
     title = post.prompt if post.prompt is not None else post.title
     return title.strip(), (post.body or "").strip(), tuple(sorted(c.text.strip() for c in post.comments))
+
+
+def post_digest(post: RankedPost) -> bytes:
+    """16 bytes that stand for `post_key` (equal keys, equal digests): each part length-prefixed, so that no two keys
+    give the same bytes."""
+    title, body, texts = post_key(post)
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (title, body, *texts):
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.digest()
 
 
 @dataclass(slots=True)
