@@ -162,8 +162,7 @@ def _parsed_by_htmlparser(html: str) -> str:
     parser = stackexchange._TextExtractor()
     parser.feed(html)
     parser.close()
-    parser.flush()
-    return parser.blocks
+    return parser.text()
 
 
 def _plain_path(html: str):
@@ -172,8 +171,7 @@ def _plain_path(html: str):
     parser = stackexchange._TextExtractor()
     if not parser.feed_plain_html(html):
         return None
-    parser.flush()
-    return parser.blocks
+    return parser.text()
 
 
 def _bodies() -> list[str]:
@@ -199,28 +197,36 @@ def test_plain_html_is_read_as_htmlparser_reads_it():
     bodies = _bodies()
     plain = 0
     for html in bodies:
-        blocks = _plain_path(html)
-        if blocks is not None:
+        text = _plain_path(html)
+        if text is not None:
             plain += 1
-            assert blocks == _parsed_by_htmlparser(html), html
+            assert text == _parsed_by_htmlparser(html), html
     assert plain >= 0.9 * len(bodies)
     assert _plain_path("<p>a <!-- c --> b</p>") is None and _plain_path("<p>a < b</p>") is None
     assert _plain_path("<script>x</script>") is None
 
 
 def test_prose_spaces_collapse_per_line():
-    """Runs of ASCII spaces become one, each line is stripped, line breaks stay (the rule, on random texts)."""
+    """Runs of ASCII spaces become one, each line is stripped, line breaks stay (the rule, on random texts), in each
+    prose block alone, and code keeps its spaces."""
     import random
     import re
 
     from commentrank.data import stackexchange
 
+    def expected(text: str) -> str:
+        lines = (re.sub("[ \t\r\f\v]+", " ", line).strip(" \t\r\f\v") for line in text.split("\n"))
+        return "\n".join(lines).strip("\n")
+
     rng = random.Random(0)
     for _ in range(2000):
-        text = "".join(rng.choice("ab \t\r\f\v\n\u00a0") for _ in range(rng.randint(0, 30)))
+        texts = ["".join(rng.choice("ab \t\r\f\v\n\u00a0") for _ in range(rng.randint(0, 20))) for _ in range(3)]
         parser = stackexchange._TextExtractor()
-        parser.buffer = [text]
-        parser.flush()
-        lines = (re.sub("[ \t\r\f\v]+", " ", line).strip(" \t\r\f\v") for line in text.split("\n"))
-        expected = "\n".join(lines).strip("\n")
-        assert parser.blocks == ([expected] if expected else []), repr(text)
+        for i, text in enumerate(texts):
+            parser.buffer = [text]
+            parser.pre_depth = i == 1  # the middle block is code
+            parser.flush()
+        blocks = [expected(texts[0]), "\n".join(line.rstrip() for line in texts[1].split("\n")).strip("\n"),
+                  expected(texts[2])]  # fmt: skip
+        joined = re.sub(r"\n{3,}", "\n\n", "\n\n".join(b for b in blocks if b)).strip()
+        assert parser.text() == joined, repr(texts)

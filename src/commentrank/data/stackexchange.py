@@ -23,8 +23,8 @@ from commentrank.data.validation import Problem
 _BLOCK_TAGS = {"p", "div", "ul", "ol", "li", "pre", "blockquote", "hr", "table", "tr", "dl", "dt", "dd"}
 _BLOCK_TAGS |= {f"h{i}" for i in range(1, 7)}
 _SPACE = " \t\r\f\v"  # ASCII only: non-breaking and other Unicode spaces are kept, as in the dumps
-_SPACES = re.compile(f"[{_SPACE}]+")
-_LINE_END_SPACE = re.compile(" ?\n ?")  # after runs of spaces became one: each line stripped
+_SPACES = re.compile(f"[{_SPACE}]{{2,}}|[{_SPACE.strip(' ')}]")  # runs that are not one space already
+_LINE_END_SPACE = re.compile(" \n ?|\n ")  # after runs of spaces became one: each line stripped
 # The tags of plain HTML, as `HTMLParser` reads them: a start tag with well-formed attributes (values quoted, or
 # unquoted and then a space or the end), or an end tag. `html_to_text` reads an HTML whose every `<` opens one of
 # these without `HTMLParser` (several times faster); anything else (comments, `<!`, `<?`, a stray `<`, script or
@@ -38,12 +38,23 @@ _QUESTION_FIELDS = ("Id", "Title", "Body", "CreationDate", "ContentLicense")
 _ANSWER_FIELDS = ("Id", "ParentId", "Body", "Score", "CreationDate")
 
 
+def _normalize_prose(text: str) -> str:
+    """Runs of ASCII spaces become one, and the space around each line break goes."""
+    text = _SPACES.sub(" ", text)
+    return _strip_lines(_LINE_END_SPACE.sub("\n", text) if "\n" in text else text)
+
+
+def _strip_lines(text: str) -> str:
+    return text.strip(" ").strip("\n")
+
+
 class _TextExtractor(HTMLParser):
     """HTML to plain text: blocks are separated by a blank line, `<br>` breaks a line, code is kept verbatim."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.blocks: list[str] = []
+        self.blocks: list[str | None] = []  # None: the next of `prose`
+        self.prose: list[str] = []  # prose blocks as read: `text` collapses their spaces all at once
         self.buffer: list[str] = []
         self.pre_depth = 0
 
@@ -51,14 +62,28 @@ class _TextExtractor(HTMLParser):
         if not self.buffer:  # each block tag flushes: most find nothing
             return
         text = "".join(self.buffer)
+        self.buffer = []
         if self.pre_depth:  # code: verbatim but for the blank lines around it
             text = "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
-        else:  # prose: runs of spaces collapse, each line stripped; its line breaks are kept
-            text = _SPACES.sub(" ", text)
-            text = (_LINE_END_SPACE.sub("\n", text) if "\n" in text else text).strip(" ").strip("\n")
-        if text:
-            self.blocks.append(text)
-        self.buffer = []
+            if text:
+                self.blocks.append(text)
+        else:
+            self.blocks.append(None)
+            self.prose.append(text)
+
+    def text(self) -> str:
+        """The text of what was fed: the blocks separated by a blank line; in prose, runs of ASCII spaces become one
+        and each line is stripped, its line breaks kept (one regex pass over all the prose blocks, joined by NUL,
+        which neither pattern crosses)."""
+        self.flush()
+        joined = "\0".join(self.prose)
+        if joined.count("\0") == len(self.prose) - 1:  # no NUL in the texts (XML cannot hold one)
+            prose = [_strip_lines(text) for text in _normalize_prose(joined).split("\0")]
+        else:
+            prose = [_normalize_prose(text) for text in self.prose]
+        prose = iter(prose)
+        blocks = [next(prose) if block is None else block for block in self.blocks]
+        return re.sub(r"\n{3,}", "\n\n", "\n\n".join(block for block in blocks if block)).strip()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "br":
@@ -109,8 +134,7 @@ def html_to_text(html: str) -> str:
     if not parser.feed_plain_html(html):
         parser.feed(html)
         parser.close()
-    parser.flush()
-    return re.sub(r"\n{3,}", "\n\n", "\n\n".join(parser.blocks)).strip()
+    return parser.text()
 
 
 def _default_license(created: str) -> str:
