@@ -1,18 +1,19 @@
-"""data_prep on a whole Stack Exchange dump: time and peak memory of the in-memory path and the bounded one.
+"""data_prep on a whole Stack Exchange dump: time and peak memory of today's reader and the bounded one.
 
 Usage:
 
     OMP_NUM_THREADS=1 python benchmarks/bench_data_prep.py --sizes_gb 0.25 1 2.5 --num_proc 2
-    python benchmarks/bench_data_prep.py --sizes_gb 0.05 --keep_old_above_gb 0   # a quick check
+    python benchmarks/bench_data_prep.py --sizes_gb 0.05   # a quick check
 
 A seeded generator writes a `Posts.xml` of the real schema (the attributes of the dumps' rows, a BOM, one `<row/>` a
 line, HTML bodies with paragraphs, lists, code and links, ~4.5 answers per question, answers coming after their
 question, some of them far later) under a temporary folder, deleted afterwards. Each size runs the full data_prep
-(read, validate, split, the three views, saved) in a fresh process, the in-memory path (`prepare_views` then
-`write_views`) and the bounded one (`run_prepare`, `--num_proc`), one after the other; peak memory is the largest
+(read, validate, split, the three views, saved) in a fresh process: today's reader, i.e. data_prep as it was when
+issue 22 was filed (`--baseline_rev`, the commit before that work: its `src/` taken from git and run in memory, on
+one core), and the bounded one of this checkout (`run_prepare`, `--num_proc`), one after the other; peak memory is the largest
 resident set of the process and its workers (`wait4`'s `ru_maxrss`), speed the dump's MB per wall-clock second. The
-scaling exponents are log-log fits of time and memory against size. The in-memory path needs ~6x the dump in memory:
-it runs at a size only when `MemAvailable` is over 8x the dump (else its point is skipped and extrapolated by its fit).
+scaling exponents are log-log fits of time and memory against size. Today's reader needs ~6x the dump in memory: it
+runs at a size only when `MemAvailable` is over 8x the dump (else its point is skipped and extrapolated by its fit).
 Writes benchmarks/results/data_prep.md and data_prep.png.
 """
 
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,23 +106,34 @@ def generate_dump(path: Path, target_bytes: int, seed: int = 0) -> dict:
     return {"questions": questions, "answers": answers}
 
 
-def child(path: str, out: str, mode: str, num_proc: int) -> None:
-    """One data_prep run (in a fresh process): `old` the in-memory path, `new` the bounded one."""
-    from commentrank.configs import PrepArguments
-    from commentrank.data.prepare import prepare_views, record_files, run_prepare, write_views
+BASELINE_REV = "0a85630^"  # main before issue 22's work: data_prep in memory, on one core
 
-    config = PrepArguments(inputs=[path], output_dir=out, skip_invalid=True, num_proc=num_proc)
+
+def child(path: str, out: str, mode: str, num_proc: int) -> None:
+    """One data_prep run (in a fresh process): `old` today's reader (the baseline revision's `src` comes first on
+    PYTHONPATH), `new` the bounded one."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    options = {} if mode == "old" else {"num_proc": num_proc}
+    config = PrepArguments(inputs=[path], output_dir=out, skip_invalid=True, **options)
     start = time.perf_counter()
-    if mode == "old":
-        dataset_dicts, summary = prepare_views(config)
-        write_views(out, dataset_dicts, record_files(config, summary))
-    else:
-        summary = run_prepare(config)
+    summary = run_prepare(config)
     print(json.dumps({"seconds": time.perf_counter() - start, "posts_kept": summary.posts_kept}))
 
 
-def run_child(path: Path, out: Path, mode: str, num_proc: int) -> dict:
+def baseline_src(rev: str, folder: Path) -> Path:
+    """The `src/` of revision `rev` of this repository, extracted under `folder`."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder / "src"
+
+
+def run_child(path: Path, out: Path, mode: str, num_proc: int, src: Path | None = None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     cmd = [
         sys.executable,
         __file__,
@@ -144,6 +157,45 @@ def run_child(path: Path, out: Path, mode: str, num_proc: int) -> dict:
     return result
 
 
+def output_digests(folder: Path) -> dict[str, str]:
+    """A hash of each file data_prep wrote but prep_config.json (it names the folder), without the fingerprint of
+    each state.json (a hash of the table in memory, of the shards on disk), as tests/test_data_prep_scale.py compares
+    them."""
+    import hashlib
+
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_dir() or name in ("prep_config.json", ".commentrank-output.json"):
+            continue
+        digest = hashlib.sha256()
+        if path.name == "state.json":
+            state = json.loads(path.read_bytes())
+            state.pop("_fingerprint", None)
+            digest.update(json.dumps(state).encode())
+        else:
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
+        digests[name] = digest.hexdigest()
+    return digests
+
+
+def compare_outputs(old: Path, new: Path) -> str:
+    """Whether the bounded run wrote today's files: the views byte for byte, and summary.json's counts (it may hold
+    keys added since, which are named)."""
+    old_files, new_files = output_digests(old), output_digests(new)
+    differ = sorted(k for k in set(old_files) | set(new_files) if old_files.get(k) != new_files.get(k))
+    added = []
+    if differ == ["summary.json"]:
+        before, after = (json.loads((folder / "summary.json").read_text()) for folder in (old, new))
+        if {key: after.get(key) for key in before} == before:
+            differ, added = [], sorted(set(after) - set(before))
+    if differ:
+        return f"no: {', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}"
+    return "yes" + (f" (summary.json adds {', '.join(added)})" if added else "")
+
+
 def mem_available_gb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -164,6 +216,7 @@ def main() -> None:
     parser.add_argument("--sizes_gb", type=float, nargs="+", default=[0.25, 1.0, 2.5])
     parser.add_argument("--num_proc", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline_rev", default=BASELINE_REV, help="the revision whose data_prep is today's reader")
     parser.add_argument("--results", default=str(Path(__file__).parent / "results" / "data_prep"))
     parser.add_argument("--child", choices=["old", "new"])
     parser.add_argument("--dump")
@@ -172,6 +225,8 @@ def main() -> None:
     if args.child:
         return child(args.dump, args.out, args.child, args.num_proc)
     rows = []
+    base = Path(tempfile.mkdtemp(prefix="bench_data_prep-baseline-"))
+    src = baseline_src(args.baseline_rev, base)
     for size in args.sizes_gb:
         with tempfile.TemporaryDirectory(prefix="bench_data_prep-") as tmp:
             dump = Path(tmp) / "bench.stackexchange.com" / "Posts.xml"
@@ -183,14 +238,17 @@ def main() -> None:
             row = {"size_mb": mb, **counts}
             available = mem_available_gb()
             if available > 8 * mb / 1e3:
-                row["old"] = run_child(dump, Path(tmp) / "old", "old", 1)
+                row["old"] = run_child(dump, Path(tmp) / "old", "old", 1, src)
             else:
                 row["old_skipped"] = f"{available:.1f} GB available, under 8x the dump"
             print(row, flush=True)
             row["new"] = run_child(dump, Path(tmp) / "new", "new", args.num_proc)
+            if "old" in row:
+                row["identical"] = compare_outputs(Path(tmp) / "old", Path(tmp) / "new")
             print(row, flush=True)
             rows.append(row)
         write_results(rows, args)  # after each size: a long run leaves its finished sizes
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def write_results(rows: list[dict], args) -> None:
@@ -214,13 +272,13 @@ def write_results(rows: list[dict], args) -> None:
         f"`python benchmarks/bench_data_prep.py --sizes_gb {' '.join(map(str, args.sizes_gb))} --num_proc "
         f"{args.num_proc}` (seed {args.seed}): generated `Posts.xml` dumps of the real schema, the full data_prep "
         "(read, validate, split, three views, saved) in a fresh process each; peak = the largest resident set of the "
-        "process and its workers. In-memory = today's path (`prepare_views` + `write_views`, one core); bounded = "
+        f"process and its workers. Today's = data_prep at `{args.baseline_rev}` (before issue 22: in memory, one core); bounded = "
         f"`run_prepare` with `--num_proc {args.num_proc}` (Parquet shards, DuckDB group and sort, views staged on "
         "disk); the two paths ran one after the other at each size.",
         "",
-        "| Posts.xml | questions | answers | in-memory: time | MB/s | peak memory | bounded: time | MB/s | peak memory "
-        "| speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Posts.xml | questions | answers | today's: time | MB/s | peak memory | bounded: time | MB/s | peak memory "
+        "| speed-up | same files |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         new = r["new"]
@@ -238,17 +296,17 @@ def write_results(rows: list[dict], args) -> None:
             ratio = ""
         lines.append(
             f"| {r['size_mb']:.0f} MB | {r['questions']:,} | {r['answers']:,} | {old_cells} | {new['seconds']:.0f} s "
-            f"| {r['size_mb'] / new['seconds']:.1f} | {new['peak_mb']:.0f} MB | {ratio} |"
+            f"| {r['size_mb'] / new['seconds']:.1f} | {new['peak_mb']:.0f} MB | {ratio} | {r.get('identical', '')} |"
         )
     lines += ["", "Scaling exponents (log-log fit against the dump size; 1 = linear, 0 = flat):", ""]
-    for mode, name in (("old", "in-memory"), ("new", "bounded")):
+    for mode, name in (("old", "today's"), ("new", "bounded")):
         if mode in fits:
             lines.append(
                 f"- {name}: time ~ size^{fits[mode]['time'][0]:.2f}, memory ~ size^{fits[mode]['memory'][0]:.2f}"
             )
     Path(f"{results}.md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for mode, name in (("old", "in-memory"), ("new", f"bounded, num_proc {args.num_proc}")):
+    for mode, name in (("old", f"today's ({args.baseline_rev})"), ("new", f"bounded, num_proc {args.num_proc}")):
         pts = [(r["size_mb"], r[mode]["seconds"], r[mode]["peak_mb"]) for r in rows if mode in r]
         if pts:
             axes[0].loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
