@@ -408,18 +408,21 @@ def _build_sorted(task: tuple) -> list[tuple[str, RankedPost | Problem]]:
     items, question, answers = [], None, []
     with pq.ParquetFile(sorted_rows, pre_buffer=False) as parquet:
         for group in range(first, parquet.num_row_groups):
-            for row in parquet.read_row_group(group).to_pylist():
-                fields = {k: row[k] for k in _SHARD_COLUMNS if row[k] is not None}
-                if row["kind"] == 2:
+            columns = parquet.read_row_group(group).to_pydict()  # columns, not a dict per row
+            answer_columns = [(k, columns[k]) for k in _ANSWER_FIELDS]
+            question_columns = [(k, columns[k]) for k in _QUESTION_FIELDS]
+            for r, kind in enumerate(columns["kind"]):
+                if kind == 2:
                     if question is not None:
-                        answers.append({k: fields[k] for k in _ANSWER_FIELDS if k in fields})
+                        answers.append({k: values[r] for k, values in answer_columns if values[r] is not None})
                     continue
                 if question is not None:
                     items.append(_bounded_item(Path(path), question, answers, site, min_answers))
                 if group >= stop:
                     return items
-                line = offsets[row["seq"] >> _SEQ_BITS] + row["line"]
-                question, answers = {"line": line, **{k: fields[k] for k in _QUESTION_FIELDS if k in fields}}, []
+                line = offsets[columns["seq"][r] >> _SEQ_BITS] + columns["line"][r]
+                question = {"line": line, **{k: values[r] for k, values in question_columns if values[r] is not None}}
+                answers = []
     if question is not None:
         items.append(_bounded_item(Path(path), question, answers, site, min_answers))
     return items
