@@ -255,38 +255,16 @@ def select_splits(posts: list, config: PrepArguments, summary: PrepSummary) -> d
 
 
 def build_views(splits, config: PrepArguments, summary: PrepSummary, new_split=None) -> dict:
-    """{view: {split: rows}} of `splits` ({split: posts}, or (split, posts) pairs in a stream): `collect_views` of
-    each split's `view_rows`."""
-    pairs = splits.items() if isinstance(splits, dict) else splits
-    return collect_views(
-        ((split, *view_rows(split, posts, config)) for split, posts in pairs), config, summary, new_split
-    )
-
-
-def view_rows(split: str, posts, config: PrepArguments) -> tuple[list[dict[str, list[dict]]], dict]:
-    """The rows each of `posts` (of `split`) adds to each view (`post_view_rows`, the training posts under
-    `vote_ties`: `training_ranks`), and their pair counts of every strategy."""
-    counts = {s: {} for s in PAIR_STRATEGIES}
-    rows = []
-    for post in posts:
-        if split == "train":
-            training_ranks(post, config.vote_ties)
-        rows.append(post_view_rows(post, config, counts))
-    return rows, counts
-
-
-def collect_views(chunks, config: PrepArguments, summary: PrepSummary, new_split=None) -> dict:
-    """{view: {split: rows}} of `chunks`, (split, rows of each post, pair counts) as `view_rows` gives them, in the
-    posts' order; counts the pairs of every strategy (without building them) so the summary can compare them.
-    `new_split(view, split)` gives the list-like that holds a split's rows (default: a list)."""
+    """{view: {split: rows}} of `splits` ({split: posts}, or (split, posts) pairs in a stream), the training posts
+    under `vote_ties` (`training_ranks`); counts the pairs of every strategy (without building them) so the summary
+    can compare them. `new_split(view, split)` gives the list-like that holds a split's rows (default: a list)."""
     views: dict[str, dict] = {view: {} for view in config.views}
     counts = {s: {} for s in PAIR_STRATEGIES}
-    for split, rows_of_posts, chunk_counts in chunks:
-        for strategy, keys in chunk_counts.items():  # in order: the keys stay in their first post's order
-            for key, n in keys.items():
-                counts[strategy][key] = counts[strategy].get(key, 0) + n
-        for post_rows in rows_of_posts:
-            for view, rows in post_rows.items():
+    for split, posts in splits.items() if isinstance(splits, dict) else splits:
+        for post in posts:
+            if split == "train":
+                training_ranks(post, config.vote_ties)
+            for view, rows in post_view_rows(post, config, counts).items():
                 if rows:
                     if split not in views[view]:
                         views[view][split] = new_split(view, split) if new_split else []
@@ -346,10 +324,8 @@ class InMemoryPosts:
     def close(self) -> None:
         pass
 
-    def view_chunks(self, splits: dict[str, list[PostRef]], config: PrepArguments):
-        """(split, rows of each post, pair counts) of each split (`view_rows`)."""
-        for name, refs in splits.items():
-            yield name, *view_rows(name, [self.posts[r.index] for r in refs], config)
+    def by_split(self, splits: dict[str, list[PostRef]]):
+        return {name: [self.posts[r.index] for r in refs] for name, refs in splits.items()}
 
     new_split = None  # rows in lists
     dataset_dicts = staticmethod(to_dataset_dicts)
@@ -380,7 +356,7 @@ def prepare_views(config: PrepArguments, workdir: str | Path | None = None) -> t
     for warning in prompt_warnings_of(config.prompt_template, len(templated), sum(r.bodiless for r in templated)):
         summary.warn(warning)
     splits = select_splits(refs, config, summary)
-    views = collect_views(store.view_chunks(splits, config), config, summary, store.new_split)
+    views = build_views(store.by_split(splits), config, summary, store.new_split)
     return store.dataset_dicts(views), summary
 
 
