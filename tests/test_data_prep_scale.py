@@ -75,6 +75,22 @@ def test_bounded_run_gives_the_in_memory_views_byte_for_byte(tmp_path, options):
         assert "--validation_sites" not in options or set(counts["sites"]["test"]) == set(SITES[-2:])
 
 
+def test_views_built_by_many_tasks_are_the_same(tmp_path, monkeypatch):
+    """The views' rows are built by tasks of a few posts each, from many buckets, in 2 processes: the same files."""
+    from commentrank.data import ondisk
+
+    monkeypatch.setattr(ondisk, "_VIEW_TASK_POSTS", 7)
+    monkeypatch.setattr(ondisk, "_SPOOL_BYTES", 50_000)
+    args = ["--inputs", str(SAMPLE), "--skip_invalid", "--pair_strategy", "all", "--sft_comments", "top_k"]
+    old = PrepArguments(**_parse(args + ["--output_dir", str(tmp_path / "old")]))
+    dataset_dicts, summary = prepare_views(old)
+    write_views(old.output_dir, dataset_dicts, record_files(old, summary))
+    run_prepare(PrepArguments(**_parse(args + ["--output_dir", str(tmp_path / "new"), "--num_proc", "2"])))
+    old_files, new_files = folder_files(tmp_path / "old"), folder_files(tmp_path / "new")
+    assert sorted(old_files) == sorted(new_files)
+    assert [name for name in old_files if old_files[name] != new_files[name]] == []
+
+
 def _parse(args: list[str]) -> dict:
     from trl import TrlParser
 

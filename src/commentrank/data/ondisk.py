@@ -14,6 +14,7 @@ import hashlib
 import json
 import pickle
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterator
 from itertools import groupby
 from pathlib import Path
@@ -115,6 +116,14 @@ class _StagedSplit:
         self.writer.write_table(table)
         self.num_rows += table.num_rows
         self.nbytes += table.nbytes
+
+    def append_part(self, part: _StagedSplit) -> None:
+        """Add the rows of another staged split (closed) after these (all staged: none waiting in memory)."""
+        if self.rows or self.writer is not None:
+            raise ValueError("append_part joins staged splits: this one holds rows of its own")
+        self.files += part.files
+        self.num_rows += part.num_rows
+        self.nbytes += part.nbytes
 
     def close(self) -> None:
         if self.rows:
@@ -275,9 +284,59 @@ def release_memory() -> None:
         ctypes.CDLL(libc).malloc_trim(0)
 
 
+_VIEW_TASK_POSTS = 2000  # posts per task of the views' building
+
+
+def _stage_view_rows(task: tuple) -> tuple[dict, dict]:
+    """`prepare.view_parts` of the posts at output places [first, last) of one bucket file, each view's split staged
+    in a folder of this task (only the staged files' names and counts go back)."""
+    import pyarrow.compute as pc
+
+    from commentrank.data.prepare import view_parts
+
+    path, first, last, ends, names, config, folder = task
+    with open_arrow_stream(path) as reader:
+        table = reader.read_all()
+    places = table.column("place")
+    table = table.filter(pc.and_(pc.greater_equal(places, first), pc.less(places, last)))
+    table = table.take(pc.sort_indices(table, [("place", "ascending")]))
+    pairs = ((names[split], (_from_spool_row(row) for row in group))
+             for split, group in groupby(table.to_pylist(), key=lambda row: bisect_right(ends, row["place"])))  # fmt: skip
+    views, counts = view_parts(pairs, config, lambda view, split: _StagedSplit(Path(folder) / view / split))
+    for parts in views.values():
+        for part in parts.values():
+            part.close()
+    return views, counts
+
+
+def process_pool(num_proc: int):
+    """A pool of `num_proc` processes, forked where the system can (no re-import of the caller's main script)."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(num_proc)
+
+
+def ordered_map(function, tasks: list, num_proc: int) -> Iterator:
+    """`function` of each task, in the tasks' order, `num_proc` processes at once; at most `num_proc` results wait
+    for the caller at a time (Pool.imap would run ahead and hold them all)."""
+    if num_proc <= 1 or len(tasks) <= 1:
+        yield from map(function, tasks)
+        return
+    with process_pool(num_proc) as pool:
+        pending = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(function, (task,)))
+            if len(pending) > num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
 class SpooledPosts:
     """The posts and the views' rows of `prepare.prepare_views` in bounded memory, under `workdir`: each post spooled
-    to Parquet as it is read (`add`); the posts of each split read back in the split's order (`by_split`); each view's split staged in Arrow files (`new_split`), that `DatasetDict.save_to_disk` writes."""
+    to an Arrow stream as it is read (`add`); the views' rows built from them in the splits' order (`view_parts`);
+    each view's split staged in Arrow files (`new_split`), that `DatasetDict.save_to_disk` writes."""
 
     def __init__(self, workdir: str | Path, config: PrepArguments):
         self.workdir, self.config, self.n = Path(workdir), config, 0
@@ -292,13 +351,15 @@ class SpooledPosts:
     def close(self) -> None:
         self.spool.close()
 
-    def by_split(self, splits: dict[str, list]) -> Iterator[tuple[str, Iterator[RankedPost]]]:
-        """(split, its posts) in the order of `splits` ({split: `prepare.PostRef`s}), streamed from the spool by a
-        distribution sort: the spool read once into bucket files of consecutive output places (~`_SPOOL_BYTES` of
-        text each), then each bucket sorted in memory, one at a time."""
+    def view_parts(self, splits: dict[str, list], config: PrepArguments) -> tuple[dict, dict]:
+        """`prepare.view_parts` of the posts of `splits` ({split: `prepare.PostRef`s}), in their order, staged on disk
+        by tasks in `config.num_proc` processes: the spool is read once into bucket files of consecutive output
+        places (~`_SPOOL_BYTES` of text each); each task sorts the posts of its places of one bucket in memory and
+        stages their rows (a bucket file goes once its last task is done); the parts are joined in their order."""
         import numpy as np
         import pyarrow as pa
-        import pyarrow.compute as pc
+
+        from commentrank.data.prepare import merge_view_parts
 
         release_memory()  # what the reading (Arrow) kept
         place = np.full(self.n, -1, dtype=np.int64)  # each spooled post's place in the output, -1: in no split
@@ -326,19 +387,21 @@ class SpooledPosts:
         for writer in buckets.values():
             writer.close()
         del place
-        names = list(splits)
+        tasks = []
+        for k in sorted(buckets):
+            low, high = k * per_bucket, min((k + 1) * per_bucket, start)
+            for first in range(low, high, _VIEW_TASK_POSTS):
+                last = min(first + _VIEW_TASK_POSTS, high)
+                staged = str(self.workdir / "views" / f"part-{len(tasks):06d}")
+                tasks.append((str(folder / f"{k:06d}.arrow"), first, last, ends, list(splits), config, staged))
 
-        def rows():
-            for k in sorted(buckets):
-                with open_arrow_stream(folder / f"{k:06d}.arrow") as reader:
-                    table = reader.read_all()
-                table = table.take(pc.sort_indices(table, [("place", "ascending")]))
-                for batch in table.to_batches(256):
-                    yield from batch.to_pylist()
-                (folder / f"{k:06d}.arrow").unlink()
+        def parts():
+            for n, part in enumerate(ordered_map(_stage_view_rows, tasks, config.num_proc)):
+                yield part
+                if n + 1 == len(tasks) or tasks[n + 1][0] != tasks[n][0]:  # the bucket's last task is done
+                    Path(tasks[n][0]).unlink()
 
-        for split, group in groupby(rows(), key=lambda row: bisect_right(ends, row["place"])):
-            yield names[split], (_from_spool_row(row) for row in group)
+        return merge_view_parts(parts(), config, self.new_split)
 
     def new_split(self, view: str, split: str) -> _StagedSplit:
         return _StagedSplit(self.workdir / "views" / view / split, self.config.max_shard_size)

@@ -255,12 +255,20 @@ def select_splits(posts: list, config: PrepArguments, summary: PrepSummary) -> d
 
 
 def build_views(splits, config: PrepArguments, summary: PrepSummary, new_split=None) -> dict:
-    """{view: {split: rows}} of `splits` ({split: posts}, or (split, posts) pairs in a stream), the training posts
-    under `vote_ties` (`training_ranks`); counts the pairs of every strategy (without building them) so the summary
+    """{view: {split: rows}} of `splits` ({split: posts}, or (split, posts) pairs in a stream): `view_parts`, then
+    `summarize_views`."""
+    views, counts = view_parts(splits.items() if isinstance(splits, dict) else splits, config, new_split)
+    summarize_views(views, counts, config, summary)
+    return views
+
+
+def view_parts(pairs, config: PrepArguments, new_split=None) -> tuple[dict, dict]:
+    """({view: {split: rows}}, pair counts of every strategy) of (split, posts) pairs, the training posts under
+    `vote_ties` (`training_ranks`); the pairs of every strategy are counted (without being built) so that the summary
     can compare them. `new_split(view, split)` gives the list-like that holds a split's rows (default: a list)."""
     views: dict[str, dict] = {view: {} for view in config.views}
     counts = {s: {} for s in PAIR_STRATEGIES}
-    for split, posts in splits.items() if isinstance(splits, dict) else splits:
+    for split, posts in pairs:
         for post in posts:
             if split == "train":
                 training_ranks(post, config.vote_ties)
@@ -269,6 +277,28 @@ def build_views(splits, config: PrepArguments, summary: PrepSummary, new_split=N
                     if split not in views[view]:
                         views[view][split] = new_split(view, split) if new_split else []
                     views[view][split].extend(rows)
+    return views, counts
+
+
+def merge_view_parts(parts, config: PrepArguments, new_split) -> tuple[dict, dict]:
+    """`view_parts` of consecutive runs of posts joined in their order: each split's rows appended part after part
+    (`new_split(view, split).append_part`), the counts added with their keys in the order they first came."""
+    views: dict[str, dict] = {view: {} for view in config.views}
+    counts = {s: {} for s in PAIR_STRATEGIES}
+    for part_views, part_counts in parts:
+        for strategy, keys in part_counts.items():
+            for key, n in keys.items():
+                counts[strategy][key] = counts[strategy].get(key, 0) + n
+        for view in config.views:
+            for split, rows in part_views[view].items():
+                if split not in views[view]:
+                    views[view][split] = new_split(view, split)
+                views[view][split].append_part(rows)
+    return views, counts
+
+
+def summarize_views(views: dict, counts: dict, config: PrepArguments, summary: PrepSummary) -> None:
+    """The pair counts and rows per view and split in `summary`, and a warning when no training pair is left."""
     summary.pairs = {f"{s}{' (selected)' if s == config.pair_strategy else ''}": c for s, c in counts.items()}
     summary.splits = {view: {split: len(rows) for split, rows in d.items()} for view, d in views.items()}
     selected = counts[config.pair_strategy]
@@ -279,7 +309,6 @@ def build_views(splits, config: PrepArguments, summary: PrepSummary, new_split=N
             f"{selected.get('candidates', 0)} pairs ({selected.get('dropped_older_preferred', 0)} with the preferred "
             f"comment written first, {selected.get('dropped_no_timestamp', 0)} without a timestamp)"
         )
-    return views
 
 
 def post_view_rows(post: RankedPost, config: PrepArguments, counts: dict) -> dict[str, list[dict]]:
@@ -324,8 +353,9 @@ class InMemoryPosts:
     def close(self) -> None:
         pass
 
-    def by_split(self, splits: dict[str, list[PostRef]]):
-        return {name: [self.posts[r.index] for r in refs] for name, refs in splits.items()}
+    def view_parts(self, splits: dict[str, list[PostRef]], config: PrepArguments) -> tuple[dict, dict]:
+        """`view_parts` of the posts of `splits`, in lists."""
+        return view_parts(((name, [self.posts[r.index] for r in refs]) for name, refs in splits.items()), config)
 
     new_split = None  # rows in lists
     dataset_dicts = staticmethod(to_dataset_dicts)
@@ -356,7 +386,8 @@ def prepare_views(config: PrepArguments, workdir: str | Path | None = None) -> t
     for warning in prompt_warnings_of(config.prompt_template, len(templated), sum(r.bodiless for r in templated)):
         summary.warn(warning)
     splits = select_splits(refs, config, summary)
-    views = build_views(store.by_split(splits), config, summary, store.new_split)
+    views, counts = store.view_parts(splits, config)
+    summarize_views(views, counts, config, summary)
     return store.dataset_dicts(views), summary
 
 

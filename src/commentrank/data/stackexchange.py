@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections import deque
 from collections.abc import Iterator
 from html import unescape
 from html.parser import HTMLParser
@@ -343,7 +342,9 @@ def posts_xml_to_shards(
         if len(tasks) == 1:
             lines = [_parse_range(tasks[0])]
         else:
-            with _process_pool(min(num_proc, len(tasks))) as pool:
+            from commentrank.data.ondisk import process_pool
+
+            with process_pool(min(num_proc, len(tasks))) as pool:
                 lines = pool.map(_parse_range, tasks, chunksize=1)
     except ValueError:
         if len(tasks) == 1:
@@ -369,7 +370,7 @@ def read_posts_xml_bounded(
 ) -> Iterator[tuple[str, RankedPost | Problem]]:
     """`read_posts_xml` in bounded memory and in parallel: the same items in the same order, from Parquet shards
     under `workdir` grouped by DuckDB (`ondisk.duckdb_connect`: it spills to `workdir` beyond its memory limit)."""
-    from commentrank.data.ondisk import duckdb_sort
+    from commentrank.data.ondisk import duckdb_sort, ordered_map
 
     path, workdir = Path(path), Path(workdir)
     site = site or path.resolve().parent.name
@@ -385,7 +386,7 @@ def read_posts_xml_bounded(
     groups = _row_groups(sorted_rows)
     tasks = [(str(sorted_rows), first, first + _GROUPS_PER_TASK, str(path), offsets, site, min_answers)
              for first in range(0, groups, _GROUPS_PER_TASK)]  # fmt: skip
-    for items in _ordered_map(_build_sorted, tasks, num_proc):
+    for items in ordered_map(_build_sorted, tasks, num_proc):
         yield from items
 
 
@@ -426,29 +427,6 @@ def _build_sorted(task: tuple) -> list[tuple[str, RankedPost | Problem]]:
     if question is not None:
         items.append(_bounded_item(Path(path), question, answers, site, min_answers))
     return items
-
-
-def _process_pool(num_proc: int):
-    import multiprocessing
-
-    methods = multiprocessing.get_all_start_methods()  # fork: no re-import of the caller's main script
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(num_proc)
-
-
-def _ordered_map(function, tasks: list, num_proc: int) -> Iterator:
-    """`function` of each task, in the tasks' order, `num_proc` processes at once; at most `num_proc` results wait
-    for the caller at a time (Pool.imap would run ahead and hold them all)."""
-    if num_proc <= 1 or len(tasks) <= 1:
-        yield from map(function, tasks)
-        return
-    with _process_pool(num_proc) as pool:
-        pending = deque()
-        for task in tasks:
-            pending.append(pool.apply_async(function, (task,)))
-            if len(pending) > num_proc:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
 
 
 def _bounded_item(path: Path, question: dict, answers: list, site: str, min_answers: int):
