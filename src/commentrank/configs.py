@@ -300,7 +300,10 @@ class PrepArguments(OutputOptions):
     views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "Views to write."})
     num_proc: int = field(
         default=1,
-        metadata={"help": "Processes that parse a Posts.xml (and turn its HTML into text) at once, as in `datasets`."},
+        metadata={
+            "help": "Processes at once, as in `datasets`: they parse a Posts.xml (HTML to text included), build its "
+            "posts from the sorted rows, and build and stage the views' rows."
+        },
     )
     max_shard_size: str = field(
         default="500MB", metadata={"help": "Largest shard of a saved view (save_to_disk's max_shard_size)."}
