@@ -219,3 +219,30 @@ def test_saving_a_staged_split_keeps_its_rows_out_of_memory(tmp_path):
         sampler.join()
     assert datasets.load_from_disk(str(tmp_path / "saved")).num_rows == 100_000
     assert peak[0] - before < 50, f"resident memory grew by {peak[0] - before:.0f} MB saving a 100 MB split"
+
+
+def test_data_prep_imports_neither_torch_nor_trl_trainers(tmp_path):
+    """A whole data_prep run (its command line included) never imports torch: that was 390 MB in the main process and
+    in each forked worker before the first byte was read (TRL's RewardConfig came in through commentrank.configs)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from commentrank.data.prepare import main; "
+        f"main(['--inputs', {str(POSTS_XML)!r}, '--output_dir', {str(tmp_path / 'out')!r}, '--num_proc', '2', '--skip_invalid']); "
+        "heavy = [m for m in ('torch', 'transformers.training_args', 'trl.trainer') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert (tmp_path / "out" / "summary.json").exists()
+
+
+def test_the_reward_config_defined_on_first_use_pickles_by_name():
+    import pickle
+
+    from commentrank import configs
+
+    config = configs.ListwiseRewardConfig(output_dir="out", use_cpu=True, bf16=False, loss_type="listmle")
+    copy = pickle.loads(pickle.dumps(config))
+    assert type(copy) is configs.ListwiseRewardConfig and copy.loss_type == "listmle"
+    assert "loss_type" in configs._TRAINER_OPTIONS and "learning_rate" not in configs._TRAINER_OPTIONS
