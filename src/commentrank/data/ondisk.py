@@ -241,8 +241,9 @@ for statement in job["statements"]:
 
 def duckdb_sort(statements: list[str], query: str, out: Path, workdir: str | Path) -> Path:
     """Run `statements`, then write `query`'s rows, in its order, to the Parquet file `out`: in a fresh Python
-    process that imports DuckDB alone (one thread: two ran out of `DUCKDB_MEMORY_LIMIT` at 1 GB; spilling to `workdir`), so that the memory
-    DuckDB keeps is given back when it ends and data_prep's own process never holds it (it waits meanwhile)."""
+    process that imports DuckDB alone (one thread: two ran out of `DUCKDB_MEMORY_LIMIT` at 1 GB; spilling to
+    `workdir`), so that the memory DuckDB keeps is given back when it ends and data_prep's own process never holds it
+    (it waits meanwhile)."""
     import subprocess
     import sys
 
