@@ -482,22 +482,25 @@ def _define_reward_config() -> None:
 
     @dataclass
     class ListwiseRewardConfig(RewardConfig):
-        """TRL's `RewardConfig` with the options of commentrank's trainers: the loss (`loss_type`), and for the listwise
-        losses the cap, the graded relevance, the length term and the throughput options. `scripts/reward.py` parses it in
-        place of `RewardConfig` (each field a YAML key and a `--flag`); `ListwiseRewardTrainer` reads its options from it,
+        """TRL's `RewardConfig` with the options of commentrank's trainers: the loss (`loss_type`), and for the
+        listwise losses the cap, the graded relevance, the length term and the throughput options.
+        `scripts/reward.py` parses it in place of `RewardConfig` (each field a YAML key and a `--flag`);
+        `ListwiseRewardTrainer` reads its options from it,
         as TRL's trainers read `center_rewards_coefficient`. Checked here, once."""
 
         loss_type: str = field(
             default="pairwise",
             metadata={
-                "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all, listmle, plistmle, listnet "
+                "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all, listmle, plistmle, "
+                "listnet "
                 "or lambdaloss: the listwise trainer on whole posts (train/losses.py LOSSES states each)."
             },
         )
         max_comments_per_post: int | None = field(
             default=DEFAULT_MAX_COMMENTS_PER_POST,
             metadata={
-                "help": "Listwise: a post with more comments trains on a seeded random subset of this many (all of a post "
+                "help": "Listwise: a post with more comments trains on a seeded random subset of this many (all of a "
+                "post "
                 "are one batch element: 48 comments of 128 tokens train MiniLM in 1.8 GB; a 10,000-comment post "
                 "uncapped needs more than 8 GB). null: no cap."
             },
@@ -538,7 +541,8 @@ def _define_reward_config() -> None:
         length_learning_rate: float = field(
             default=LENGTH_LEARNING_RATE,
             metadata={
-                "help": "Learning rate of the length term's weight; 0 keeps the fitted weight (a trained weight drifted "
+                "help": "Learning rate of the length term's weight; 0 keeps the fitted weight (a trained weight "
+                "drifted "
                 "with the batches' noise and made some seeds rank short answers first: benchmarks/results/quality.md)."
             },
         )
@@ -549,14 +553,16 @@ def _define_reward_config() -> None:
             default=None,
             metadata={
                 "help": "Listwise: each step a batch of whole posts of similar length, up to this many padded tokens "
-                "(comments x longest comment), instead of per_device_train_batch_size posts (default: the fixed count; "
+                "(comments x longest comment), instead of per_device_train_batch_size posts (default: the fixed "
+                "count; "
                 "the number of steps changes with it: benchmarks/bench_throughput.py)."
             },
         )
         length_sorted_forward: bool = field(
             default=False,
             metadata={
-                "help": "Listwise: forward a step's comments sorted by length in groups, each padded to its own longest, "
+                "help": "Listwise: forward a step's comments sorted by length in groups, each padded to its own "
+                "longest, "
                 "instead of one batch padded to the longest (same loss, fewer padded tokens)."
             },
         )
@@ -588,7 +594,8 @@ def _define_reward_config() -> None:
 
         @property
         def listwise(self) -> bool:
-            """Whether `loss_type` trains on whole posts (`ListwiseRewardTrainer`), not pairs (TRL's `RewardTrainer`)."""
+            """Whether `loss_type` trains on whole posts (`ListwiseRewardTrainer`), not pairs (TRL's
+            `RewardTrainer`)."""
             return LOSSES[self.loss_type].listwise
 
         def trainer_options(self) -> dict:

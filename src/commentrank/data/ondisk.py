@@ -301,8 +301,8 @@ def _stage_view_rows(task: tuple) -> tuple[dict, dict]:
     places = table.column("place")
     table = table.filter(pc.and_(pc.greater_equal(places, first), pc.less(places, last)))
     table = table.take(pc.sort_indices(table, [("place", "ascending")]))
-    pairs = ((names[split], (_from_spool_row(row) for row in group))
-             for split, group in groupby(table.to_pylist(), key=lambda row: bisect_right(ends, row["place"])))  # fmt: skip
+    runs = groupby(table.to_pylist(), key=lambda row: bisect_right(ends, row["place"]))
+    pairs = ((names[split], (_from_spool_row(row) for row in group)) for split, group in runs)
     views, counts = view_parts(pairs, config, lambda view, split: _StagedSplit(Path(folder) / view / split))
     for parts in views.values():
         for part in parts.values():
