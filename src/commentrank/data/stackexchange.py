@@ -369,7 +369,7 @@ def read_posts_xml_bounded(
     range_bytes: int = _RANGE_BYTES,
 ) -> Iterator[tuple[str, RankedPost | Problem]]:
     """`read_posts_xml` in bounded memory and in parallel: the same items in the same order, from Parquet shards
-    under `workdir` grouped by DuckDB (`ondisk.duckdb_connect`: it spills to `workdir` beyond its memory limit)."""
+    under `workdir` grouped by DuckDB (`ondisk.duckdb_sort`: it spills to `workdir` beyond its memory limit)."""
     from commentrank.data.ondisk import duckdb_sort, ordered_map
 
     path, workdir = Path(path), Path(workdir)
