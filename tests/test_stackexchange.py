@@ -230,3 +230,22 @@ def test_prose_spaces_collapse_per_line():
                   expected(texts[2])]  # fmt: skip
         joined = re.sub(r"\n{3,}", "\n\n", "\n\n".join(b for b in blocks if b)).strip()
         assert parser.text() == joined, repr(texts)
+
+
+def test_scan_reports_rows_and_errors_as_elementtree_does(tmp_path):
+    """The streaming scanner (expat directly): a row over several lines comes with the line where it ends, the rows
+    of a line before an error in that line come first, and the error has ElementTree's words and line."""
+    import xml.etree.ElementTree as ET
+
+    from commentrank.data.stackexchange import _scan
+
+    path = tmp_path / "Posts.xml"
+    path.write_text('<posts>\n<row Id="1"\n  Body="a" />\n<row Id="2" /><row Id="3" /><row Id=4 />\n</posts>\n')
+    seen = []
+    with pytest.raises(ValueError) as err:
+        for line, row in _scan(path):
+            seen.append((line, row["Id"]))
+    assert seen == [(3, "1"), (4, "2"), (4, "3")]
+    with pytest.raises(ET.ParseError) as reference:
+        ET.parse(path)
+    assert str(err.value) == f"{path}:4: malformed XML: {reference.value}"

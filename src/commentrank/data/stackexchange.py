@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.parsers import expat
 
 from commentrank.data.records import Comment, RankedPost, ranks_by
 from commentrank.data.validation import Problem
@@ -32,15 +33,18 @@ _SIMPLE_TAG = re.compile(
     r"""<(?:/([a-zA-Z][-.a-zA-Z0-9:_]*)\s*|([a-zA-Z][a-zA-Z0-9]*)(?:\s+[a-zA-Z_:][-a-zA-Z0-9_:.]*"""
     r"""(?:\s*=\s*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'<>=`]+(?=[\s>])))?)*\s*(/?))>"""
 )
-_RAW_TEXT_TAGS = ("script", "style")  # HTMLParser's CDATA_CONTENT_ELEMENTS
+_RAW_TEXT_TAG = re.compile(r"</?(?:script|style)", re.IGNORECASE)  # HTMLParser's CDATA_CONTENT_ELEMENTS, or more
+_BLANK_LINES = re.compile(r"\n{3,}")
 _QUESTION_FIELDS = ("Id", "Title", "Body", "CreationDate", "ContentLicense")
 _ANSWER_FIELDS = ("Id", "ParentId", "Body", "Score", "CreationDate")
 
 
 def _normalize_prose(text: str) -> str:
-    """Runs of ASCII spaces become one, and the space around each line break goes."""
-    text = _SPACES.sub(" ", text)
-    return _strip_lines(_LINE_END_SPACE.sub("\n", text) if "\n" in text else text)
+    """Runs of ASCII spaces become one, and the space around each line break goes (each regex only where its
+    pattern can match: most texts have nothing to replace)."""
+    if "  " in text or "\t" in text or "\r" in text or "\f" in text or "\v" in text:
+        text = _SPACES.sub(" ", text)
+    return _strip_lines(_LINE_END_SPACE.sub("\n", text) if " \n" in text or "\n " in text else text)
 
 
 def _strip_lines(text: str) -> str:
@@ -61,7 +65,7 @@ class _TextExtractor(HTMLParser):
         if not self.buffer:  # each block tag flushes: most find nothing
             return
         text = "".join(self.buffer)
-        self.buffer = []
+        self.buffer.clear()  # the same list: `feed_plain_html` holds it
         if self.pre_depth:  # code: verbatim but for the blank lines around it
             text = "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
             if text:
@@ -77,12 +81,13 @@ class _TextExtractor(HTMLParser):
         self.flush()
         joined = "\0".join(self.prose)
         if joined.count("\0") == len(self.prose) - 1:  # no NUL in the texts (XML cannot hold one)
-            prose = [_strip_lines(text) for text in _normalize_prose(joined).split("\0")]
+            prose = [text.strip(" ").strip("\n") for text in _normalize_prose(joined).split("\0")]  # _strip_lines
         else:
             prose = [_normalize_prose(text) for text in self.prose]
         prose = iter(prose)
         blocks = [next(prose) if block is None else block for block in self.blocks]
-        return re.sub(r"\n{3,}", "\n\n", "\n\n".join(block for block in blocks if block)).strip()
+        text = "\n\n".join(block for block in blocks if block)
+        return (_BLANK_LINES.sub("\n\n", text) if "\n\n\n" in text else text).strip()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "br":
@@ -103,27 +108,35 @@ class _TextExtractor(HTMLParser):
         self.buffer.append(data)
 
     def feed_plain_html(self, html: str) -> bool:
-        """Make the calls that `feed` + `close` make on plain HTML (`_SIMPLE_TAG`), without `HTMLParser`'s parsing;
-        False, and no call, when the HTML is not plain."""
-        tags = list(_SIMPLE_TAG.finditer(html))
-        if len(tags) != html.count("<"):
+        """Make the calls that `feed` + `close` make on plain HTML (`_SIMPLE_TAG`), without `HTMLParser`'s parsing
+        (and with the handlers inlined); False, and no call, when the HTML is not plain."""
+        if _RAW_TEXT_TAG.search(html):
             return False
-        if any((m.group(1) or m.group(2)).lower() in _RAW_TEXT_TAGS for m in tags):
+        parts = _SIMPLE_TAG.split(html)  # text, then each tag's (end tag, start tag, "/" or "") and the text after
+        if len(parts) // 4 != html.count("<"):
             return False
-        position = 0
-        for match in tags:
-            if match.start() > position:
-                self.handle_data(unescape(html[position : match.start()]))
-            end_tag, start_tag, closed = match.groups()
-            if end_tag is not None:
-                self.handle_endtag(end_tag.lower())
-            else:
-                self.handle_starttag(start_tag.lower(), [])
-                if closed:
-                    self.handle_endtag(start_tag.lower())
-            position = match.end()
-        if position < len(html):
-            self.handle_data(unescape(html[position:]))
+        buffer, flush = self.buffer, self.flush
+        for i in range(0, len(parts) - 1, 4):
+            data, end_tag, start_tag, closed = parts[i : i + 4]
+            if data:
+                buffer.append(unescape(data) if "&" in data else data)
+            tag = (start_tag if end_tag is None else end_tag).lower()
+            if end_tag is None:  # handle_starttag
+                if tag == "br":
+                    buffer.append("\n")
+                elif tag == "img":
+                    buffer.append(" [image] ")
+                elif tag in _BLOCK_TAGS:
+                    if buffer:  # (flush finds nothing to do otherwise)
+                        flush()
+                    self.pre_depth += tag == "pre"
+            if (end_tag is not None or closed) and tag in _BLOCK_TAGS:  # handle_endtag
+                if buffer:
+                    flush()
+                if tag == "pre" and self.pre_depth:
+                    self.pre_depth -= 1
+        if parts[-1]:
+            buffer.append(unescape(parts[-1]) if "&" in parts[-1] else parts[-1])
         return True
 
 
@@ -144,40 +157,54 @@ def _default_license(created: str) -> str:
 def _scan(
     path: Path, start: int = 0, end: int | None = None, prefix: bytes = b"", suffix: bytes = b""
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line, attributes) of every `<row>`, streamed; a ParseError becomes a ValueError naming the file and line.
+    """(line, attributes) of every `<row>`, streamed; a malformed XML becomes a ValueError naming the file and line.
 
     With `start` / `end` only those bytes are read (whole lines), between `prefix` and `suffix` (the root element's
-    tags, so that a piece of the file parses alone); lines are then counted from the piece's first line.
+    tags, so that a piece of the file parses alone); lines are then counted from the piece's first line. Expat
+    directly, as `ElementTree`'s parser sets it up but without building elements: each row's attributes as a dict,
+    yielded with the line where the row ends, the rows of a line before an error in it first.
     """
-    parser = ET.XMLPullParser(events=("start", "end"))
-    root: ET.Element | None = None
+    parser = expat.ParserCreate(None, "}")
+    parser.specified_attributes = True
+    open_rows: list[dict[str, str] | None] = []  # the attributes of each open element (None: not a row)
+    done: list[dict[str, str]] = []
+
+    def start_element(name: str, attributes: dict[str, str]) -> None:
+        open_rows.append(attributes if name == "row" and open_rows else None)  # the root is never a row
+
+    def end_element(name: str) -> None:
+        row = open_rows.pop()
+        if row is not None:
+            done.append(row)
+
+    parser.StartElementHandler, parser.EndElementHandler = start_element, end_element
     line = 1
     with path.open("rb") as f:  # bytes: expat reads the encoding declaration and skips a UTF-8 BOM
         f.seek(start)
         left = (end - start) if end is not None else None
         try:
-            parser.feed(prefix)
+            parser.Parse(prefix, False)
             while left is None or left > 0:
                 chunk = f.readline(1 << 20 if left is None else min(1 << 20, left))
                 if not chunk:
                     break
                 if left is not None:
                     left -= len(chunk)
-                parser.feed(chunk)
-                for event, elem in parser.read_events():
-                    if root is None:
-                        root = elem
-                    elif event == "end" and elem.tag == "row":
-                        yield line, dict(elem.attrib)
-                        root.clear()  # drop the finished rows: memory stays flat while streaming
+                try:
+                    parser.Parse(chunk, False)
+                finally:
+                    for row in done:
+                        yield line, row
+                    done.clear()
                 line += chunk.count(b"\n")
-            parser.feed(suffix)
-            for event, elem in parser.read_events():
-                if event == "end" and elem.tag == "row" and root is not None:
-                    yield line, dict(elem.attrib)
-            parser.close()
-        except ET.ParseError as err:
-            raise ValueError(f"{path}:{err.position[0]}: malformed XML: {err}") from err
+            try:
+                parser.Parse(suffix, True)
+            finally:
+                for row in done:
+                    yield line, row
+                done.clear()
+        except expat.ExpatError as err:
+            raise ValueError(f"{path}:{err.lineno}: malformed XML: {err}") from err  # ElementTree's words
 
 
 def _build(
@@ -245,6 +272,7 @@ def read_posts_xml(
 # under its memory limit, and the posts are built from that sorted stream one question at a time.
 _SHARD_COLUMNS = ("Id", "ParentId", "Title", "Body", "Score", "CreationDate", "ContentLicense")
 _RANGE_BYTES = 64 << 20  # a range per 64 MB: the processes share the work evenly and each one's memory stays small
+_KINDS = {"1": 1, "2": 2}  # PostTypeId: question, answer (other rows are not kept)
 _SEQ_BITS = 40  # a row's order: its range index above these bits, its place in the range below
 
 
@@ -263,24 +291,31 @@ def _parse_range(task: tuple) -> int:
 
     path, index, start, end, prefix, suffix, shard = task
     schema = _shard_schema()
-    rows: list[dict] = []
+    columns: dict[str, list] = {name: [] for name in schema.names}  # a batch, column by column
+    seqs, line_numbers, kinds = columns["seq"], columns["line"], columns["kind"]
+    fields = [(columns[name], name) for name in _SHARD_COLUMNS if name != "Body"]
+    bodies = columns["Body"]
     size = 0
     with pq.ParquetWriter(shard, schema) as writer:
         for n, (line, row) in enumerate(_scan(Path(path), start, end, prefix, suffix)):
-            kind = {"1": 1, "2": 2}.get(row.get("PostTypeId"))
+            kind = _KINDS.get(row.get("PostTypeId"))
             if kind is None:
                 continue
-            record = {name: row.get(name) for name in _SHARD_COLUMNS}
-            if record["Body"] is not None:
-                record["Body"] = html_to_text(record["Body"])
-            record.update(seq=(index << _SEQ_BITS) + n, line=line, kind=kind)
-            rows.append(record)
-            size += len(record["Body"] or "") + len(record["Title"] or "")
-            if len(rows) >= 8192 or size >= 32 << 20:
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-                rows, size = [], 0
-        if rows:
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+            for values, name in fields:
+                values.append(row.get(name))
+            body = row.get("Body")
+            bodies.append(None if body is None else html_to_text(body))
+            seqs.append((index << _SEQ_BITS) + n)
+            line_numbers.append(line)
+            kinds.append(kind)
+            size += len(bodies[-1] or "") + len(row.get("Title") or "")
+            if len(seqs) >= 8192 or size >= 32 << 20:
+                writer.write_table(pa.Table.from_pydict(columns, schema=schema))
+                size = 0
+                for values in columns.values():
+                    values.clear()
+        if seqs:
+            writer.write_table(pa.Table.from_pydict(columns, schema=schema))
     with open(path, "rb") as f:  # lines of the range, for the global line numbers
         f.seek(start)
         left, lines = end - start, 0
