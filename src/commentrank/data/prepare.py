@@ -104,12 +104,8 @@ def post_digest(post: RankedPost) -> bytes:
     """16 bytes that stand for `post_key` (equal keys, equal digests): each part length-prefixed, so that no two keys
     give the same bytes."""
     title, body, texts = post_key(post)
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (title, body, *texts):
-        data = part.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.digest()
+    parts = [part.encode("utf-8", "surrogatepass") for part in (title, body, *texts)]
+    return hashlib.blake2b(b"".join(len(data).to_bytes(8, "little") + data for data in parts), digest_size=16).digest()
 
 
 @dataclass(slots=True)

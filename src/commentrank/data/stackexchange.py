@@ -35,6 +35,7 @@ _SIMPLE_TAG = re.compile(
 )
 _RAW_TEXT_TAG = re.compile(r"</?(?:script|style)", re.IGNORECASE)  # HTMLParser's CDATA_CONTENT_ELEMENTS, or more
 _BLANK_LINES = re.compile(r"\n{3,}")
+_INTEGER = re.compile(r"[+-]?\d+")
 _QUESTION_FIELDS = ("Id", "Title", "Body", "CreationDate", "ContentLicense")
 _ANSWER_FIELDS = ("Id", "ParentId", "Body", "Score", "CreationDate")
 
@@ -223,7 +224,7 @@ def _build(
             if name not in answer:
                 return Problem("missing_field", name, f"answer {answer.get('Id', '?')} has no {name}")
         for name in ("Id", "Score"):
-            if not re.fullmatch(r"[+-]?\d+", answer[name].strip()):
+            if not _INTEGER.fullmatch(answer[name].strip()):
                 return Problem("wrong_type", name, f"answer {answer['Id']}: {name} {answer[name]!r} is not an integer")
         keys.append((-int(answer["Score"]), answer["CreationDate"], int(answer["Id"])))
     ranks = ranks_by(keys)  # most votes first; ties: the earlier answer, then the lower Id
@@ -453,19 +454,23 @@ def _build_sorted(task: tuple) -> list[tuple[str, RankedPost | Problem]]:
                         answers.append({k: values[r] for k, values in answer_columns if values[r] is not None})
                     continue
                 if question is not None:
-                    items.append(_bounded_item(Path(path), question, answers, site, min_answers))
+                    items.append(_bounded_item(path, question, answers, site, min_answers))
                 if group >= stop:
                     return items
                 line = offsets[columns["seq"][r] >> _SEQ_BITS] + columns["line"][r]
                 question = {"line": line, **{k: values[r] for k, values in question_columns if values[r] is not None}}
                 answers = []
     if question is not None:
-        items.append(_bounded_item(Path(path), question, answers, site, min_answers))
+        items.append(_bounded_item(path, question, answers, site, min_answers))
     return items
 
 
-def _bounded_item(path: Path, question: dict, answers: list, site: str, min_answers: int):
+def _same_text(text: str) -> str:  # the bodies of the shards are text already
+    return text
+
+
+def _bounded_item(path: str, question: dict, answers: list, site: str, min_answers: int):
     location = f"{path}:{question.pop('line')}"
     if "Id" not in question:
         return location, Problem("missing_field", "Id", "a question row has no Id")
-    return location, _build(question, answers, site, min_answers, to_text=lambda text: text)
+    return location, _build(question, answers, site, min_answers, to_text=_same_text)
