@@ -114,10 +114,14 @@ def save(folder: Path, splits: dict, config) -> None:
                          prep.record_files(config, summary))  # fmt: skip
 
 
+def ranker_metrics(metrics_json: dict, ranker: str) -> dict:
+    """A ranker's metrics, the length-controlled ones included."""
+    return {**metrics_json["results"][ranker], **metrics_json.get("length_controlled", {}).get(ranker, {})}
+
+
 def row_cells(metrics_json: dict, ranker: str) -> list[str]:
-    results, intervals = metrics_json["results"], metrics_json.get("intervals", {})
-    metrics = {**results[ranker], **metrics_json.get("length_controlled", {}).get(ranker, {})}
-    return [cell(metrics, intervals.get(ranker), key) for key in SCORE_COLUMNS]
+    intervals = metrics_json.get("intervals", {})
+    return [cell(ranker_metrics(metrics_json, ranker), intervals.get(ranker), key) for key in SCORE_COLUMNS]
 
 
 def difference(metrics_json: dict) -> str:
@@ -139,6 +143,31 @@ def report_table(scored: list[dict], source: str, split: str) -> str:
         lines.append(f"| {ranker} | - | - | " + " | ".join(row_cells(rows[0]["metrics"], ranker)) + " | - | - |")
     n_posts = rows[0]["metrics"].get("n_posts") or rows[0]["metrics"].get("results", {}).get("model", {}).get("posts")
     return f"**{source} {split}** ({n_posts or '?'} posts)\n\n" + "\n".join(lines)
+
+
+def slope_table(scored: list[dict]) -> str:
+    """The Reddit curve's mean over seeds at each size, the least-squares slope per doubling of the training posts (a
+    fit against log2(posts) of the means) and the largest spread between seeds at one size (max - min)."""
+    import numpy as np
+
+    keys = ("ndcg@5", "pair_accuracy", "shorter_better_pair_accuracy")
+    sizes = sorted({s["n_train"] for s in scored if s["experiment"] == "reddit"})
+    if len(sizes) < 2:
+        return ""
+    lines = ["| evaluation | metric | " + " | ".join(f"{n} posts" for n in sizes) + " | per doubling | seeds' spread |",
+             "|---|---|" + "---:|" * (len(sizes) + 2)]  # fmt: skip
+    for source, split in (("reddit", "validation"), ("reddit", "test"), ("se", "test")):
+        rows = [s for s in scored if s["experiment"] == "reddit" and s["eval"] == (source, split)]
+        for key in keys:
+            by_size = {n: [ranker_metrics(s["metrics"], "model")[key] for s in rows if s["n_train"] == n] for n in sizes}
+            if not all(by_size.values()):
+                continue
+            means = [float(np.mean(by_size[n])) for n in sizes]
+            slope = np.polyfit(np.log2(sizes), means, 1)[0]
+            spread = max(max(v) - min(v) for v in by_size.values())
+            lines.append(f"| {source} {split} | {key} | " + " | ".join(f"{m:.3f}" for m in means)
+                         + f" | {slope:+.4f} | {spread:.3f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def plot(scored: list[dict], path: Path) -> None:
@@ -260,6 +289,11 @@ def main() -> None:
     for source in args.eval:
         for split in EVAL_SETS[source]:
             report += [report_table(scored, source, split), ""]
+    table = slope_table(scored)
+    if table:
+        report += ["**The slope** (the Reddit curve: mean over the seeds at each size; per doubling: least-squares slope "
+                   "of the means against log2(training posts); seeds' spread: the largest max - min at one size)", "",
+                   table, ""]  # fmt: skip
     text = "\n".join(report)
     print(text)
     output.parent.mkdir(parents=True, exist_ok=True)
