@@ -159,7 +159,9 @@ def slope_table(scored: list[dict]) -> str:
     for source, split in (("reddit", "validation"), ("reddit", "test"), ("se", "test")):
         rows = [s for s in scored if s["experiment"] == "reddit" and s["eval"] == (source, split)]
         for key in keys:
-            by_size = {n: [ranker_metrics(s["metrics"], "model")[key] for s in rows if s["n_train"] == n] for n in sizes}
+            by_size = {
+                n: [ranker_metrics(s["metrics"], "model")[key] for s in rows if s["n_train"] == n] for n in sizes
+            }
             if not all(by_size.values()):
                 continue
             means = [float(np.mean(by_size[n])) for n in sizes]
