@@ -178,6 +178,15 @@ def _scan(
         if row is not None:
             done.append(row)
 
+    def parsed(data: bytes, final: bool = False) -> Iterator[dict[str, str]]:
+        """The rows that `data` ends; with an error in it, the rows before the error first."""
+        try:
+            parser.Parse(data, final)
+        finally:
+            rows = done[:]
+            done.clear()
+            yield from rows
+
     parser.StartElementHandler, parser.EndElementHandler = start_element, end_element
     line = 1
     with path.open("rb") as f:  # bytes: expat reads the encoding declaration and skips a UTF-8 BOM
@@ -191,19 +200,11 @@ def _scan(
                     break
                 if left is not None:
                     left -= len(chunk)
-                try:
-                    parser.Parse(chunk, False)
-                finally:
-                    for row in done:
-                        yield line, row
-                    done.clear()
-                line += chunk.count(b"\n")
-            try:
-                parser.Parse(suffix, True)
-            finally:
-                for row in done:
+                for row in parsed(chunk):
                     yield line, row
-                done.clear()
+                line += chunk.count(b"\n")
+            for row in parsed(suffix, final=True):
+                yield line, row
         except expat.ExpatError as err:
             raise ValueError(f"{path}:{err.lineno}: malformed XML: {err}") from err  # ElementTree's words
 
