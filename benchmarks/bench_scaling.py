@@ -8,6 +8,8 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py --sizes 250 --seeds 0 --max_steps 5 --eval_posts 20  # smoke
     python benchmarks/bench_scaling.py --sizes all --experiments curve se both --threads 16        # a bigger machine
     python benchmarks/bench_scaling.py --sizes 1000 --seeds 0 --length_feature none  # a variant: reward.py flags
+    python benchmarks/bench_scaling.py --sizes 250 500 1000 2000 all --seeds 0 1 2 --small 2000 --experiments curve se \
+        both --eval_posts 500 --report_only   # the report of the runs finished so far, training nothing
 
 Data: `../shared/data/reddit/reddit_ranked.jsonl.gz` (beside the checkout; not openly licensed, so never in the
 project: the script stops with a clear message when it is absent) and the shipped Stack Exchange sample, read with
@@ -93,12 +95,12 @@ def eval_order(posts: list, seed: int = 0) -> list:
     return order
 
 
-def runs(sizes, seeds, experiments) -> list[tuple[str, object, int]]:
-    """(experiment, size, seed) of every training run: every seed up to `SMALL` posts, the first seed above."""
+def runs(sizes, seeds, experiments, small: int = SMALL) -> list[tuple[str, object, int]]:
+    """(experiment, size, seed) of every training run: every seed up to `small` posts, the first seed above."""
     out = []
     if "curve" in experiments:
         for size in sizes:
-            big = size == "all" or int(size) > SMALL
+            big = size == "all" or int(size) > small
             out += [("reddit", size, seed) for seed in (seeds[:1] if big else seeds)]
     out += [(name, "all", seeds[0]) for name in ("se", "both") if name in experiments]
     return out
@@ -221,6 +223,8 @@ def main() -> None:
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_scaling"))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scaling.md"))
     parser.add_argument("--vote_ties", default="equal", help="data_prep's vote_ties for the training posts")
+    parser.add_argument("--small", type=int, default=SMALL, help="sizes up to this one run every seed")
+    parser.add_argument("--report_only", action="store_true", help="the report of the finished runs: train nothing")
     args, extra = parser.parse_known_args()  # any other flag goes to every reward.py run (a variant: its name says)
     reddit = Path(args.reddit)
     if not reddit.is_file():
@@ -238,7 +242,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1"}  # fmt: skip
     scored = []
-    for experiment, size, seed in runs(args.sizes, args.seeds, args.experiments):
+    for experiment, size, seed in runs(args.sizes, args.seeds, args.experiments, args.small):
         if experiment == "reddit":
             train = training_subset(by_source["reddit"]["train"], size, seed)
         else:
@@ -246,6 +250,9 @@ def main() -> None:
             train = [p for s in sources for p in by_source[s]["train"]]
         name = f"{experiment}-{size}-seed{seed}{tag}"
         out = work / name
+        if args.report_only and not (out / "reward" / "commentrank_config.json").exists():
+            print(f"{name}: not trained, left out (--report_only)", flush=True)
+            continue
         save(out / "data", {"train": train}, config)
         seconds = None
         if not (out / "reward" / "commentrank_config.json").exists():
