@@ -180,6 +180,7 @@ def plot(scored: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, ("ndcg@5", "pair_accuracy")):
@@ -201,6 +202,9 @@ def plot(scored: list[dict], path: Path) -> None:
             ax.axhline(base, linestyle=":", color="grey" if split == "test" else "black",
                        label=f"longest-first, {split}")  # fmt: skip
         ax.set_xscale("log")
+        sizes = sorted({s["n_train"] for s in scored if s["experiment"] == "reddit"})
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes], minor=False)  # the sizes, not 3x10^2 ...
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("Reddit training posts")
         ax.set_ylabel(key)
         ax.legend(fontsize=7)
