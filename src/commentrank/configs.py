@@ -485,23 +485,21 @@ def _define_reward_config() -> None:
         """TRL's `RewardConfig` with the options of commentrank's trainers: the loss (`loss_type`), and for the
         listwise losses the cap, the graded relevance, the length term and the throughput options.
         `scripts/reward.py` parses it in place of `RewardConfig` (each field a YAML key and a `--flag`);
-        `ListwiseRewardTrainer` reads its options from it,
-        as TRL's trainers read `center_rewards_coefficient`. Checked here, once."""
+        `ListwiseRewardTrainer` reads its options from it, as TRL's trainers read `center_rewards_coefficient`.
+        Checked here, once."""
 
         loss_type: str = field(
             default="pairwise",
             metadata={
                 "help": "pairwise: TRL's RewardTrainer on chosen/rejected pairs; pairwise_all, listmle, plistmle, "
-                "listnet "
-                "or lambdaloss: the listwise trainer on whole posts (train/losses.py LOSSES states each)."
+                "listnet or lambdaloss: the listwise trainer on whole posts (train/losses.py LOSSES states each)."
             },
         )
         max_comments_per_post: int | None = field(
             default=DEFAULT_MAX_COMMENTS_PER_POST,
             metadata={
                 "help": "Listwise: a post with more comments trains on a seeded random subset of this many (all of a "
-                "post "
-                "are one batch element: 48 comments of 128 tokens train MiniLM in 1.8 GB; a 10,000-comment post "
+                "post are one batch element: 48 comments of 128 tokens train MiniLM in 1.8 GB; a 10,000-comment post "
                 "uncapped needs more than 8 GB). null: no cap."
             },
         )
@@ -542,8 +540,7 @@ def _define_reward_config() -> None:
             default=LENGTH_LEARNING_RATE,
             metadata={
                 "help": "Learning rate of the length term's weight; 0 keeps the fitted weight (a trained weight "
-                "drifted "
-                "with the batches' noise and made some seeds rank short answers first: benchmarks/results/quality.md)."
+                "drifted with the batches' noise and made some seeds rank short answers first: benchmarks/results/quality.md)."
             },
         )
         odin_weight: float = field(
@@ -554,16 +551,14 @@ def _define_reward_config() -> None:
             metadata={
                 "help": "Listwise: each step a batch of whole posts of similar length, up to this many padded tokens "
                 "(comments x longest comment), instead of per_device_train_batch_size posts (default: the fixed "
-                "count; "
-                "the number of steps changes with it: benchmarks/bench_throughput.py)."
+                "count; the number of steps changes with it: benchmarks/bench_throughput.py)."
             },
         )
         length_sorted_forward: bool = field(
             default=False,
             metadata={
                 "help": "Listwise: forward a step's comments sorted by length in groups, each padded to its own "
-                "longest, "
-                "instead of one batch padded to the longest (same loss, fewer padded tokens)."
+                "longest, instead of one batch padded to the longest (same loss, fewer padded tokens)."
             },
         )
 

@@ -109,33 +109,24 @@ class _TextExtractor(HTMLParser):
         self.buffer.append(data)
 
     def feed_plain_html(self, html: str) -> bool:
-        """Make the calls that `feed` + `close` make on plain HTML (`_SIMPLE_TAG`), without `HTMLParser`'s parsing
-        (and with the handlers inlined); False, and no call, when the HTML is not plain."""
+        """Make the calls that `feed` + `close` make on plain HTML (`_SIMPLE_TAG`), without `HTMLParser`'s parsing;
+        False, and no call, when the HTML is not plain."""
         if _RAW_TEXT_TAG.search(html):
             return False
         parts = _SIMPLE_TAG.split(html)  # text, then each tag's (end tag, start tag, "/" or "") and the text after
         if len(parts) // 4 != html.count("<"):
             return False
-        buffer, flush = self.buffer, self.flush
+        buffer, start, end = self.buffer, self.handle_starttag, self.handle_endtag
         for i in range(0, len(parts) - 1, 4):
             data, end_tag, start_tag, closed = parts[i : i + 4]
             if data:
                 buffer.append(unescape(data) if "&" in data else data)
-            tag = (start_tag if end_tag is None else end_tag).lower()
-            if end_tag is None:  # handle_starttag
-                if tag == "br":
-                    buffer.append("\n")
-                elif tag == "img":
-                    buffer.append(" [image] ")
-                elif tag in _BLOCK_TAGS:
-                    if buffer:  # (flush finds nothing to do otherwise)
-                        flush()
-                    self.pre_depth += tag == "pre"
-            if (end_tag is not None or closed) and tag in _BLOCK_TAGS:  # handle_endtag
-                if buffer:
-                    flush()
-                if tag == "pre" and self.pre_depth:
-                    self.pre_depth -= 1
+            if end_tag is not None:
+                end(end_tag.lower())
+            else:
+                start(start_tag.lower(), [])
+                if closed:
+                    end(start_tag.lower())
         if parts[-1]:
             buffer.append(unescape(parts[-1]) if "&" in parts[-1] else parts[-1])
         return True
