@@ -82,7 +82,7 @@ class _TextExtractor(HTMLParser):
         self.flush()
         joined = "\0".join(self.prose)
         if joined.count("\0") == len(self.prose) - 1:  # no NUL in the texts (XML cannot hold one)
-            prose = [text.strip(" ").strip("\n") for text in _normalize_prose(joined).split("\0")]  # _strip_lines
+            prose = [_strip_lines(text) for text in _normalize_prose(joined).split("\0")]
         else:
             prose = [_normalize_prose(text) for text in self.prose]
         prose = iter(prose)
