@@ -48,6 +48,7 @@ VARIANTS = {
     "compile": ["--torch_compile", "true"],
     "combined": [*SORTED_BUDGET, "--freeze_embeddings", "true", "--freeze_fraction", "0.5"],  # 3 of 6 blocks frozen
     "combined-4of6": [*SORTED_BUDGET, "--freeze_embeddings", "true", "--freeze_fraction", "0.6"],
+    "freeze-4of6": ["--freeze_embeddings", "true", "--freeze_fraction", "0.6"],  # freezing alone, as combined-4of6
     "sorted-budget": SORTED_BUDGET,
 }
 DEFAULT_VARIANTS = ("baseline", "sorted", "budget", "freeze-embeddings", "freeze-half", "combined")
