@@ -29,6 +29,9 @@ import time
 from html import escape
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_file import write_generated  # noqa: E402
+
 WORDS = (
     "the a of to and in is it that for on with as this be are was by not or from at have can but an which you all "
     "beer hop malt yeast water barrel lager ale stout porter ipa bitter sweet sour citrus pine foam glass bottle keg "
@@ -304,7 +307,7 @@ def write_results(rows: list[dict], args) -> None:
             lines.append(
                 f"- {name}: time ~ size^{fits[mode]['time'][0]:.2f}, memory ~ size^{fits[mode]['memory'][0]:.2f}"
             )
-    Path(f"{results}.md").write_text("\n".join(lines) + "\n")
+    write_generated(f"{results}.md", Path(__file__).name, "\n".join(lines))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for mode, name in (("old", f"today's ({args.baseline_rev})"), ("new", f"bounded, num_proc {args.num_proc}")):
         pts = [(r["size_mb"], r[mode]["seconds"], r[mode]["peak_mb"]) for r in rows if mode in r]

@@ -37,6 +37,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_file import write_generated  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 METHODS = {
@@ -262,9 +265,7 @@ def main(argv=None):
         table += "\nTargets (listwise NDCG@5 >= stock all-pairs, time <= 1/4 of it):\n\n" + "\n".join(checks) + "\n"
     print(table)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(table, encoding="utf-8")
-        print(f"saved {args.output}", file=sys.stderr)
+        print(f"saved {write_generated(args.output, Path(__file__).name, table)}", file=sys.stderr)
     return rows
 
 

@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_file import write_generated  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 RECIPE = ROOT / "recipes" / "quickstart" / "reward.yaml"
@@ -240,8 +243,7 @@ def main() -> None:
         report += [table([*rows, ("baselines", rows[0][1], None)], split), ""]
     text = "\n".join(report)
     print(text)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text + "\n")
+    write_generated(args.output, Path(__file__).name, text)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import COLUMNS, RECIPE, SAMPLE, cell, run  # noqa: E402
 from bench_quality import TEST_SITES as SE_TEST  # noqa: E402
 from bench_quality import VALIDATION_SITES as SE_VALIDATION  # noqa: E402
+from report_file import write_generated  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REDDIT = ROOT.parent / "shared" / "data" / "reddit" / "reddit_ranked.jsonl.gz"
@@ -310,7 +311,7 @@ def main() -> None:
     text = "\n".join(report)
     print(text)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text + "\n")
+    write_generated(output, Path(__file__).name, text)
     if scored:
         plot(scored, output.with_suffix(".png"))
 

@@ -33,6 +33,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_file import write_generated  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 RECIPE = ROOT / "recipes" / "quickstart" / "reward.yaml"
@@ -259,8 +262,7 @@ def write_table(args, runs: dict, rows: list[dict]) -> None:
             f"comments), validation split {len(first['posts'])} posts.")  # fmt: skip
     text = f"{note}\n\n{table}\n"
     print(text)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(f"# Listwise training throughput\n\n{text}")
+    write_generated(args.output, Path(__file__).name, text, title="Listwise training throughput")
 
 
 if __name__ == "__main__":

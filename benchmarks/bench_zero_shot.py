@@ -24,10 +24,14 @@ tokens (128), and adds two rows: the untrained encoder at that length, and the f
 import argparse
 import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_file import write_generated  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = (0.5, 1.0, 2.0, 4.0, 8.0)  # of the cosine against log1p(characters); chosen on validation
@@ -247,8 +251,7 @@ def main() -> None:
         text += ["", f"**{split}**", "", "| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 2)]
         text += lines[split]
     print("\n".join(text))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(text) + "\n")
+    write_generated(args.output, Path(__file__).name, "\n".join(text))
 
 
 if __name__ == "__main__":
