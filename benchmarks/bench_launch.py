@@ -7,6 +7,7 @@ Usage (the machine otherwise idle: the runs go one after the other and the measu
     python benchmarks/bench_launch.py                                  # 1,000 Reddit training posts, seed 0
     python benchmarks/bench_launch.py --size 2000 --seeds 0 1 --variants baseline 2proc 2proc-freeze-4of6
     python benchmarks/bench_launch.py --size 250 --max_steps 5 --eval_posts 20 --output /tmp/launch.md   # smoke
+    python benchmarks/bench_launch.py --report_only        # the table of the finished runs, training nothing
 
 Data: `bench_scaling.py`'s split of the Reddit data (beside the checkout, never in the project) and its training
 subsets (the first `--size` posts of the seeded permutation: the same posts as the learning curve's run of that size
@@ -57,6 +58,7 @@ def parse_args(argv=None):
     parser.add_argument("--reddit", default=str(REDDIT))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_launch"))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "launch.md"))
+    parser.add_argument("--report_only", action="store_true", help="the table of the finished runs: train nothing")
     return parser.parse_args(argv)
 
 
@@ -80,14 +82,19 @@ def command(name: str, data: Path, out: Path, seed: int, max_steps: int | None) 
     return cmd, env
 
 
+def run_dir(args, name: str, seed: int) -> Path:
+    return Path(args.work_dir) / f"{name}-seed{seed}{f'-steps{args.max_steps}' if args.max_steps else ''}"
+
+
 def run_variant(name: str, seed: int, data: Path, evals: Path, ranks: dict, args) -> dict:
     """Train `name` at `seed` (kept when finished in an earlier call), score validation (`ranks`: the labels by
     post id); its measurements."""
-    out = Path(args.work_dir) / f"{name}-seed{seed}{f'-steps{args.max_steps}' if args.max_steps else ''}"
+    out = run_dir(args, name, seed)
     result = out / "result.json"
     if result.exists():
         return json.loads(result.read_text())
     cmd, env = command(name, data, out, seed, args.max_steps)
+    load = os.getloadavg()[0]  # the 1-minute load average as it starts: near 0 on an idle machine
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -100,7 +107,7 @@ def run_variant(name: str, seed: int, data: Path, evals: Path, ranks: dict, args
                    capture_output=True)  # fmt: skip
     trained = json.loads((out / "reward" / "train_results.json").read_text())
     posts = [json.loads(line) for line in (scores / "predictions.jsonl").read_text().splitlines()]
-    measured = {"train": trained["train_runtime"], "wall": wall, "steps": trained.get("global_step"),
+    measured = {"train": trained["train_runtime"], "wall": wall, "steps": trained.get("global_step"), "load": load,
                 "posts": [{"ranks": ranks[p["post_id"]], "scores": [c["reward"] for c in p["comments"]],
                            "comments": [c["text"] for c in p["comments"]]} for p in posts]}  # fmt: skip
     result.write_text(json.dumps(measured))
@@ -155,18 +162,22 @@ def main(argv=None):
     ranks = {row["post_id"]: row["ranks"] for row in datasets.load_from_disk(evals / "listwise")["validation"]}
     comments, runs = {}, {}
     names = ["baseline", *[n for n in args.variants if n != "baseline"]]
-    load = os.getloadavg()[0]
     for seed in args.seeds:
         train = training_subset(by_source["reddit"]["train"], args.size, seed)
         comments[seed] = sum(min(len(p.comments), 48) for p in train)
         data = work / f"data-{args.size}-seed{seed}"
         save(data, {"train": train}, config)
         for name in names:  # baseline first in each seed's round
+            if args.report_only and not (run_dir(args, name, seed) / "result.json").exists():
+                print(f"{name} seed {seed}: not run, left out (--report_only)")
+                continue
             runs[(name, seed)] = run_variant(name, seed, data, evals, ranks, args)
     import torch
 
-    note = (f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()} ({os.cpu_count()} cores; load average "
-            f"{load:.2f} when it started), torch {torch.__version__}; {args.size} Reddit training posts "
+    loads = [run["load"] for run in runs.values() if "load" in run]
+    load = f"{min(loads):.2f}-{max(loads):.2f}" if loads else "not recorded"
+    note = (f"Reported {datetime.now(UTC):%Y-%m-%d} on {platform.machine()} ({os.cpu_count()} cores; load average as "
+            f"each run started: {load}), torch {torch.__version__}; {args.size} Reddit training posts "
             f"({', '.join(f'seed {s}: {n} comments' for s, n in comments.items())}), one epoch, variants one after "
             f"the other; NDCG@5 on the first {args.eval_posts} validation posts."
             + (f" Smoke run: {args.max_steps} steps." if args.max_steps else ""))  # fmt: skip
