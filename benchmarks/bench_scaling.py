@@ -96,12 +96,13 @@ def eval_order(posts: list, seed: int = 0) -> list:
     return order
 
 
-def runs(sizes, seeds, experiments, small: int = SMALL) -> list[tuple[str, object, int]]:
-    """(experiment, size, seed) of every training run: every seed up to `small` posts, the first seed above."""
+def runs(sizes, seeds, experiments, small: int | str = SMALL) -> list[tuple[str, object, int]]:
+    """(experiment, size, seed) of every training run: every seed up to `small` posts ("all": at every size), the
+    first seed above."""
     out = []
     if "curve" in experiments:
         for size in sizes:
-            big = size == "all" or int(size) > small
+            big = small != "all" and (size == "all" or int(size) > int(small))
             out += [("reddit", size, seed) for seed in (seeds[:1] if big else seeds)]
     out += [(name, "all", seeds[0]) for name in ("se", "both") if name in experiments]
     return out
@@ -228,7 +229,7 @@ def main() -> None:
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_scaling"))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scaling.md"))
     parser.add_argument("--vote_ties", default="equal", help="data_prep's vote_ties for the training posts")
-    parser.add_argument("--small", type=int, default=SMALL, help="sizes up to this one run every seed")
+    parser.add_argument("--small", default=SMALL, help="sizes up to this one run every seed (all: every size)")
     parser.add_argument("--report_only", action="store_true", help="the report of the finished runs: train nothing")
     args, extra = parser.parse_known_args()  # any other flag goes to every reward.py run (a variant: its name says)
     reddit = Path(args.reddit)

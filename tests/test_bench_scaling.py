@@ -57,6 +57,8 @@ def test_large_sizes_run_one_seed(bench):
     runs = bench.runs(["250", "2000", "all"], [0, 1, 2], ["curve", "se"])
     assert runs == [("reddit", "250", 0), ("reddit", "250", 1), ("reddit", "250", 2), ("reddit", "2000", 0),
                     ("reddit", "all", 0), ("se", "all", 0)]  # fmt: skip
+    every = bench.runs(["2000", "all"], [0, 1], ["curve"], small="all")
+    assert every == [("reddit", "2000", 0), ("reddit", "2000", 1), ("reddit", "all", 0), ("reddit", "all", 1)]
 
 
 def test_absent_reddit_data_is_said(bench, tmp_path, monkeypatch):
