@@ -30,6 +30,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import RECIPE  # noqa: E402
 from bench_scaling import REDDIT, eval_order, load_splits, save, training_subset  # noqa: E402
@@ -37,7 +39,9 @@ from report_file import write_generated  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_2PROC = ROOT / "accelerate_configs" / "cpu_2proc.yaml"  # two processes of one thread each (gloo)
-TWO_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC)]
+# port 0: accelerate picks a free port for each launch
+TWO_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
+                 "--main_process_port", "0"]  # fmt: skip
 FREEZE = ["--freeze_embeddings", "true", "--freeze_fraction", "0.6"]  # 4 of MiniLM's 6 blocks, bench_throughput's
 # Each variant: (processes, threads per process, reward.py flags over the recipe); `baseline` is today's trainer
 VARIANTS = {
@@ -62,17 +66,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def command(name: str, data: Path, out: Path, seed: int, max_steps: int | None) -> tuple[list[str], dict]:
     processes, threads, flags = VARIANTS[name]
-    launcher = [*TWO_PROCESSES, "--main_process_port", str(free_port())] if processes == 2 else [sys.executable]
+    launcher = TWO_PROCESSES if processes == 2 else [sys.executable]
     steps = ["--max_steps", str(max_steps)] if max_steps else []
     cmd = [*launcher, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE), "--dataset_name", str(data),
            "--output_dir", str(out / "reward"), "--ndcg_eval_posts", "0", "--seed", str(seed), *steps,
@@ -160,11 +156,12 @@ def main(argv=None):
     import datasets
 
     ranks = {row["post_id"]: row["ranks"] for row in datasets.load_from_disk(evals / "listwise")["validation"]}
+    cap = yaml.safe_load(RECIPE.read_text()).get("max_comments_per_post")  # the comments trained per post
     comments, runs = {}, {}
     names = ["baseline", *[n for n in args.variants if n != "baseline"]]
     for seed in args.seeds:
         train = training_subset(by_source["reddit"]["train"], args.size, seed)
-        comments[seed] = sum(min(len(p.comments), 48) for p in train)
+        comments[seed] = sum(min(len(p.comments), cap or len(p.comments)) for p in train)
         data = work / f"data-{args.size}-seed{seed}"
         save(data, {"train": train}, config)
         for name in names:  # baseline first in each seed's round

@@ -540,7 +540,8 @@ def _define_reward_config() -> None:
             default=LENGTH_LEARNING_RATE,
             metadata={
                 "help": "Learning rate of the length term's weight; 0 keeps the fitted weight (a trained weight "
-                "drifted with the batches' noise and made some seeds rank short answers first: benchmarks/results/quality.md)."
+                "drifted with the batches' noise and made some seeds rank short answers first: "
+                "benchmarks/results/quality.md)."
             },
         )
         odin_weight: float = field(
