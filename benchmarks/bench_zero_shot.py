@@ -66,8 +66,9 @@ class Encoder:
         mask = batch["attention_mask"].unsqueeze(-1).float()
         return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
 
-    def cosines(self, posts, max_length: int, batch_size: int = 32) -> list[np.ndarray]:
-        """cos(question, comment) of every comment of every post, without gradients."""
+    def embeddings(self, posts, max_length: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """The embeddings of every post's question and of every comment of every post (in order), without
+        gradients."""
         import torch
 
         def embed_all(texts: list[str]) -> np.ndarray:
@@ -80,8 +81,11 @@ class Encoder:
             return out
 
         self.model.eval()
-        questions = embed_all([p["prompt"] for p in posts])
-        comments = embed_all([c for p in posts for c in p["comments"]])
+        return embed_all([p["prompt"] for p in posts]), embed_all([c for p in posts for c in p["comments"]])
+
+    def cosines(self, posts, max_length: int, batch_size: int = 32) -> list[np.ndarray]:
+        """cos(question, comment) of every comment of every post, without gradients."""
+        questions, comments = self.embeddings(posts, max_length, batch_size)
         bounds = np.cumsum([0] + [len(p["comments"]) for p in posts])
         return [comments[a:b] @ q for q, a, b in zip(questions, bounds[:-1], bounds[1:])]
 
@@ -166,12 +170,12 @@ def best_weight(posts, lengths, cos) -> float:
     return max(WEIGHTS, key=ndcg)
 
 
-def row(label: str, ranker, longest, weight: str) -> str:
-    """A table line: each of `KEYS` with its interval, and NDCG@5 minus longest-first (paired), as `score.py` has them."""
+def row(label: str, ranker, longest, weight: str, keys=KEYS) -> str:
+    """A table line: each of `keys` with its interval, and NDCG@5 minus longest-first (paired), as `score.py` has them."""
     from commentrank.intervals import bootstrap_interval, paired_difference_interval
 
     cells = []
-    for key in KEYS:
+    for key in keys:
         interval = bootstrap_interval(ranker, key)
         cells.append(f"{ranker.value(key):.3f} [{interval.low:.3f}, {interval.high:.3f}]")
     delta = "-"
