@@ -7,6 +7,7 @@ Usage:
     OMP_NUM_THREADS=2 python benchmarks/bench_features.py                     # MiniLM: ~5 min on 2 cores
     python benchmarks/bench_features.py --models bundled:minilm bundled:mpnet   # mpnet: ~8x MiniLM's embedding time
     python benchmarks/bench_features.py --runs reddit-all-seed0 reddit-all-seed1  # with bench_scaling.py's models
+    python benchmarks/bench_features.py --fine_tune bundled:minilm                # + the encoder fine-tuned, ~15 min
 
 The rankers, each scored on the same evaluation posts as `bench_scaling.py` (its fixed seeded order, the first
 `--eval_posts`), 95% bootstrap intervals over posts, the difference to longest-first paired:
@@ -16,6 +17,9 @@ The rankers, each scored on the same evaluation posts as `bench_scaling.py` (its
   posts' comments with a different rank (ties skipped) with the reward loss `-log sigmoid(s_better - s_worse)`, full
   batch, its weight decay chosen on validation at head seed 0 and then reported for every `--head_seeds`;
 - `head(log length, cosine, embedding)`: the same with the comment's embedding as well;
+- with `--fine_tune MODEL`: the encoder trained on the training posts so that `log length + w * cosine` (the weight
+  fixed) orders their comments (`bench_zero_shot.fine_tune`, a bi-encoder reward model started from its own
+  similarity; MiniLM ~15 min an epoch on 2 cores);
 - with `--runs`: each `bench_scaling.py` model's saved rewards plus `w` times the cosine (both z-scored within posts),
   `w` chosen on validation.
 The test communities choose nothing. Embeddings are cached in `--work_dir`; the report goes to
@@ -178,6 +182,11 @@ def rankers(model: str, data: dict, args, lines: dict, gains: dict, chosen: list
     w = best(WEIGHTS, mixes.get)
     add(f"log length + w * {model} cosine", f"w {w:g}", mixes[w])
     chosen.append(f"{model}: cosine weight {w:g}")
+    if model in args.fine_tune:
+        scores, seconds = fine_tuned_mix(model, data, lengths, raw_cosine_weight(lengths, cos, w), args)
+        add(
+            f"the same, the encoder fine-tuned {args.fine_tune_epochs} epoch(s) in {seconds:.0f} s", f"w {w:g}", scores
+        )
     for with_embedding in (False, True):
         name = f"head(log length, {model} cosine{', embedding' if with_embedding else ''})"
         trials = {d: head_scores(data, with_embedding, args.hidden, d, args.head_seeds[0]) for d in WEIGHT_DECAYS}
@@ -203,6 +212,27 @@ def rankers(model: str, data: dict, args, lines: dict, gains: dict, chosen: list
         gains["rows"].append(f"{run} + w * {model} cosine (w {w:g})")
 
 
+def fine_tuned_mix(model: str, data: dict, lengths: dict, weight: float, args) -> tuple[dict, float]:
+    """`bench_zero_shot.fine_tune` on the training posts (the encoder learns so that `log length + weight * cos`,
+    the weight fixed, orders their comments), then that score of each evaluation split; and the training seconds."""
+    zero_shot = load_bench("bench_zero_shot")
+    encoder = zero_shot.Encoder(model)
+    train = [{"prompt": p["title"], "comments": p["comments"], "ranks": p["ranks"]} for p in data["train"]]
+    seconds = zero_shot.fine_tune(encoder, train, weight, args.fine_tune_epochs, args.max_length, log_every=500)
+    scores = {}
+    for split in SPLITS:
+        cos = encoder.cosines(
+            [{"prompt": p["title"], "comments": p["comments"]} for p in data[split]], args.max_length
+        )
+        scores[split] = [n + weight * c for n, c in zip(lengths[split], cos)]
+    return scores, seconds
+
+
+def raw_cosine_weight(lengths: dict, cos: dict, weight: float) -> float:
+    """The weight of the raw cosine against raw log length that orders comments as `mix(lengths, cos, weight)`."""
+    return weight * within_post_spread(lengths["validation"]) / within_post_spread(cos["validation"])
+
+
 def mix(first: dict, cos: dict, weight: float) -> dict:
     """`first` + `weight` * cosine per comment, both z-scored by their spread within the validation posts."""
     a, b = within_post_spread(first["validation"]), within_post_spread(cos["validation"])
@@ -222,6 +252,14 @@ def main() -> None:
     parser.add_argument("--eval_posts", type=int, default=500, help="bench_scaling.py's evaluation posts per split.")
     parser.add_argument("--hidden", type=int, default=64, help="The head's hidden units.")
     parser.add_argument("--head_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--fine_tune",
+        nargs="*",
+        default=[],
+        help="Models of --models to fine-tune on the training posts as well (bench_zero_shot.fine_tune), the weight "
+        "chosen for their zero-shot row fixed.",
+    )
+    parser.add_argument("--fine_tune_epochs", type=int, default=1, help="Epochs of --fine_tune.")
     parser.add_argument("--runs", nargs="*", default=[], help="bench_scaling.py run folders to add the cosine to.")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_features"))

@@ -50,3 +50,14 @@ def test_a_head_learns_to_rank_by_the_cosine_and_its_loss_falls():
     held_out = [random_post() for _ in range(50)]
     right = [score(p)[a] > score(p)[b] for p in held_out for a, b in bench.better_worse_pairs(p["ranks"])]
     assert np.mean(right) > 0.9
+
+
+def test_the_fine_tuned_score_starts_from_the_zero_shot_mix_order():
+    rng = np.random.default_rng(1)
+    lengths = {s: [rng.normal(5, 1, size=4) for _ in range(30)] for s in bench.SPLITS}
+    cos = {s: [rng.normal(0.3, 0.1, size=4) for _ in range(30)] for s in bench.SPLITS}
+    mixed = bench.mix(lengths, cos, 0.5)
+    weight = bench.raw_cosine_weight(lengths, cos, 0.5)
+    for split in bench.SPLITS:
+        for m, n, c in zip(mixed[split], lengths[split], cos[split]):
+            np.testing.assert_array_equal(np.argsort(m), np.argsort(n + weight * c))
