@@ -204,7 +204,8 @@ def rankers(model: str, data: dict, args, lines: dict, gains: dict, chosen: list
         rewards = {s: saved_rewards(ROOT / "outputs" / "bench_scaling" / run, s, data[s]) for s in SPLITS}
         mixes = {w: mix(rewards, cos, w) for w in (0.0, *WEIGHTS)}
         w = best(mixes, mixes.get)
-        add(f"{run} (bench_scaling.py)", "-", rewards)
+        if first:
+            add(f"{run} (bench_scaling.py)", "-", rewards)
         add(f"{run} + w * {model} cosine", f"w {w:g}", mixes[w])
         for split in SPLITS:
             diff = paired_difference_interval(stats(split, mixes[w][split]), stats(split, rewards[split]), "ndcg@5")
