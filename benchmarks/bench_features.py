@@ -7,7 +7,7 @@ Usage:
     OMP_NUM_THREADS=2 python benchmarks/bench_features.py                     # MiniLM: ~5 min on 2 cores
     python benchmarks/bench_features.py --models bundled:minilm bundled:mpnet   # mpnet: ~8x MiniLM's embedding time
     python benchmarks/bench_features.py --runs reddit-all-seed0 reddit-all-seed1  # with bench_scaling.py's models
-    python benchmarks/bench_features.py --fine_tune bundled:minilm                # + the encoder fine-tuned, ~15 min
+    python benchmarks/bench_features.py --fine_tune bundled:minilm                # + the encoder fine-tuned, ~21 min
 
 The rankers, each scored on the same evaluation posts as `bench_scaling.py` (its fixed seeded order, the first
 `--eval_posts`), 95% bootstrap intervals over posts, the difference to longest-first paired:
@@ -19,7 +19,7 @@ The rankers, each scored on the same evaluation posts as `bench_scaling.py` (its
 - `head(log length, cosine, embedding)`: the same with the comment's embedding as well;
 - with `--fine_tune MODEL`: the encoder trained on the training posts so that `log length + w * cosine` (the weight
   fixed) orders their comments (`bench_zero_shot.fine_tune`, a bi-encoder reward model started from its own
-  similarity; MiniLM ~15 min an epoch on 2 cores);
+  similarity; MiniLM ~21 min an epoch on 2 cores);
 - with `--runs`: each `bench_scaling.py` model's saved rewards plus `w` times the cosine (both z-scored within posts),
   `w` chosen on validation.
 The test communities choose nothing. Embeddings are cached in `--work_dir`; the report goes to
