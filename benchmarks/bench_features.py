@@ -27,7 +27,7 @@ The test communities choose nothing. Embeddings are cached in `--work_dir`; the 
 """
 
 import argparse
-import importlib.util
+import hashlib
 import itertools
 import json
 import os
@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_scaling  # noqa: E402
+import bench_zero_shot  # noqa: E402
 from report_file import write_generated  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +47,6 @@ SPLITS = ("validation", "test")
 WEIGHT_DECAYS = (1e-4, 0.1, 1.0)
 WEIGHTS = (0.25, 0.5, 1.0, 2.0)  # of the z-scored cosine, against log length or a model's z-scored reward
 KEYS = ("ndcg@1", "ndcg@5", "pair_accuracy", "length_spearman", "shorter_better_pair_accuracy")
-
-
-def load_bench(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def features(post: dict, with_embedding: bool = False) -> np.ndarray:
@@ -120,24 +115,25 @@ def within_post_spread(scores: list[np.ndarray]) -> float:
 
 
 def embed(model: str, posts: dict[str, list], max_length: int, cache: Path) -> dict[str, list[dict]]:
-    """Each split's posts as dicts with `title_embedding` and `embeddings`, cached in `cache` (keyed by the posts)."""
-    zero_shot = load_bench("bench_zero_shot")
-    out = {split: [{"post_id": p.post_id, "title": p.title, "comments": [c.text for c in p.comments],
+    """Each split's posts as `bench_zero_shot`'s post dicts with `title_embedding` and `embeddings` added, cached in
+    `cache` (one file, written atomically, with a digest of the posts' ids and texts that a later run must match)."""
+    out = {split: [{"post_id": p.post_id, "prompt": p.title, "comments": [c.text for c in p.comments],
                     "ranks": [c.rank for c in p.comments]} for p in group] for split, group in posts.items()}  # fmt: skip
-    key = json.dumps({s: [(p["post_id"], p["comments"]) for p in group] for s, group in out.items()}, sort_keys=True)
-    if cache.exists() and (cache.parent / "key.json").read_text() == key:
+    texts = {s: [(p["post_id"], p["prompt"], p["comments"]) for p in group] for s, group in out.items()}
+    digest = hashlib.sha256(json.dumps([model, max_length, texts], sort_keys=True).encode()).hexdigest()
+    arrays = {}
+    if cache.exists():
         with np.load(cache) as stored:  # read each array once: an NpzFile reads it again on every access
             arrays = {name: stored[name] for name in stored.files}
-    else:
-        encoder, arrays, start = zero_shot.Encoder(model), {}, time.perf_counter()
+    if "digest" not in arrays or arrays["digest"].item() != digest:
+        encoder, arrays, start = bench_zero_shot.Encoder(model), {"digest": np.array(digest)}, time.perf_counter()
         for split, group in out.items():
-            cos_input = [{"prompt": p["title"], "comments": p["comments"]} for p in group]
-            arrays[f"{split}_titles"], arrays[f"{split}_comments"] = encoder.embeddings(cos_input, max_length)
+            arrays[f"{split}_titles"], arrays[f"{split}_comments"] = encoder.embeddings(group, max_length)
             print(f"{model}: {split} embedded, {time.perf_counter() - start:.0f} s", flush=True)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache.with_suffix(".partial.npz"), **arrays)
-        cache.with_suffix(".partial.npz").replace(cache)
-        (cache.parent / "key.json").write_text(key)
+        partial = cache.with_suffix(".partial.npz")
+        np.savez(partial, **arrays)
+        partial.replace(cache)
     for split, group in out.items():
         bounds = np.cumsum([0] + [len(p["comments"]) for p in group])
         for post, title, a, b in zip(group, arrays[f"{split}_titles"], bounds[:-1], bounds[1:]):
@@ -159,24 +155,23 @@ def rankers(model: str, data: dict, args, lines: dict, gains: dict, chosen: list
     cosine to `gains[split]`, what validation chose to `chosen`."""
     from commentrank.intervals import paired_difference_interval
 
-    zero_shot = load_bench("bench_zero_shot")
-
     def stats(split, scores):
-        return zero_shot.stats(data[split], scores)
+        return bench_zero_shot.stats(data[split], scores)
 
     def add(label, setting, scores):
         for split in SPLITS:
-            lines[split].append(zero_shot.row(label, stats(split, scores[split]), longest[split], setting, KEYS))
+            lines[split].append(bench_zero_shot.row(label, stats(split, scores[split]), longest[split], setting, KEYS))
 
     def best(candidates, scores_of):
         return max(candidates, key=lambda c: stats("validation", scores_of(c)["validation"]).value("ndcg@5"))
 
-    lengths = {s: [features(p)[:, 0] for p in data[s]] for s in SPLITS}
-    cos = {s: [features(p)[:, 1] for p in data[s]] for s in SPLITS}
+    columns = {s: [features(p) for p in data[s]] for s in SPLITS}
+    lengths = {s: [x[:, 0] for x in columns[s]] for s in SPLITS}
+    cos = {s: [x[:, 1] for x in columns[s]] for s in SPLITS}
     longest = {s: stats(s, lengths[s]) for s in SPLITS}
     if first:
         for split in SPLITS:
-            lines[split].append(zero_shot.row("longest-first", longest[split], longest[split], "-", KEYS))
+            lines[split].append(bench_zero_shot.row("longest-first", longest[split], longest[split], "-", KEYS))
     add(f"{model} cosine", "-", cos)
     mixes = {w: mix(lengths, cos, w) for w in WEIGHTS}
     w = best(WEIGHTS, mixes.get)
@@ -216,15 +211,12 @@ def rankers(model: str, data: dict, args, lines: dict, gains: dict, chosen: list
 def fine_tuned_mix(model: str, data: dict, lengths: dict, weight: float, args) -> tuple[dict, float]:
     """`bench_zero_shot.fine_tune` on the training posts (the encoder learns so that `log length + weight * cos`,
     the weight fixed, orders their comments), then that score of each evaluation split; and the training seconds."""
-    zero_shot = load_bench("bench_zero_shot")
-    encoder = zero_shot.Encoder(model)
-    train = [{"prompt": p["title"], "comments": p["comments"], "ranks": p["ranks"]} for p in data["train"]]
-    seconds = zero_shot.fine_tune(encoder, train, weight, args.fine_tune_epochs, args.max_length, log_every=500)
+    encoder = bench_zero_shot.Encoder(model)
+    seconds = bench_zero_shot.fine_tune(encoder, data["train"], weight, args.fine_tune_epochs, args.max_length,
+                                        log_every=500)  # fmt: skip
     scores = {}
     for split in SPLITS:
-        cos = encoder.cosines(
-            [{"prompt": p["title"], "comments": p["comments"]} for p in data[split]], args.max_length
-        )
+        cos = encoder.cosines(data[split], args.max_length)
         scores[split] = [n + weight * c for n, c in zip(lengths[split], cos)]
     return scores, seconds
 
@@ -269,12 +261,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    scaling = load_bench("bench_scaling")
-    if not scaling.REDDIT.exists():
-        sys.exit(f"{scaling.REDDIT} not found: this benchmark needs the Reddit data in ../shared/data/reddit/")
-    by_source, _, _ = scaling.load_splits(scaling.REDDIT)
+    if not bench_scaling.REDDIT.exists():
+        sys.exit(f"{bench_scaling.REDDIT} not found: this benchmark needs the Reddit data in ../shared/data/reddit/")
+    by_source, _, _ = bench_scaling.load_splits(bench_scaling.REDDIT)
     reddit = by_source["reddit"]
-    posts = {"train": reddit["train"], **{s: scaling.eval_order(reddit[s])[: args.eval_posts] for s in SPLITS}}
+    posts = {"train": reddit["train"], **{s: bench_scaling.eval_order(reddit[s])[: args.eval_posts] for s in SPLITS}}
 
     lines, chosen, gains = {split: [] for split in SPLITS}, [], {"rows": [], **{split: [] for split in SPLITS}}
     for model in args.models:

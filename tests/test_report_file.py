@@ -12,6 +12,7 @@ from report_file import END, begin_marker, write_generated  # noqa: E402
 # Each benchmark that writes a results file through write_generated, and the file its default output is
 RESULTS = {
     "benchmarks/bench_data_prep.py": "data_prep.md",
+    "benchmarks/bench_features.py": "features.md",
     "benchmarks/bench_launch.py": "launch.md",
     "benchmarks/bench_listwise.py": "listwise.md",
     "benchmarks/bench_quality.py": "quality.md",
