@@ -1,6 +1,7 @@
 """Wall clock of one training epoch on this machine's cores, as a user launches it: today's trainer (one process using
 every core's thread) against data-parallel processes of one thread each (`accelerate launch`), each with and without
-the freezing lever of `bench_throughput.py`, on the same Reddit training posts, with the validation NDCG of each.
+the freezing lever of `bench_throughput.py`, and shorter inputs (`max_length` 96, 64, 48 tokens instead of 128, alone
+and with freezing), on the same Reddit training posts, with the validation NDCG of each.
 
 Usage (the machine otherwise idle: the runs go one after the other and the measure is the wall clock):
 
@@ -42,13 +43,29 @@ CPU_2PROC = ROOT / "accelerate_configs" / "cpu_2proc.yaml"  # two processes of o
 # port 0: accelerate picks a free port for each launch
 TWO_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
                  "--main_process_port", "0"]  # fmt: skip
-FREEZE = ["--freeze_embeddings", "true", "--freeze_fraction", "0.6"]  # 4 of MiniLM's 6 blocks, bench_throughput's
+FREEZE_EMBEDDINGS = ["--freeze_embeddings", "true"]  # the whole embeddings block
+FREEZE = [*FREEZE_EMBEDDINGS, "--freeze_fraction", "0.6"]  # and 4 of MiniLM's 6 blocks, bench_throughput's
+
+
+def short(max_length: int, min_comment_tokens: int) -> list[str]:
+    """reward.py flags for inputs of `max_length` tokens, at least `min_comment_tokens` of them the comment's."""
+    return ["--max_length", str(max_length), "--min_comment_tokens", str(min_comment_tokens)]
+
+
 # Each variant: (processes, threads per process, reward.py flags over the recipe); `baseline` is today's trainer
 VARIANTS = {
     "baseline": (1, 2, []),
     "2proc": (2, 1, ["--per_device_train_batch_size", "1"]),
     "freeze-4of6": (1, 2, FREEZE),
     "2proc-freeze-4of6": (2, 1, ["--per_device_train_batch_size", "1", *FREEZE]),
+    # Shorter inputs (the recipe: 128 tokens, at least 64 of them the comment's): the comment's tail is cut, and the
+    # title (mean 20 tokens) keeps what the comment leaves; the length term still reads the whole comment's characters
+    "short-96": (1, 2, short(96, 64)),
+    "short-64": (1, 2, short(64, 40)),
+    "short-48": (1, 2, short(48, 28)),
+    "short-64-freeze-embeddings": (1, 2, [*short(64, 40), *FREEZE_EMBEDDINGS]),
+    "short-48-freeze-embeddings": (1, 2, [*short(48, 28), *FREEZE_EMBEDDINGS]),
+    "short-64-freeze-2of6": (1, 2, [*short(64, 40), *FREEZE_EMBEDDINGS, "--freeze_fraction", "0.3"]),
 }
 
 
