@@ -8,8 +8,8 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py --sizes 250 --seeds 0 --max_steps 5 --eval_posts 20  # smoke
     python benchmarks/bench_scaling.py --sizes all --experiments curve se both --threads 16        # a bigger machine
     python benchmarks/bench_scaling.py --sizes 1000 --seeds 0 --length_feature none  # a variant: reward.py flags
-    python benchmarks/bench_scaling.py --sizes 250 500 1000 2000 all --seeds 0 1 2 --small 2000 --experiments curve se \
-        both --eval_posts 500 --report_only   # the report of the runs finished so far, training nothing
+    python benchmarks/bench_scaling.py --sizes 250 500 1000 2000 all --seeds 0 1 2 --small all --experiments curve \
+        se both --eval_posts 500 --report_only   # the report of the runs finished so far, training nothing
 
 Data: `../shared/data/reddit/reddit_ranked.jsonl.gz` (beside the checkout; not openly licensed, so never in the
 project: the script stops with a clear message when it is absent) and the shipped Stack Exchange sample, read with
@@ -149,6 +149,48 @@ def report_table(scored: list[dict], source: str, split: str) -> str:
     return f"**{source} {split}** ({n_posts or '?'} posts)\n\n" + "\n".join(lines)
 
 
+def prediction_posts(scores: Path, ranks: dict) -> list[dict]:
+    """A `score.py` output folder's posts as `post_stats` takes them: the labels (`ranks`, by post id; its
+    predictions.jsonl holds the predicted ranks), the rewards and the comment texts."""
+    posts = [json.loads(line) for line in (scores / "predictions.jsonl").read_text().splitlines()]
+    return [{"post_id": p["post_id"], "ranks": ranks[p["post_id"]], "scores": [c["reward"] for c in p["comments"]],
+             "comments": [c["text"] for c in p["comments"]]} for p in posts]  # fmt: skip
+
+
+def against_recipe_table(scored: list[dict], work: Path) -> str:
+    """A variant's runs (reward.py flags over the recipe) against the recipe's run of the same size and seed, where
+    that one is trained and scored: NDCG@5 of each and the paired 95% interval of the difference, on the same posts
+    (labels from the evaluation data in `work`)."""
+    import datasets
+
+    from commentrank.intervals import paired_difference_interval
+    from commentrank.metrics import post_stats
+
+    lines = ["| trained on | posts | seed | evaluation | NDCG@5 | the recipe's | minus the recipe's (paired 95%) | "
+             "train s, variant / recipe |", "|---|---:|---:|---|---:|---:|---|---|"]  # fmt: skip
+    labels = {}
+    for s in scored:
+        recipe = s.get("recipe")
+        if recipe is None or not (recipe / "predictions.jsonl").exists():
+            continue
+        source, split = s["eval"]
+        if (source, split) not in labels:
+            rows = datasets.load_from_disk(str(work / f"eval-{source}" / "listwise"))[split]
+            labels[(source, split)] = {row["post_id"]: row["ranks"] for row in rows}
+        mine = prediction_posts(s["scores"], labels[(source, split)])
+        theirs = prediction_posts(recipe, labels[(source, split)])
+        if [p["post_id"] for p in mine] != [p["post_id"] for p in theirs]:
+            raise SystemExit(f"{s['scores']} and {recipe} scored different posts: not comparable")
+        a, b = post_stats(mine), post_stats(theirs)
+        diff = paired_difference_interval(a, b, "ndcg@5")
+        seconds = recipe.parent / "train_seconds.txt"
+        recipe_seconds = f"{float(seconds.read_text()):.0f}" if seconds.exists() else "?"
+        lines.append(f"| {s['experiment']} | {s['n_train']} | {s['seed']} | {source} {split} | "
+                     f"{a.value('ndcg@5'):.3f} | {b.value('ndcg@5'):.3f} | {diff.point:+.3f} [{diff.low:+.3f}, "
+                     f"{diff.high:+.3f}] | {s['seconds'] or 0:.0f} / {recipe_seconds} |")  # fmt: skip
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def slope_table(scored: list[dict]) -> str:
     """The Reddit curve's mean over seeds at each size, the least-squares slope per doubling of the training posts (a
     fit against log2(posts) of the means) and the largest spread between seeds at one size (max - min)."""
@@ -278,8 +320,10 @@ def main() -> None:
                          "--dataset", str(work / f"eval-{source}"), "--split", split, "--output_dir", str(scores),
                          "--no_progress", "true", *limit], env)  # fmt: skip
                 metrics = json.loads((scores / "metrics.json").read_text())
+                recipe = work / f"{experiment}-{size}-seed{seed}" / scores.name if tag else None  # without the flags
                 scored.append({"experiment": experiment + tag, "n_train": len(train), "seed": seed, "seconds": seconds,
-                               "eval": (source, split), "metrics": metrics})  # fmt: skip
+                               "eval": (source, split), "metrics": metrics, "scores": scores,
+                               "recipe": recipe})  # fmt: skip
         print(f"{name}: {len(train)} posts, {seconds or 0:.0f} s of training", flush=True)
     output = Path(args.output)
     sites = summary.sites
@@ -304,6 +348,10 @@ def main() -> None:
     for source in args.eval:
         for split in EVAL_SETS[source]:
             report += [report_table(scored, source, split), ""]
+    table = against_recipe_table(scored, work)
+    if table:
+        report += ["**Against the recipe as it is** (the same size, seed and evaluation posts; NDCG@5, paired)", "",
+                   table, ""]  # fmt: skip
     table = slope_table(scored)
     if table:
         report += ["**The slope** (the Reddit curve: mean over the seeds at each size; per doubling: least-squares slope "

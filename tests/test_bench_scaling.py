@@ -65,3 +65,41 @@ def test_absent_reddit_data_is_said(bench, tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["bench_scaling.py", "--reddit", str(tmp_path / "missing.jsonl.gz")])
     with pytest.raises(SystemExit, match="Reddit data is absent"):
         bench.main()
+
+
+def write_scores(folder: Path, posts: dict[str, list[float]]) -> Path:
+    """A score.py output folder: predictions.jsonl with the rewards and, as score.py writes it, the predicted rank."""
+    folder.mkdir(parents=True)
+    lines = []
+    for post_id, rewards in posts.items():
+        predicted = sorted(range(len(rewards)), key=lambda i: -rewards[i])
+        comments = [
+            {"text": f"{post_id} c{i}", "score": predicted.index(i), "reward": r} for i, r in enumerate(rewards)
+        ]
+        lines.append(json.dumps({"post_id": post_id, "text": "title", "comments": comments}))
+    (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_variant_is_paired_against_the_recipes_run_on_the_labels(bench, tmp_path):
+    import datasets
+
+    ranks = {f"p{i}": [0, 1, 2] for i in range(12)}  # the first comment is the best
+    rows = {"post_id": list(ranks), "ranks": list(ranks.values())}
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(rows)}).save_to_disk(
+        str(tmp_path / "eval-reddit" / "listwise")
+    )
+    right = write_scores(tmp_path / "reddit-all-seed0-x-1" / "scores", {p: [3.0, 2.0, 1.0] for p in ranks})
+    wrong = write_scores(tmp_path / "reddit-all-seed0" / "scores", {p: [1.0, 2.0, 3.0] for p in ranks})
+    (wrong.parent / "train_seconds.txt").write_text("80.0\n")
+    scored = [{"experiment": "reddit-x-1", "n_train": 9, "seed": 0, "seconds": 40.0, "eval": ("reddit", "validation"),
+               "scores": right, "recipe": wrong},
+              {"experiment": "reddit-x-1", "n_train": 9, "seed": 1, "seconds": 40.0, "eval": ("reddit", "validation"),
+               "scores": right, "recipe": tmp_path / "reddit-all-seed1" / "scores"}]  # fmt: skip
+    lines = bench.against_recipe_table(scored, tmp_path).splitlines()
+    assert len(lines) == 3  # the header, its rule and seed 0: seed 1's recipe run is absent
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:4] == ["reddit-x-1", "9", "0", "reddit validation"]
+    assert float(cells[4]) == 1.0 and float(cells[5]) < 1.0  # from the labels, not the predicted ranks
+    assert float(cells[6].split()[0]) > 0 and cells[7] == "40 / 80"
+    assert bench.against_recipe_table(scored[1:], tmp_path) == ""
