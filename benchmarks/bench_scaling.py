@@ -29,7 +29,8 @@ sizes are nested, and a seed changes both the sample and the training), trained 
 recipes/quickstart/reward.yaml --seed S` (one epoch) and scored by `scripts/score.py` on each evaluation split
 (bootstrap 95% intervals over posts, paired intervals of the model minus longest-first). `--eval_posts` scores the
 first N posts of each evaluation split in a fixed seeded order (the same posts for every model). Results: the table
-in `benchmarks/results/scaling.md` (`--output`) and the plot next to it (`scaling.png`).
+in `benchmarks/results/scaling.md` (`--output`) and the plot next to it (`scaling.png`). A variant's or a smoke run's
+report goes to `scaling<its flags>.md` in `--work_dir` instead, with its runs paired against the recipe's.
 """
 
 import argparse
@@ -257,6 +258,14 @@ def plot(scored: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def report_path(output: str | None, work: Path, tag: str) -> Path:
+    """`--output`, else the curve's report `benchmarks/results/scaling.md` for the recipe's runs, and for a variant or
+    a smoke run (`tag`) `scaling<tag>.md` in the work folder: such a run never replaces the curve's report."""
+    if output:
+        return Path(output)
+    return work / f"scaling{tag}.md" if tag else ROOT / "benchmarks" / "results" / "scaling.md"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=[str(s) for s in SIZES], help="training posts, or all")
@@ -269,7 +278,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     parser.add_argument("--reddit", default=str(REDDIT))
     parser.add_argument("--work_dir", default=str(ROOT / "outputs" / "bench_scaling"))
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scaling.md"))
+    parser.add_argument("--output", default=None, help="the report (default: see report_path)")
     parser.add_argument("--vote_ties", default="equal", help="data_prep's vote_ties for the training posts")
     parser.add_argument("--small", default=SMALL, help="sizes up to this one run every seed (all: every size)")
     parser.add_argument("--report_only", action="store_true", help="the report of the finished runs: train nothing")
@@ -325,7 +334,7 @@ def main() -> None:
                                "eval": (source, split), "metrics": metrics, "scores": scores,
                                "recipe": recipe})  # fmt: skip
         print(f"{name}: {len(train)} posts, {seconds or 0:.0f} s of training", flush=True)
-    output = Path(args.output)
+    output = report_path(args.output, work, tag)
     sites = summary.sites
     report = [
         "# Learning curve on Reddit (`benchmarks/bench_scaling.py`)",

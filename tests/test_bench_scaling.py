@@ -103,3 +103,11 @@ def test_variant_is_paired_against_the_recipes_run_on_the_labels(bench, tmp_path
     assert float(cells[4]) == 1.0 and float(cells[5]) < 1.0  # from the labels, not the predicted ranks
     assert float(cells[6].split()[0]) > 0 and cells[7] == "40 / 80"
     assert bench.against_recipe_table(scored[1:], tmp_path) == ""
+
+
+def test_a_variant_report_never_replaces_the_curves(bench, tmp_path):
+    curve = bench.ROOT / "benchmarks" / "results" / "scaling.md"
+    assert bench.report_path(None, tmp_path, "") == curve
+    assert bench.report_path(None, tmp_path, "-max_length-48") == tmp_path / "scaling-max_length-48.md"
+    assert bench.report_path(None, tmp_path, "-steps5") == tmp_path / "scaling-steps5.md"
+    assert bench.report_path("/x/r.md", tmp_path, "-max_length-48") == Path("/x/r.md")
