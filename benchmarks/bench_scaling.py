@@ -291,8 +291,8 @@ def main() -> None:
         )
     work = Path(args.work_dir)
     by_source, summary, config = load_splits(reddit, args.vote_ties)
-    tag = f"-steps{args.max_steps}" if args.max_steps else ""
-    tag += "" if args.vote_ties == "equal" else f"-ties-{args.vote_ties}"
+    smoke = f"-steps{args.max_steps}" if args.max_steps else ""
+    tag = smoke + ("" if args.vote_ties == "equal" else f"-ties-{args.vote_ties}")
     tag += "".join(f"-{flag.lstrip('-')}" for flag in extra)
     for source in args.eval:
         save(work / f"eval-{source}", {k: eval_order(by_source[source][k]) for k in EVAL_SETS[source]}, config)
@@ -329,7 +329,8 @@ def main() -> None:
                          "--dataset", str(work / f"eval-{source}"), "--split", split, "--output_dir", str(scores),
                          "--no_progress", "true", *limit], env)  # fmt: skip
                 metrics = json.loads((scores / "metrics.json").read_text())
-                recipe = work / f"{experiment}-{size}-seed{seed}" / scores.name if tag else None  # without the flags
+                variant = tag != smoke  # its recipe run: the same name without the flags
+                recipe = work / f"{experiment}-{size}-seed{seed}{smoke}" / scores.name if variant else None
                 scored.append({"experiment": experiment + tag, "n_train": len(train), "seed": seed, "seconds": seconds,
                                "eval": (source, split), "metrics": metrics, "scores": scores,
                                "recipe": recipe})  # fmt: skip
