@@ -35,7 +35,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import RECIPE  # noqa: E402
-from bench_scaling import REDDIT, eval_order, load_splits, save, training_subset  # noqa: E402
+from bench_scaling import (  # noqa: E402
+    REDDIT,
+    eval_labels,
+    eval_order,
+    load_splits,
+    prediction_posts,
+    save,
+    training_subset,
+)
 from report_file import write_generated  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,10 +127,8 @@ def run_variant(name: str, seed: int, data: Path, evals: Path, ranks: dict, args
                     "--max_posts", str(args.eval_posts)], env={**env, "OMP_NUM_THREADS": "2"}, check=True,
                    capture_output=True)  # fmt: skip
     trained = json.loads((out / "reward" / "train_results.json").read_text())
-    posts = [json.loads(line) for line in (scores / "predictions.jsonl").read_text().splitlines()]
     measured = {"train": trained["train_runtime"], "wall": wall, "steps": trained.get("global_step"), "load": load,
-                "posts": [{"ranks": ranks[p["post_id"]], "scores": [c["reward"] for c in p["comments"]],
-                           "comments": [c["text"] for c in p["comments"]]} for p in posts]}  # fmt: skip
+                "posts": prediction_posts(scores, ranks)}  # fmt: skip
     result.write_text(json.dumps(measured))
     print(f"{name} seed {seed}: train {measured['train']:.1f} s, whole command {wall:.1f} s", flush=True)
     return measured
@@ -170,9 +176,7 @@ def main(argv=None):
     work = Path(args.work_dir)
     evals = work / "eval-reddit"
     save(evals, {"validation": eval_order(by_source["reddit"]["validation"])}, config)
-    import datasets
-
-    ranks = {row["post_id"]: row["ranks"] for row in datasets.load_from_disk(evals / "listwise")["validation"]}
+    ranks = eval_labels(evals, "validation")
     cap = yaml.safe_load(RECIPE.read_text()).get("max_comments_per_post")  # the comments trained per post
     comments, runs = {}, {}
     names = ["baseline", *[n for n in args.variants if n != "baseline"]]

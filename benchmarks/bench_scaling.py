@@ -150,6 +150,13 @@ def report_table(scored: list[dict], source: str, split: str) -> str:
     return f"**{source} {split}** ({n_posts or '?'} posts)\n\n" + "\n".join(lines)
 
 
+def eval_labels(folder: Path, split: str) -> dict:
+    """The labelled ranks of an evaluation split saved by `save` (`folder`), by post id."""
+    import datasets
+
+    return {row["post_id"]: row["ranks"] for row in datasets.load_from_disk(str(folder / "listwise"))[split]}
+
+
 def prediction_posts(scores: Path, ranks: dict) -> list[dict]:
     """A `score.py` output folder's posts as `post_stats` takes them: the labels (`ranks`, by post id; its
     predictions.jsonl holds the predicted ranks), the rewards and the comment texts."""
@@ -162,8 +169,6 @@ def against_recipe_table(scored: list[dict], work: Path) -> str:
     """A variant's runs (reward.py flags over the recipe) against the recipe's run of the same size and seed, where
     that one is trained and scored: NDCG@5 of each and the paired 95% interval of the difference, on the same posts
     (labels from the evaluation data in `work`)."""
-    import datasets
-
     from commentrank.intervals import paired_difference_interval
     from commentrank.metrics import post_stats
 
@@ -176,8 +181,7 @@ def against_recipe_table(scored: list[dict], work: Path) -> str:
             continue
         source, split = s["eval"]
         if (source, split) not in labels:
-            rows = datasets.load_from_disk(str(work / f"eval-{source}" / "listwise"))[split]
-            labels[(source, split)] = {row["post_id"]: row["ranks"] for row in rows}
+            labels[(source, split)] = eval_labels(work / f"eval-{source}", split)
         mine = prediction_posts(s["scores"], labels[(source, split)])
         theirs = prediction_posts(recipe, labels[(source, split)])
         if [p["post_id"] for p in mine] != [p["post_id"] for p in theirs]:
