@@ -191,8 +191,48 @@ def against_recipe_table(scored: list[dict], work: Path) -> str:
         seconds = recipe.parent / "train_seconds.txt"
         recipe_seconds = f"{float(seconds.read_text()):.0f}" if seconds.exists() else "?"
         lines.append(f"| {s['experiment']} | {s['n_train']} | {s['seed']} | {source} {split} | "
-                     f"{a.value('ndcg@5'):.3f} | {b.value('ndcg@5'):.3f} | {diff.point:+.3f} [{diff.low:+.3f}, "
-                     f"{diff.high:+.3f}] | {s['seconds'] or 0:.0f} / {recipe_seconds} |")  # fmt: skip
+                     f"{a.value('ndcg@5'):.3f} | {b.value('ndcg@5'):.3f} | {interval_cell(diff, True)} | "
+                     f"{s['seconds'] or 0:.0f} / {recipe_seconds} |")  # fmt: skip
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def interval_cell(i, signed: bool = False) -> str:
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(i.point)} [{f.format(i.low)}, {f.format(i.high)}]"
+
+
+def beyond_length_table(scored: list[dict], work: Path) -> str:
+    """What each model learnt beyond length: its reward without its length term (the scored `length_weight` of
+    `commentrank_config.json` times `log1p(characters)` taken off; `length_feature: odin` with `odin_weight: 0` trains
+    the same and scores this way) against longest-first and against the reward with the term, on the same posts
+    (paired 95% intervals), with the pair accuracy and shorter-better pair accuracy it reaches. Models without a
+    length term are left out."""
+    from commentrank.configs import EncoderSettings
+    from commentrank.intervals import bootstrap_interval, paired_difference_interval
+    from commentrank.length import add_length_term
+    from commentrank.metrics import baseline_post_stats, post_stats
+
+    lines = ["| trained on | posts | seed | evaluation | length weight | NDCG@5 with / without the term | without minus "
+             "longest-first (paired 95%) | without minus with (paired 95%) | pair accuracy without | shorter-better "
+             "without |", "|---|---:|---:|---|---:|---|---|---|---|---|"]  # fmt: skip
+    labels = {}
+    for s in scored:
+        settings = EncoderSettings.saved_with(s["scores"].parent / "reward")
+        weight = settings.length_weight if settings is not None else 0.0
+        if not weight or not (s["scores"] / "predictions.jsonl").exists():
+            continue
+        if s["eval"] not in labels:
+            labels[s["eval"]] = eval_labels(work / f"eval-{s['eval'][0]}", s["eval"][1])
+        posts = prediction_posts(s["scores"], labels[s["eval"]])
+        alone = [dict(p, scores=add_length_term(p["scores"], p["comments"], -weight)) for p in posts]
+        with_term, without = post_stats(posts, (5,)), post_stats(alone, (5,))
+        longest = baseline_post_stats(posts, ks=(5,))["longest_first"]
+        lines.append(f"| {s['experiment']} | {s['n_train']} | {s['seed']} | {' '.join(s['eval'])} | {weight:.3f} | "
+                     f"{with_term.value('ndcg@5'):.3f} / {without.value('ndcg@5'):.3f} | "
+                     f"{interval_cell(paired_difference_interval(without, longest, 'ndcg@5'), True)} | "
+                     f"{interval_cell(paired_difference_interval(without, with_term, 'ndcg@5'), True)} | "
+                     f"{interval_cell(bootstrap_interval(without, 'pair_accuracy'))} | "
+                     f"{interval_cell(bootstrap_interval(without, 'shorter_better_pair_accuracy'))} |")  # fmt: skip
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -366,6 +406,11 @@ def main() -> None:
     if table:
         report += ["**Against the recipe as it is** (the same size, seed and evaluation posts; NDCG@5, paired)", "",
                    table, ""]  # fmt: skip
+    table = beyond_length_table(scored, work)
+    if table:
+        report += ["**Beyond length**: each model's reward without its length term, as `length_feature: odin` with "
+                   "`odin_weight: 0` scores it (the same training; paired against longest-first and against the reward "
+                   "with the term, on the same posts)", "", table, ""]  # fmt: skip
     table = slope_table(scored)
     if table:
         report += ["**The slope** (the Reddit curve: mean over the seeds at each size; per doubling: least-squares slope "

@@ -111,3 +111,40 @@ def test_a_variant_report_never_replaces_the_curves(bench, tmp_path):
     assert bench.report_path(None, tmp_path, "-max_length-48") == tmp_path / "scaling-max_length-48.md"
     assert bench.report_path(None, tmp_path, "-steps5") == tmp_path / "scaling-steps5.md"
     assert bench.report_path("/x/r.md", tmp_path, "-max_length-48") == Path("/x/r.md")
+
+
+def test_beyond_length_takes_off_the_models_own_length_term(bench, tmp_path):
+    import math
+
+    import datasets
+
+    ranks = {f"p{i}": [0, 1, 2] for i in range(12)}  # the first comment is the best and the shortest
+    rows = {"post_id": list(ranks), "ranks": list(ranks.values())}
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(rows)}).save_to_disk(
+        str(tmp_path / "eval-reddit" / "listwise")
+    )
+    weight = 2.0  # the model's own part ranks right; its length term (texts c0 < c1 << c2) turns the order round
+    scored = []
+    for name, w in (("additive", weight), ("none", 0.0)):
+        folder = tmp_path / name / "scores"
+        write_scores(folder, {p: [0.3, 0.2, 0.1] for p in ranks})
+        lines = []
+        for line in (folder / "predictions.jsonl").read_text().splitlines():
+            post = json.loads(line)
+            for i, c in enumerate(post["comments"]):
+                c["text"] = "x" * (1, 10, 1000)[i]
+                c["reward"] += w * math.log1p(len(c["text"]))
+            lines.append(json.dumps(post))
+        (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+        (tmp_path / name / "reward").mkdir()
+        (tmp_path / name / "reward" / "commentrank_config.json").write_text(json.dumps({"length_weight": w}))
+        scored.append({"experiment": name, "n_train": 9, "seed": 0, "eval": ("reddit", "validation"), "scores": folder})
+    lines = bench.beyond_length_table(scored, tmp_path).splitlines()
+    assert len(lines) == 3  # the header, its rule and the additive model: the one without a term is left out
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:5] == ["additive", "9", "0", "reddit validation", "2.000"]
+    with_term, without = (float(x) for x in cells[5].split(" / "))
+    assert without == 1.0 and with_term < 1.0
+    assert float(cells[6].split()[0]) > 0 and float(cells[7].split()[0]) > 0  # above longest-first and the full reward
+    assert float(cells[8].split()[0]) == 1.0 and float(cells[9].split()[0]) == 1.0  # pair and shorter-better accuracy
+    assert bench.beyond_length_table(scored[1:], tmp_path) == ""
