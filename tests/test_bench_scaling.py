@@ -138,7 +138,9 @@ def test_beyond_length_takes_off_the_models_own_length_term(bench, tmp_path):
         (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
         (tmp_path / name / "reward").mkdir()
         (tmp_path / name / "reward" / "commentrank_config.json").write_text(json.dumps({"length_weight": w}))
-        scored.append({"experiment": name, "n_train": 9, "seed": 0, "eval": ("reddit", "validation"), "scores": folder})
+        scored.append(
+            {"experiment": name, "n_train": 9, "seed": 0, "eval": ("reddit", "validation"), "scores": folder}
+        )
     lines = bench.beyond_length_table(scored, tmp_path).splitlines()
     assert len(lines) == 3  # the header, its rule and the additive model: the one without a term is left out
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
