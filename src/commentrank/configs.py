@@ -545,7 +545,12 @@ def _define_reward_config() -> None:
             },
         )
         odin_weight: float = field(
-            default=1.0, metadata={"help": "length_feature odin: weight of the squared reward/length correlation."}
+            default=1.0,
+            metadata={
+                "help": "length_feature odin: weight of the squared reward/length correlation; 0 keeps the length "
+                "term in training only, without the penalty (better on the Reddit recipe: "
+                "benchmarks/results/scaling.md)."
+            },
         )
         batch_token_budget: int | None = field(
             default=None,
