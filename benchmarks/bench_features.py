@@ -204,7 +204,7 @@ def rankers(model: str, data: dict, args, lines: dict, gains: dict, chosen: list
         add(f"{run} + w * {model} cosine", f"w {w:g}", mixes[w])
         for split in SPLITS:
             diff = paired_difference_interval(stats(split, mixes[w][split]), stats(split, rewards[split]), "ndcg@5")
-            gains[split].append(f"{diff.point:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]")
+            gains[split].append(diff.as_text(signed=True))
         gains["rows"].append(f"{run} + w * {model} cosine (w {w:g})")
 
 

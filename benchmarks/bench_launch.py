@@ -156,9 +156,9 @@ def table(runs: dict, names: list[str], seeds: list[int], comments: dict) -> str
         rate = sum(comments[s] / r["train"] for s, r in zip(seeds_of, mine)) / n
         ratio = sum(b["train"] / r["train"] for b, r in zip(base, mine)) / n
         ivs = [bootstrap_interval(stats[(name, s)], "ndcg@5") for s in seeds_of]
-        ndcg = " / ".join(f"{iv.point:.3f} [{iv.low:.3f}, {iv.high:.3f}]" for iv in ivs)
+        ndcg = " / ".join(iv.as_text() for iv in ivs)
         diffs = [paired_difference_interval(stats[(name, s)], stats[("baseline", s)], "ndcg@5") for s in seeds_of]
-        diff = " / ".join(f"{iv.point:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" for iv in diffs)
+        diff = " / ".join(iv.as_text(signed=True) for iv in diffs)
         processes, threads, flags = VARIANTS[name]
         flags = " ".join(flags).replace("--", "") or "(today's trainer)"
         seeds_text, diff = ", ".join(map(str, seeds_of)), "-" if name == "baseline" else diff

@@ -34,6 +34,7 @@ report goes to `scaling<its flags>.md` in `--work_dir` instead, with its runs pa
 """
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -150,8 +151,9 @@ def report_table(scored: list[dict], source: str, split: str) -> str:
     return f"**{source} {split}** ({n_posts or '?'} posts)\n\n" + "\n".join(lines)
 
 
+@functools.cache
 def eval_labels(folder: Path, split: str) -> dict:
-    """The labelled ranks of an evaluation split saved by `save` (`folder`), by post id."""
+    """The labelled ranks of an evaluation split saved by `save` (`folder`), by post id; read once per run."""
     import datasets
 
     return {row["post_id"]: row["ranks"] for row in datasets.load_from_disk(str(folder / "listwise"))[split]}
@@ -174,16 +176,13 @@ def against_recipe_table(scored: list[dict], work: Path) -> str:
 
     lines = ["| trained on | posts | seed | evaluation | NDCG@5 | the recipe's | minus the recipe's (paired 95%) | "
              "train s, variant / recipe |", "|---|---:|---:|---|---:|---:|---|---|"]  # fmt: skip
-    labels = {}
     for s in scored:
         recipe = s.get("recipe")
         if recipe is None or not (recipe / "predictions.jsonl").exists():
             continue
         source, split = s["eval"]
-        if (source, split) not in labels:
-            labels[(source, split)] = eval_labels(work / f"eval-{source}", split)
-        mine = prediction_posts(s["scores"], labels[(source, split)])
-        theirs = prediction_posts(recipe, labels[(source, split)])
+        ranks = eval_labels(work / f"eval-{source}", split)
+        mine, theirs = prediction_posts(s["scores"], ranks), prediction_posts(recipe, ranks)
         if [p["post_id"] for p in mine] != [p["post_id"] for p in theirs]:
             raise SystemExit(f"{s['scores']} and {recipe} scored different posts: not comparable")
         a, b = post_stats(mine), post_stats(theirs)
@@ -191,14 +190,9 @@ def against_recipe_table(scored: list[dict], work: Path) -> str:
         seconds = recipe.parent / "train_seconds.txt"
         recipe_seconds = f"{float(seconds.read_text()):.0f}" if seconds.exists() else "?"
         lines.append(f"| {s['experiment']} | {s['n_train']} | {s['seed']} | {source} {split} | "
-                     f"{a.value('ndcg@5'):.3f} | {b.value('ndcg@5'):.3f} | {interval_cell(diff, True)} | "
+                     f"{a.value('ndcg@5'):.3f} | {b.value('ndcg@5'):.3f} | {diff.as_text(signed=True)} | "
                      f"{s['seconds'] or 0:.0f} / {recipe_seconds} |")  # fmt: skip
     return "\n".join(lines) if len(lines) > 2 else ""
-
-
-def interval_cell(i, signed: bool = False) -> str:
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(i.point)} [{f.format(i.low)}, {f.format(i.high)}]"
 
 
 def beyond_length_table(scored: list[dict], work: Path) -> str:
@@ -215,24 +209,21 @@ def beyond_length_table(scored: list[dict], work: Path) -> str:
     lines = ["| trained on | posts | seed | evaluation | length weight | NDCG@5 with / without the term | without minus "
              "longest-first (paired 95%) | without minus with (paired 95%) | pair accuracy without | shorter-better "
              "without |", "|---|---:|---:|---|---:|---|---|---|---|---|"]  # fmt: skip
-    labels = {}
     for s in scored:
         settings = EncoderSettings.saved_with(s["scores"].parent / "reward")
         weight = settings.length_weight if settings is not None else 0.0
         if not weight or not (s["scores"] / "predictions.jsonl").exists():
             continue
-        if s["eval"] not in labels:
-            labels[s["eval"]] = eval_labels(work / f"eval-{s['eval'][0]}", s["eval"][1])
-        posts = prediction_posts(s["scores"], labels[s["eval"]])
+        posts = prediction_posts(s["scores"], eval_labels(work / f"eval-{s['eval'][0]}", s["eval"][1]))
         alone = [dict(p, scores=add_length_term(p["scores"], p["comments"], -weight)) for p in posts]
         with_term, without = post_stats(posts, (5,)), post_stats(alone, (5,))
         longest = baseline_post_stats(posts, ks=(5,))["longest_first"]
         lines.append(f"| {s['experiment']} | {s['n_train']} | {s['seed']} | {' '.join(s['eval'])} | {weight:.3f} | "
                      f"{with_term.value('ndcg@5'):.3f} / {without.value('ndcg@5'):.3f} | "
-                     f"{interval_cell(paired_difference_interval(without, longest, 'ndcg@5'), True)} | "
-                     f"{interval_cell(paired_difference_interval(without, with_term, 'ndcg@5'), True)} | "
-                     f"{interval_cell(bootstrap_interval(without, 'pair_accuracy'))} | "
-                     f"{interval_cell(bootstrap_interval(without, 'shorter_better_pair_accuracy'))} |")  # fmt: skip
+                     f"{paired_difference_interval(without, longest, 'ndcg@5').as_text(signed=True)} | "
+                     f"{paired_difference_interval(without, with_term, 'ndcg@5').as_text(signed=True)} | "
+                     f"{bootstrap_interval(without, 'pair_accuracy').as_text()} | "
+                     f"{bootstrap_interval(without, 'shorter_better_pair_accuracy').as_text()} |")  # fmt: skip
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

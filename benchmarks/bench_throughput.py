@@ -200,8 +200,8 @@ def format_table(rows: list[dict]) -> str:
               "tokenize s | length fit s | eval s | run s | validation NDCG@5 [95%] | minus baseline [95%] |")  # fmt: skip
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
-        ndcg = " / ".join(f"{iv.point:.3f} [{iv.low:.3f}, {iv.high:.3f}]" for iv in r["ndcg"])
-        diff = " / ".join(f"{iv.point:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" for iv in r["diff"]) \
+        ndcg = " / ".join(iv.as_text() for iv in r["ndcg"])
+        diff = " / ".join(iv.as_text(signed=True) for iv in r["diff"]) \
             if r["name"] != "baseline" else "-"  # fmt: skip
         flags = " ".join(VARIANTS[r["name"]]).replace("--", "") or "(today's trainer)"
         seeds = ", ".join(map(str, r["seeds"]))

@@ -181,7 +181,7 @@ def row(label: str, ranker, longest, weight: str, keys=KEYS) -> str:
     delta = "-"
     if ranker is not longest:
         diff = paired_difference_interval(ranker, longest, "ndcg@5")
-        delta = f"{diff.point:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"
+        delta = diff.as_text(signed=True)
     return f"| {label} | {weight} | " + " | ".join(cells) + f" | {delta} |"
 
 

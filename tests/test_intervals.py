@@ -284,3 +284,9 @@ def test_the_training_callback_warns_when_the_model_collapsed(collapsed, weight,
         callback.on_evaluate(None, SimpleNamespace(global_step=7), None, metrics={})
     assert ("at step 7: the model's" in caplog.text) == collapsed
     assert says is None or says in caplog.text
+
+
+def test_an_interval_reads_as_text_with_signs_for_a_difference():
+    interval = I.Interval(0.0114, -0.0041, 0.0268, "BCa")
+    assert interval.as_text() == "0.011 [-0.004, 0.027]"
+    assert interval.as_text(signed=True) == "+0.011 [-0.004, +0.027]"

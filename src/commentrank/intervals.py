@@ -24,6 +24,12 @@ class Interval(NamedTuple):
     high: float
     method: str
 
+    def as_text(self, signed: bool = False) -> str:
+        """``0.812 [0.795, 0.828]`` (three decimals); ``signed``: with signs, for a difference (``+0.011 [-0.004,
+        +0.027]``)."""
+        f = "{:+.3f}" if signed else "{:.3f}"
+        return f"{f.format(self.point)} [{f.format(self.low)}, {f.format(self.high)}]"
+
 
 def ratio_statistic(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
     """``sum(num) / sum(den)`` along ``axis`` (NaN where ``sum(den)`` is 0): a metric on resampled posts."""
