@@ -10,9 +10,9 @@ line, HTML bodies with paragraphs, lists, code and links, ~4.5 answers per quest
 question, some of them far later) under a temporary folder, deleted afterwards. Each size runs the full data_prep
 (read, validate, split, the three views, saved) in a fresh process: today's reader, i.e. data_prep as it was when
 issue 22 was filed (`--baseline_rev`, the commit before that work: its `src/` taken from git and run in memory, on
-one core), and the bounded one of this checkout (`run_prepare`, `--num_proc`), one after the other; peak memory is the largest
-resident set of the process and its workers (`wait4`'s `ru_maxrss`), speed the dump's MB per wall-clock second. The
-scaling exponents are log-log fits of time and memory against size. Today's reader needs ~6x the dump in memory: it
+one core), and the bounded one of this checkout (`run_prepare`, `--num_proc`), one after the other; peak memory is the
+largest resident set of the process and its workers (`wait4`'s `ru_maxrss`), speed the dump's MB per wall-clock second.
+The scaling exponents are log-log fits of time and memory against size. Today's reader needs ~6x the dump in memory: it
 runs at a size only when `MemAvailable` is over 8x the dump (else its point is skipped and extrapolated by its fit).
 Writes benchmarks/results/data_prep.md and data_prep.png.
 """
@@ -76,14 +76,18 @@ def generate_dump(path: Path, target_bytes: int, seed: int = 0) -> dict:
         f.write('\ufeff<?xml version="1.0" encoding="utf-8"?>\n<posts>\n')
         while written < target_bytes:
             day = 1 + next_id // 5000
-            date = f"20{10 + day // 365 % 14:02d}-{1 + day // 30 % 12:02d}-{1 + day % 28:02d}T{next_id % 24:02d}:00:00.000"
+            date = (
+                f"20{10 + day // 365 % 14:02d}-{1 + day // 30 % 12:02d}-{1 + day % 28:02d}"
+                f"T{next_id % 24:02d}:00:00.000"
+            )
             if not waiting or rng.random() < 0.2:
                 n = rng.choice([0, 1, 2, 3, 4, 5, 6, 8, 12])
                 line = (
                     f'  <row Id="{next_id}" PostTypeId="1" AcceptedAnswerId="{next_id + 1}" CreationDate="{date}" '
                     f'Score="{rng.randint(-3, 200)}" ViewCount="{rng.randint(10, 99999)}" Body="{rng.choice(pool)}" '
                     f'OwnerUserId="{rng.randint(1, 99999)}" LastActivityDate="{date}" Title="{rng.choice(titles)}" '
-                    f'Tags="&lt;beer&gt;&lt;{rng.choice(WORDS)}&gt;" AnswerCount="{n}" CommentCount="{rng.randint(0, 9)}" '
+                    f'Tags="&lt;beer&gt;&lt;{rng.choice(WORDS)}&gt;" AnswerCount="{n}" '
+                    f'CommentCount="{rng.randint(0, 9)}" '
                     f'ContentLicense="CC BY-SA 4.0" />\n'
                 )
                 waiting.append((next_id, n))
@@ -275,7 +279,8 @@ def write_results(rows: list[dict], args) -> None:
         f"`python benchmarks/bench_data_prep.py --sizes_gb {' '.join(map(str, args.sizes_gb))} --num_proc "
         f"{args.num_proc}` (seed {args.seed}): generated `Posts.xml` dumps of the real schema, the full data_prep "
         "(read, validate, split, three views, saved) in a fresh process each; peak = the largest resident set of the "
-        f"process and its workers. Today's = data_prep at `{args.baseline_rev}` (before issue 22: in memory, one core); bounded = "
+        f"process and its workers. Today's = data_prep at `{args.baseline_rev}` (before issue 22: in memory, "
+        f"one core); bounded = "
         f"`run_prepare` with `--num_proc {args.num_proc}` (Parquet shards, DuckDB group and sort, views staged on "
         "disk); the two paths ran one after the other at each size.",
         "",

@@ -118,7 +118,8 @@ def embed(model: str, posts: dict[str, list], max_length: int, cache: Path) -> d
     """Each split's posts as `bench_zero_shot`'s post dicts with `title_embedding` and `embeddings` added, cached in
     `cache` (one file, written atomically, with a digest of the posts' ids and texts that a later run must match)."""
     out = {split: [{"post_id": p.post_id, "prompt": p.title, "comments": [c.text for c in p.comments],
-                    "ranks": [c.rank for c in p.comments]} for p in group] for split, group in posts.items()}  # fmt: skip
+                    "ranks": [c.rank for c in p.comments]} for p in group]
+           for split, group in posts.items()}  # fmt: skip
     texts = {s: [(p["post_id"], p["prompt"], p["comments"]) for p in group] for s, group in out.items()}
     digest = hashlib.sha256(json.dumps([model, max_length, texts], sort_keys=True).encode()).hexdigest()
     arrays = {}

@@ -149,7 +149,8 @@ def run_method(key, args, data, tokenizer_path):
     metrics = ranking_metrics([{**p, "scores": r} for p, r in zip(eval_posts, rewards)])
     torch.set_num_threads(args.threads)
     return {"key": key, "units": units, "seconds": seconds, "sequences": counter.sequences,
-            "tokens": counter.tokens, "cells": counter.cells, "steps": trainer.state.global_step, **metrics}  # fmt: skip
+            "tokens": counter.tokens, "cells": counter.cells, "steps": trainer.state.global_step,
+            **metrics}  # fmt: skip
 
 
 def warm_up(tokenizer_path, threads):

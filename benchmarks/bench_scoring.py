@@ -2,8 +2,9 @@
 
 Usage:
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_scoring.py --threads 2      # after `make demo` (its model and test split)
-    OMP_NUM_THREADS=2 python benchmarks/bench_scoring.py --model bundled:minilm --dataset data/stackexchange/se_ranked.jsonl.gz
+    OMP_NUM_THREADS=2 python benchmarks/bench_scoring.py --threads 2  # after `make demo` (its model and test split)
+    OMP_NUM_THREADS=2 python benchmarks/bench_scoring.py --model bundled:minilm \
+        --dataset data/stackexchange/se_ranked.jsonl.gz
 
 One model scores the same comments (the first `--n_comments` of `--dataset`, at the model's `max_length`) six ways:
 
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     t_bare = measured[1][1]
     print(f"model {args.model}, {n} comments of {len(rows)} posts of {dataset} ({args.split}), max_length "
           f"{encoder.max_length}, batch {args.batch_size}, {args.threads} thread(s), torch {torch.__version__}, "
-          f"python {sys.version.split()[0]}, CPU bfloat16 flags: {', '.join(cpu_bf16_flags()) or 'none'}\n")  # fmt: skip
+          f"python {sys.version.split()[0]}, "
+          f"CPU bfloat16 flags: {', '.join(cpu_bf16_flags()) or 'none'}\n")  # fmt: skip
     print("| path | seconds | comments/s | vs fp32 bare forward | NDCG@5 | vs fp32 | reward Spearman vs fp32 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     results = []

@@ -15,9 +15,10 @@ inside the process (timers around the library's own functions, a forward pre-hoo
 of the training forwards): tokenization (`prepare_listwise`), the length fit, `trainer.train()`, the NDCG
 evaluation, and the whole run. Comments/s and tokens/s are training comments and real tokens over the training
 time (wall clock, and the process's CPU time: with one thread per run the CPU time is the better measure on a
-shared machine, where waiting for a core inflates the wall clock); the padded share is the padded cells the model was given that hold no token. NDCG@5 on the validation posts
-has its bootstrap 95% interval over posts and the paired interval of its difference to the baseline of the same
-seed. The table goes to stdout and to `benchmarks/results/throughput.md` (`--output`).
+shared machine, where waiting for a core inflates the wall clock); the padded share is the padded cells the model was
+given that hold no token. NDCG@5 on the validation posts has its bootstrap 95% interval over posts and the paired
+interval of its difference to the baseline of the same seed. The table goes to stdout and to
+`benchmarks/results/throughput.md` (`--output`).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def run_child(spec: dict) -> dict:
     total = time.perf_counter() - start
     hook = counter["hook"]
     posts = scored[-1]
-    return {"total": total, "train": counter["seconds"], "train_cpu": counter["cpu"], **{k: t.seconds for k, t in timers.items()},
+    return {"total": total, "train": counter["seconds"], "train_cpu": counter["cpu"],
+            **{k: t.seconds for k, t in timers.items()},
             "steps": trainer.state.global_step, "comments": hook.sequences, "tokens": hook.tokens,
             "cells": hook.cells, "posts": [{"ranks": p["ranks"], "scores": [float(s) for s in p["scores"]],
                                             "comments": p["comments"]} for p in posts]}  # fmt: skip
@@ -185,8 +187,9 @@ def summarize(runs: dict, names: list[str], seeds: list[int]) -> list[dict]:
         cpu_ratio = sum(cpu(runs[("baseline", s)]) / cpu(runs[(name, s)]) for s in seeds_of) / len(seeds_of)
         ndcg = [bootstrap_interval(stats[(name, s)], "ndcg@5") for s in seeds_of]
         diff = [paired_difference_interval(stats[(name, s)], stats[("baseline", s)], "ndcg@5") for s in seeds_of]
-        rows.append({"name": name, "seeds": seeds_of, "steps": mean(lambda r: r["steps"]), "comments/s": mean(lambda r: r["comments"] /
-                     r["train"]), "tokens/s": mean(lambda r: r["tokens"] / r["train"]),
+        rows.append({"name": name, "seeds": seeds_of, "steps": mean(lambda r: r["steps"]),
+                     "comments/s": mean(lambda r: r["comments"] / r["train"]),
+                     "tokens/s": mean(lambda r: r["tokens"] / r["train"]),
                      "padded": mean(lambda r: 1 - r["tokens"] / r["cells"]), "train": mean(lambda r: r["train"]),
                      "tokenize": mean(lambda r: r["tokenize"]), "length_fit": mean(lambda r: r["length_fit"]),
                      "eval": mean(lambda r: r["eval"]), "total": mean(lambda r: r["total"]), "ratio": ratio,
@@ -196,8 +199,10 @@ def summarize(runs: dict, names: list[str], seeds: list[int]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ("| variant | flags over the recipe | seeds | steps | comments/s | tokens/s | padded | train s | vs baseline | train CPU s | vs baseline (CPU) | "
-              "tokenize s | length fit s | eval s | run s | validation NDCG@5 [95%] | minus baseline [95%] |")  # fmt: skip
+    header = ("| variant | flags over the recipe | seeds | steps | comments/s | tokens/s | padded | train s | "
+              "vs baseline | train CPU s | vs baseline (CPU) | "
+              "tokenize s | length fit s | eval s | run s | validation NDCG@5 [95%] | "
+              "minus baseline [95%] |")  # fmt: skip
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         ndcg = " / ".join(iv.as_text() for iv in r["ndcg"])
@@ -205,8 +210,10 @@ def format_table(rows: list[dict]) -> str:
             if r["name"] != "baseline" else "-"  # fmt: skip
         flags = " ".join(VARIANTS[r["name"]]).replace("--", "") or "(today's trainer)"
         seeds = ", ".join(map(str, r["seeds"]))
-        lines.append(f"| {r['name']} | {flags} | {seeds} | {r['steps']:.0f} | {r['comments/s']:.1f} | {r['tokens/s']:.0f} | "
-                     f"{r['padded']:.1%} | {r['train']:.0f} | {r['ratio']:.2f}x | {r['train_cpu']:.0f} | {r['cpu_ratio']:.2f}x | "
+        lines.append(f"| {r['name']} | {flags} | {seeds} | {r['steps']:.0f} | {r['comments/s']:.1f} | "
+                     f"{r['tokens/s']:.0f} | "
+                     f"{r['padded']:.1%} | {r['train']:.0f} | {r['ratio']:.2f}x | {r['train_cpu']:.0f} | "
+                     f"{r['cpu_ratio']:.2f}x | "
                      f"{r['tokenize']:.1f} | "
                      f"{r['length_fit']:.2f} | {r['eval']:.1f} | {r['total']:.0f} | {ndcg} | {diff} |")  # fmt: skip
     return "\n".join(lines)
@@ -255,7 +262,8 @@ def write_table(args, runs: dict, rows: list[dict]) -> None:
     cpu_bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f" {f}" in flags]
     first = runs[("baseline", args.seeds[0])]
     note = (f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.processor() or platform.machine()} "
-            f"({os.cpu_count()} cores, bf16 instructions: {', '.join(cpu_bf16) or 'none'}), torch {torch.__version__}, "
+            f"({os.cpu_count()} cores, bf16 instructions: {', '.join(cpu_bf16) or 'none'}), "
+            f"torch {torch.__version__}, "
             f"{args.threads} thread(s) per run, {args.parallel} run(s) at once, variants in rounds (seeds "
             f"{', '.join(map(str, sorted({s for _, s in runs})))}), data {Path(args.data).name}"
             f"{f', {args.train_posts} training posts' if args.train_posts else ''} ({first['comments']} training "

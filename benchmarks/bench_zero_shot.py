@@ -171,7 +171,8 @@ def best_weight(posts, lengths, cos) -> float:
 
 
 def row(label: str, ranker, longest, weight: str, keys=KEYS) -> str:
-    """A table line: each of `keys` with its interval, and NDCG@5 minus longest-first (paired), as `score.py` has them."""
+    """A table line: each of `keys` with its interval, and NDCG@5 minus longest-first (paired), as `score.py` has
+    them."""
     from commentrank.intervals import bootstrap_interval, paired_difference_interval
 
     cells = []
@@ -247,9 +248,9 @@ def main() -> None:
     ]
     if args.fine_tune_epochs:
         text[-1] += (
-            f" Fine-tuned: the encoder trained on the {len(train)} training posts so that the same score orders their "
-            f"comments (`fine_tune`: RankNet over each post's pairs, the weight fixed), at {args.fine_tune_max_length} "
-            f"tokens as the row above it; {args.threads} threads."
+            f" Fine-tuned: the encoder trained on the {len(train)} training posts so that the same score orders "
+            f"their comments (`fine_tune`: RankNet over each post's pairs, the weight fixed), at "
+            f"{args.fine_tune_max_length} tokens as the row above it; {args.threads} threads."
         )
     for split in posts:
         text += ["", f"**{split}**", "", "| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 2)]

@@ -43,7 +43,8 @@ def parity_table(scorers: dict[str, Scorer], rows: list[dict], batch_size: int) 
         reference = flat if reference is None else reference
         metrics = ranking_metrics(labeled_posts(rows, rewards))
         results[name] = {"ndcg@5": metrics["ndcg@5"], "spearman_vs_pytorch": float(spearmanr(reference, flat)[0]),
-                         "max_abs_diff": float(np.abs(reference - flat).max()), "comments/s": n_comments / seconds}  # fmt: skip
+                         "max_abs_diff": float(np.abs(reference - flat).max()),
+                         "comments/s": n_comments / seconds}  # fmt: skip
     return markdown_table(results, ("ndcg@5", "spearman_vs_pytorch", "max_abs_diff", "comments/s"))
 
 

@@ -98,7 +98,8 @@ def main(argv=None):
         if script_args.report_posts:
             posts = held_out_posts(script_args.dataset_name, script_args.report_split, script_args.report_posts,
                                    prompt_template=script_args.prompt_template, seed=training_args.seed,
-                                   skip_invalid=script_args.skip_invalid, hub_config=script_args.dataset_config)  # fmt: skip
+                                   skip_invalid=script_args.skip_invalid,
+                                   hub_config=script_args.dataset_config)  # fmt: skip
         reward = RewardFunction(script_args.reward_model, length_free=script_args.length_free,
                                 length_penalty=script_args.length_penalty, clip=script_args.reward_clip,
                                 batch_size=script_args.reward_batch_size)  # fmt: skip
@@ -106,7 +107,8 @@ def main(argv=None):
     logger.info("grpo: %d training prompts, %d report posts, reward %r", len(train), len(posts), reward)
 
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
-                                                 dtype=model_args.dtype, trust_remote_code=training_args.trust_remote_code)  # fmt: skip
+                                                 dtype=model_args.dtype,
+                                                 trust_remote_code=training_args.trust_remote_code)  # fmt: skip
     push_repo = steps.take_hub_push(training_args)
     trainer = SafeGRPOTrainer(model=model, reward_funcs=reward, args=training_args, train_dataset=train,
                               processing_class=tokenizer, peft_config=get_peft_config(model_args))  # fmt: skip

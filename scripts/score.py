@@ -90,7 +90,8 @@ def run(config: ScoreArguments) -> dict:
         "n_posts": len(data.rows), "n_comments": n_comments, "n_truncated": n_truncated,
         "max_length": scorer.encoder.max_length, "dtype": scorer.dtype, "skipped": dict(data.summary.posts_dropped),
         "duplicate_texts": data.summary.duplicate_texts, "n_seeds": config.n_seeds, "seconds": round(elapsed, 3),
-        "comments_per_s": round(n_comments / max(elapsed, 1e-9), 1), "warnings": data.warnings + ([warning] if warning else []),
+        "comments_per_s": round(n_comments / max(elapsed, 1e-9), 1),
+        "warnings": data.warnings + ([warning] if warning else []),
     }  # fmt: skip
     with OutputDir(config.output_dir, "scores", **ours) as tmp:  # the whole set lands at once
         written = write_outputs(tmp, data.rows, rewards, results, info, details)

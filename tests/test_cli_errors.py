@@ -105,8 +105,8 @@ def test_an_unknown_recipe_key_names_its_line_and_the_closest_key(tmp_path, caps
         ("prepare", ["--inputs", "x.jsonl", "--views", "pairwise", "listwse"],
          "views: 'listwse' is not one of pairwise, listwise, sft (did you mean 'listwise'?)"),
         ("reward", ["--dataset_name", "d", "--output_dir", "o", "--eval_strategy", "step"],
-         "argument --eval_strategy/--eval-strategy: invalid choice: 'step' (choose from 'no', 'steps', 'epoch') (did you mean "
-         "'steps'?)"),
+         "argument --eval_strategy/--eval-strategy: invalid choice: 'step' (choose from 'no', 'steps', 'epoch') "
+         "(did you mean 'steps'?)"),
     ],
     ids=["loss_type", "pair_strategy", "views", "eval_strategy"],
 )  # fmt: skip
@@ -271,7 +271,8 @@ def test_the_training_push_uses_hub_token(tiny_bert, prepared_sample, tmp_path, 
 
     monkeypatch.delenv("HF_TOKEN")
     main_of("reward")(args_for(tiny_bert, prepared_sample, tmp_path / "rm", "--max_steps", "1", "--ndcg_eval_posts",
-                               "0", "--push_to_hub", "true", "--hub_model_id", "me/rm", "--hub_token", TOKEN))  # fmt: skip
+                               "0", "--push_to_hub", "true", "--hub_model_id", "me/rm",
+                               "--hub_token", TOKEN))  # fmt: skip
     assert [c[2].get("token") for c in fake_hub if c[0] == "init"] == [TOKEN]
     assert [c[0] for c in fake_hub] == ["init", "create_repo", "upload_folder"]
 

@@ -1,4 +1,5 @@
-"""What one stage writes, the next reads the same way: prompt templates, encoder settings, losses, repo names, drops."""
+"""What one stage writes, the next reads the same way: prompt templates, encoder settings, losses, repo names,
+drops."""
 
 import json
 

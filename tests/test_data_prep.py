@@ -42,7 +42,8 @@ def test_pairs_margin_cap_and_visibility():
     options = PairOptions("all", max_pairs_per_post=2, visibility_filter=True)
     rows = make_pairs(p, "prompt", options)
     assert len(rows) == 2 and pair_counts(p, options) == {
-        "candidates": 6, "dropped_older_preferred": 0, "dropped_no_timestamp": 0, "dropped_cap": 4, "kept": 2}  # fmt: skip
+        "candidates": 6, "dropped_older_preferred": 0, "dropped_no_timestamp": 0, "dropped_cap": 4,
+        "kept": 2}  # fmt: skip
     assert all(r["margin"] >= 1 and r["prompt"] == "prompt" for r in rows)
     older_best = ranked(3, created=["2020-01-01", "2020-01-02", "2020-01-03"])  # best answer was the first one
     assert make_pairs(older_best, "x", PairOptions("all", visibility_filter=True)) == []
@@ -188,7 +189,8 @@ def test_shipped_sample_three_views_and_summary(tmp_path):
 
 def test_posts_xml_to_views(tmp_path):
     summary = main(["--inputs", str(POSTS_XML), "--output_dir", str(tmp_path / "se"), "--skip_invalid",
-                    "--visibility_filter", "--prompt_template", "{title}\n\n{body}", "--test_size", "0.2"])  # fmt: skip
+                    "--visibility_filter", "--prompt_template", "{title}\n\n{body}",
+                    "--test_size", "0.2"])  # fmt: skip
     assert summary.posts_kept > 0
     listwise = datasets.load_from_disk(str(tmp_path / "se" / "listwise"))
     assert "\n\n" in listwise["train"][0]["prompt"]
@@ -222,7 +224,8 @@ def test_output_is_atomic_on_failure(tmp_path, monkeypatch):
 def test_push_to_hub_uploads_each_view_and_summary(tmp_path, monkeypatch):
     pushed, uploaded = [], []
     monkeypatch.setattr(datasets.DatasetDict, "push_to_hub",
-                        lambda self, repo, config_name, private: pushed.append((repo, config_name, sorted(self))))  # fmt: skip
+                        lambda self, repo, config_name, private:
+                        pushed.append((repo, config_name, sorted(self))))  # fmt: skip
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_file", lambda self, **kw: uploaded.append(kw))

@@ -229,7 +229,8 @@ def test_data_prep_imports_neither_torch_nor_trl_trainers(tmp_path):
 
     code = (
         "import sys; from commentrank.data.prepare import main; "
-        f"main(['--inputs', {str(POSTS_XML)!r}, '--output_dir', {str(tmp_path / 'out')!r}, '--num_proc', '2', '--skip_invalid']); "
+        f"main(['--inputs', {str(POSTS_XML)!r}, '--output_dir', {str(tmp_path / 'out')!r}, "
+        f"'--num_proc', '2', '--skip_invalid']); "
         "heavy = [m for m in ('torch', 'transformers.training_args', 'trl.trainer') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

@@ -1,4 +1,5 @@
-"""The fast scoring paths rank like the float32 model: bfloat16 (the default where the CPU has it) and exported ONNX."""
+"""The fast scoring paths rank like the float32 model: bfloat16 (the default where the CPU has it) and exported
+ONNX."""
 
 import numpy as np
 import pytest
@@ -100,7 +101,8 @@ def test_accelerate_launch_scores_in_two_processes_exactly_as_one(tmp_path):
     args = ["--model", str(model), "--dataset", str(raw), "--no_progress", "true", "--batch_size", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", str(_free_port())]  # fmt: skip
+              str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"),
+              "--main_process_port", str(_free_port())]  # fmt: skip
     script = str(ROOT / "scripts" / "score.py")
     two = subprocess.run([*launch, script, *args, "--output_dir", str(tmp_path / "two")], env=env,
                          capture_output=True, text=True, timeout=600)  # fmt: skip

@@ -27,14 +27,16 @@ def longer_is_better(tmp_path_factory):
                      "votes": None, "site": None, "url": None, "license": None})  # fmt: skip
     folder = tmp_path_factory.mktemp("longer") / "data"
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:20]),
-                          "validation": datasets.Dataset.from_list(rows[20:])}).save_to_disk(str(folder / "listwise"))  # fmt: skip
+                          "validation": datasets.Dataset.from_list(rows[20:])}
+                         ).save_to_disk(str(folder / "listwise"))  # fmt: skip
     return folder
 
 
 def train(tiny_bert, data, out, *extra):
     return reward.main(args_for(tiny_bert, str(data), out, "--loss_type", "listmle", "--max_length", "16",
                                 "--per_device_train_batch_size", "4", "--num_train_epochs", "4", "--learning_rate",
-                                "1e-4", "--length_init", "zero", "--length_learning_rate", "5e-2", *extra))  # fmt: skip
+                                "1e-4", "--length_init", "zero", "--length_learning_rate", "5e-2",
+                                *extra))  # fmt: skip
 
 
 def test_the_additive_length_term_is_learned_saved_and_applied_by_every_scorer(tiny_bert, longer_is_better, tmp_path):
@@ -108,7 +110,8 @@ def mostly_longer_is_better(tmp_path_factory):
                      "votes": None, "site": None, "url": None, "license": None})  # fmt: skip
     folder = tmp_path_factory.mktemp("mostly") / "data"
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
-                          "validation": datasets.Dataset.from_list(rows[:4])}).save_to_disk(str(folder / "listwise"))  # fmt: skip
+                          "validation": datasets.Dataset.from_list(rows[:4])}
+                         ).save_to_disk(str(folder / "listwise"))  # fmt: skip
     return rows, folder
 
 
@@ -126,7 +129,8 @@ def test_length_init_fit_starts_the_term_at_the_weight_that_minimizes_the_loss_o
 
     def objective(w):  # the mean over posts of ListMLE of w * log1p(characters), naively, plus the ridge
         losses = [float(listmle_loss(w * torch.tensor(length_feature(r["comments"]), dtype=torch.float64),
-                                     torch.zeros(3, dtype=torch.long), torch.tensor(r["ranks"]))) for r in rows]  # fmt: skip
+                                     torch.zeros(3, dtype=torch.long), torch.tensor(r["ranks"])))
+                  for r in rows]  # fmt: skip
         return sum(losses) / len(losses) + LENGTH_FIT_RIDGE * w**2
 
     grid = [i / 100 for i in range(-300, 301)]

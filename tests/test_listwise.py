@@ -114,8 +114,10 @@ def test_losses_backpropagate_and_handle_a_batch_without_pairs():
 
 def listwise_rows():
     return datasets.Dataset.from_list([
-        {"post_id": "a", "prompt": "Best hops?", "comments": ["Citra", "Saaz is classic", "Mosaic"], "ranks": [2, 0, 1]},
-        {"post_id": "b", "prompt": "word " * 200, "comments": [f"answer {i} " * (40 if i == 3 else 1) for i in range(8)],
+        {"post_id": "a", "prompt": "Best hops?", "comments": ["Citra", "Saaz is classic", "Mosaic"],
+         "ranks": [2, 0, 1]},
+        {"post_id": "b", "prompt": "word " * 200,
+         "comments": [f"answer {i} " * (40 if i == 3 else 1) for i in range(8)],
          "ranks": [5, 0, 7, 1, 6, 2, 4, 3]},
         {"post_id": "c", "prompt": "Only one?", "comments": ["alone"], "ranks": [0]},
         {"post_id": "d", "prompt": "Two", "comments": ["x", "y z"], "ranks": [1, 0]},
@@ -318,7 +320,8 @@ def test_reward_script_trains_a_listwise_loss_and_logs_ndcg(
     rewards, _ = score_posts(load_reward_model(str(out), tokenizer), PairEncoder(tokenizer, max_length=64),
                              [{"prompt": "q", "comments": ["a", "b c"]}])  # fmt: skip
     assert rewards[0] == pytest.approx(score_posts(trainer.model, PairEncoder(tokenizer, max_length=64),
-                                                   [{"prompt": "q", "comments": ["a", "b c"]}])[0][0], abs=1e-5)  # fmt: skip
+                                                   [{"prompt": "q", "comments": ["a", "b c"]}])[0][0],
+                                       abs=1e-5)  # fmt: skip
 
 
 def test_reward_script_lora_trains_and_saves_the_score_head(tiny_bert, prepared_sample, tmp_path):
@@ -327,7 +330,8 @@ def test_reward_script_lora_trains_and_saves_the_score_head(tiny_bert, prepared_
     out = tmp_path / "lora"
     trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--loss_type", "pairwise_all", "--use_margin",
                                    "true", "--max_steps", "3", "--learning_rate", "1e-2", "--use_peft", "true",
-                                   "--lora_task_type", "SEQ_CLS", "--lora_r", "4", "--max_comments_per_post", "4"))  # fmt: skip
+                                   "--lora_task_type", "SEQ_CLS", "--lora_r", "4",
+                                   "--max_comments_per_post", "4"))  # fmt: skip
     assert trainer.args.margin_scale == 1.0
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in trainable) and any("classifier" in n for n in trainable)

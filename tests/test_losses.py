@@ -224,8 +224,8 @@ def test_tied_votes_form_no_lambdaloss_pair_but_tied_ranks_do_not_hide_votes():
 
 def voted_rows():
     return datasets.Dataset.from_list([
-        {"post_id": "a", "prompt": "Best hops?", "comments": ["Citra", "Saaz is classic", "Mosaic"], "ranks": [2, 0, 1],
-         "votes": [1, 12, 4]},
+        {"post_id": "a", "prompt": "Best hops?", "comments": ["Citra", "Saaz is classic", "Mosaic"],
+         "ranks": [2, 0, 1], "votes": [1, 12, 4]},
         {"post_id": "b", "prompt": "word " * 30, "comments": [f"answer {i} " * (9 if i == 3 else 1) for i in range(8)],
          "ranks": [5, 0, 7, 1, 6, 2, 4, 3], "votes": [2, 40, 0, 30, 2, 9, 3, 5]},
         {"post_id": "d", "prompt": "Two", "comments": ["x", "y z"], "ranks": [1, 0], "votes": [3, 7]},

@@ -57,7 +57,8 @@ def tiny_lm(data, tmp_path_factory):
 
 def sft_args(model, data, out, *extra):
     return ["--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out), *CPU_ARGS,
-            "--per_device_train_batch_size", "4", "--max_train_samples", "8", "--logging_steps", "1", *extra]  # fmt: skip
+            "--per_device_train_batch_size", "4", "--max_train_samples", "8", "--logging_steps", "1",
+            *extra]  # fmt: skip
 
 
 def test_sft_full_fine_tuning_writes_a_causal_lm_with_card(tiny_lm, data, tmp_path):
@@ -75,7 +76,8 @@ def test_sft_full_fine_tuning_writes_a_causal_lm_with_card(tiny_lm, data, tmp_pa
 def test_sft_push_uploads_the_final_folder_once_without_checkpoints(tiny_lm, data, tmp_path, fake_hub):
     out = tmp_path / "sft"
     load_script("sft").main(sft_args(tiny_lm, data, out, "--max_steps", "2", "--save_strategy", "steps",
-                                     "--save_steps", "1", "--push_to_hub", "true", "--hub_model_id", "me/sft"))  # fmt: skip
+                                     "--save_steps", "1", "--push_to_hub", "true",
+                                     "--hub_model_id", "me/sft"))  # fmt: skip
     assert (out / "checkpoint-1").is_dir() and (out / "training_args.json").is_file()
     assert not list(out.rglob("training_args.bin"))  # no pickle (it would hold the token), checkpoints included
     files = single_final_upload(fake_hub, "me/sft")

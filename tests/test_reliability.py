@@ -59,7 +59,8 @@ BAD_INPUTS = [
      r"in.jsonl:2: field 'comments\[0\].score': expected int/float, got str", "wrong_type"),
     ("score out of range", "in.jsonl", jsonl(good(), mutated(lambda r: r["comments"][0].update(score=7))),
      r"in.jsonl:2: field 'comments\[0\].score': score 7 is outside 0..2", "score_out_of_range"),
-    ("duplicate comment text", "in.jsonl", jsonl(good(), mutated(lambda r: r["comments"][2].update(text="answer 0 of 1"))),
+    ("duplicate comment text", "in.jsonl",
+     jsonl(good(), mutated(lambda r: r["comments"][2].update(text="answer 0 of 1"))),
      r"in.jsonl:2: field 'comments\[2\].text': the same text as comments\[0\]", "duplicate_comment"),
     ("one comment", "in.jsonl", jsonl(good(), good(1, n=1)),
      r"in.jsonl:2: field 'comments': 1 comment\(s\), at least 2 needed", "too_few_comments"),
@@ -118,7 +119,8 @@ def test_paths_that_are_not_inputs_get_a_named_error(case, message, tmp_path, mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     inputs = {"missing file": str(tmp_path / "nope.jsonl"), "folder named .jsonl": str(tmp_path / "x.jsonl"),
-              "Hub id while offline": "me/not-here", "no output": str(write_jsonl(tmp_path / "a.jsonl", [good()]))}  # fmt: skip
+              "Hub id while offline": "me/not-here",
+              "no output": str(write_jsonl(tmp_path / "a.jsonl", [good()]))}  # fmt: skip
     (tmp_path / "x.jsonl").mkdir()
     argv = ["--inputs", inputs[case]] + ([] if case == "no output" else ["--output_dir", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match=f"^data_prep: error: {message}"):

@@ -27,7 +27,8 @@ def test_training_lowers_loss_changes_params_and_reloads(tiny_bert, prepared_sam
     before = {n: p.clone() for n, p in load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters()}
     out = tmp_path / "rm"
     trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--max_train_samples", "16",
-                                   "--num_train_epochs", "6", "--learning_rate", "3e-3", "--eval_strategy", "epoch"))  # fmt: skip
+                                   "--num_train_epochs", "6", "--learning_rate", "3e-3",
+                                   "--eval_strategy", "epoch"))  # fmt: skip
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 24 and sum(losses[-4:]) < sum(losses[:4])
     evals = [e for e in trainer.state.log_history if "eval_ndcg@5" in e]
@@ -90,7 +91,8 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_bert, prepared_sample, tmp
     resumed_from = []
     train = reward.PairwiseRewardTrainer.train
     monkeypatch.setattr(reward.PairwiseRewardTrainer, "train",
-                        lambda self, **kw: resumed_from.append(kw["resume_from_checkpoint"]) or train(self, **kw))  # fmt: skip
+                        lambda self, **kw: resumed_from.append(kw["resume_from_checkpoint"])
+                        or train(self, **kw))  # fmt: skip
     trainer = reward.main(argv)
     assert resumed_from == [str(out / "checkpoint-2")]
     assert trainer.state.global_step == 4
@@ -175,7 +177,8 @@ def test_lora_trains_the_score_head_and_the_output_loads(merge, tiny_bert, prepa
     out = tmp_path / "lora"
     trainer = reward.main(args_for(tiny_bert, prepared_sample, out, "--max_steps", "3", "--learning_rate", "1e-2",
                                    "--use_peft", "true", "--lora_task_type", "SEQ_CLS", "--lora_r", "4",
-                                   "--lora_target_modules", "query", "value", "--merge_lora", str(merge).lower()))  # fmt: skip
+                                   "--lora_target_modules", "query", "value",
+                                   "--merge_lora", str(merge).lower()))  # fmt: skip
     if not merge:
         trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
         assert any("lora_" in n for n in trainable) and any("classifier" in n for n in trainable)

@@ -155,7 +155,8 @@ def test_grpo_script_trains_saves_safely_and_reports_before_and_after(encoder_rm
             "--report_posts", "4", "--report_max_new_tokens", "6", "--n_bootstrap", "50", "--use_cpu", "true",
             "--bf16", "false", "--activation_checkpointing", "false", "--per_device_train_batch_size", "4",
             "--num_generations", "2", "--max_completion_length", "6", "--max_steps", "2", "--learning_rate", "1e-2",
-            "--save_strategy", "steps", "--save_steps", "1", "--report_to", "none", "--logging_steps", "1"]  # fmt: skip
+            "--save_strategy", "steps", "--save_steps", "1", "--report_to", "none",
+            "--logging_steps", "1"]  # fmt: skip
     load_script("grpo").main(argv)
     report = json.loads((out / "policy_report.json").read_text())
     assert set(report["systems"]) == {"before", "after"} and report["n_posts"] == 4
@@ -208,6 +209,7 @@ def test_bench_policy_compares_policies_on_the_same_posts(encoder_rm, prepared_s
     bench = load_script("bench_policy", "benchmarks")
     report = bench.main(["--reward_model", str(encoder_rm), "--dataset_name", prepared_sample, "--policies",
                          f"a={policy}", f"b={policy}", "--chat", "false", "--instruction", "{post}\n\n", "--posts",
-                         "3", "--max_new_tokens", "5", "--n_bootstrap", "50", "--output", str(tmp_path / "p.md")])  # fmt: skip
+                         "3", "--max_new_tokens", "5", "--n_bootstrap", "50",
+                         "--output", str(tmp_path / "p.md")])  # fmt: skip
     assert report["differences"]["b - a"]["reward"]["mean"] == 0  # greedy: the same comments
     assert (tmp_path / "p.json").is_file() and "| b - a (paired) |" in (tmp_path / "p.md").read_text()

@@ -84,7 +84,8 @@ def test_training_with_both_levers_changes_parameters_and_logs_the_loss(tiny_ber
     before = {n: p.clone() for n, p in load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters()}
     trainer = reward.main(args_for(tiny_bert, prepared_sample, tmp_path / "rm", "--loss_type", "listmle",
                                    "--max_train_samples", "12", "--learning_rate", "1e-2", "--batch_token_budget",
-                                   "600", "--num_train_epochs", "1", "--length_sorted_forward", "true", "--ndcg_eval_posts", "0"))  # fmt: skip
+                                   "600", "--num_train_epochs", "1", "--length_sorted_forward", "true",
+                                   "--ndcg_eval_posts", "0"))  # fmt: skip
     lengths = [[len(ids) for ids in post] for post in trainer.train_dataset["comment_ids"]]
     batches = token_budget_batches(lengths, 600, seed=42)
     assert trainer.state.global_step == len(batches) < 12  # one step per batch, several posts in some

@@ -476,8 +476,9 @@ def _pair_stats(
     ranks: np.ndarray, scores: np.ndarray, lengths: np.ndarray | None, keys: _PairKeys | None = None
 ) -> tuple[float, int, float, int]:
     """(credit, pairs) over all label-ordered pairs of one post and over those whose better comment is strictly
-    shorter; a win is 1, a score tie 0.5. Counted by sorting, never listed: O(n log n) time, O(n) memory (a 40,000-comment
-    post in a tenth of a second, where comparing every pair took seconds). ``keys``: :func:`_pair_keys` of the post.
+    shorter; a win is 1, a score tie 0.5. Counted by sorting, never listed: O(n log n) time, O(n) memory (a
+    40,000-comment post in a tenth of a second, where comparing every pair took seconds). ``keys``: :func:`_pair_keys`
+    of the post.
 
     With x = rank (lower is better), y = length, z = -score (lower is a win), a pair is counted by the signs of its
     three differences: pairs = those with x strictly ordered; wins = x and z strictly concordant; ties = x strict, z

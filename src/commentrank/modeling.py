@@ -203,7 +203,8 @@ HEAD_NAMES = ("classifier", "score")
 def head_in_float32(model: torch.nn.Module) -> torch.nn.Module | None:
     """Run the reward head of a half-precision model in float32: the body's last hidden states are rounded to bfloat16
     anyway, but a bfloat16 logit has only 8 bits, which makes close comments tie. Returns the head (None if none)."""
-    head = next((getattr(model, name) for name in HEAD_NAMES if isinstance(getattr(model, name, None), torch.nn.Module)),
+    head = next((getattr(model, name) for name in HEAD_NAMES
+                 if isinstance(getattr(model, name, None), torch.nn.Module)),
                 None)  # fmt: skip
     if head is None:
         return None

@@ -154,9 +154,11 @@ def policy_report(
         "n_posts": len(posts),
         "length_weight": reward_fn.settings.length_weight,
         "real_best": {"reward": float(np.mean(best_reward)), "chars": float(np.mean([len(p["best"]) for p in posts]))},
-        "systems": {name: {k: _interval(v, n_resamples, seed) for k, v in vals.items()} for name, vals in values.items()},
+        "systems": {name: {k: _interval(v, n_resamples, seed) for k, v in vals.items()}
+                    for name, vals in values.items()},
         "differences": {
-            f"{name} - {reference}": {k: _difference(v, values[reference][k], n_resamples, seed) for k, v in vals.items()}
+            f"{name} - {reference}": {k: _difference(v, values[reference][k], n_resamples, seed)
+                                      for k, v in vals.items()}
             for name, vals in values.items() if name != reference
         },
         "bootstrap": {"confidence": 0.95, "n_resamples": n_resamples, "seed": seed, "unit": "post", "paired": True},
@@ -231,8 +233,8 @@ def build_policy_card(*, model_id: str, base_model: str, dataset: str | None, re
     sections = [
         f"# {model_id.split('/')[-1]}",
         "",
-        f"{_base_text(base_model)} trained with GRPO (TRL's `GRPOTrainer`, commentrank's `scripts/grpo.py`) to write a "
-        f"comment for a post, rewarded by the commentrank reward model `{display_name(reward_model)}` "
+        f"{_base_text(base_model)} trained with GRPO (TRL's `GRPOTrainer`, commentrank's `scripts/grpo.py`) to write "
+        f"a comment for a post, rewarded by the commentrank reward model `{display_name(reward_model)}` "
         "(`commentrank.RewardFunction`: each post and comment encoded as that model was trained).",
         "",
         "## Training",

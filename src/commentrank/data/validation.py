@@ -121,8 +121,8 @@ class PrepSummary:
             self.comments_dropped[reason] += n_comments
 
     def unkeep(self, post: RankedPost, reason: str | None = None) -> None:
-        """A post (or its `prepare.PostRef`) counted as kept is left out after all: dropped for `reason`, or (None) left out by --max_posts.
-        The counts still add up: read = kept + dropped + over_max_posts."""
+        """A post (or its `prepare.PostRef`) counted as kept is left out after all: dropped for `reason`, or (None)
+        left out by --max_posts. The counts still add up: read = kept + dropped + over_max_posts."""
         self.posts_kept -= 1
         self.comments_kept -= post.n_comments
         self.unlabeled_posts -= not post.labeled
@@ -166,7 +166,8 @@ class PrepSummary:
     def format(self) -> str:
         """A plain-text table for the terminal."""
         lines = [
-            f"posts    read {self.posts_read:>7}  kept {self.posts_kept:>7}  dropped {sum(self.posts_dropped.values()):>5}"
+            f"posts    read {self.posts_read:>7}  kept {self.posts_kept:>7}  "
+            f"dropped {sum(self.posts_dropped.values()):>5}"
             f"  (unlabeled kept: {self.unlabeled_posts})",
             f"comments read {self.comments_read:>7}  kept {self.comments_kept:>7}  "
             f"dropped {sum(self.comments_dropped.values()):>5}",

@@ -38,7 +38,8 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: str | os.PathLike, segm
 
 
 def quantize_int8(onnx_path: str | os.PathLike, int8_path: str | os.PathLike) -> Path:
-    """Dynamic int8 quantization of the weights (activations quantized on the fly): onnxruntime's `quantize_dynamic`."""
+    """Dynamic int8 quantization of the weights (activations quantized on the fly): onnxruntime's
+    `quantize_dynamic`."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

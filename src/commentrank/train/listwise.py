@@ -373,7 +373,8 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         config = bound.get("args")
         if not isinstance(config, ListwiseRewardConfig):
             raise TypeError(
-                f"ListwiseRewardTrainer reads its options from args, a ListwiseRewardConfig; got {type(config).__name__}"
+                f"ListwiseRewardTrainer reads its options from args, a ListwiseRewardConfig; "
+                f"got {type(config).__name__}"
             )
         if not config.listwise:
             raise ValueError(

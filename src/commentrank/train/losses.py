@@ -1,7 +1,7 @@
 """The losses and their registry `LOSSES` (name, formula, description, function, graded: the one list that the config,
-the trainer, the model card and the README read). The listwise losses are over the flattened rewards of a batch of whole posts:
-`post_index` numbers the posts 0..B-1, `ranks` are 0 = best, `relevance` (optional) the graded relevance of each
-comment (higher = better; default: from the ranks, as the project's NDCG).
+the trainer, the model card and the README read). The listwise losses are over the flattened rewards of a batch of
+whole posts: `post_index` numbers the posts 0..B-1, `ranks` are 0 = best, `relevance` (optional) the graded relevance
+of each comment (higher = better; default: from the ranks, as the project's NDCG).
 
 Each loss is a mean over the posts of the batch (each post weighs the same, whatever its size); posts with nothing to
 learn from (no ordered pair) are left out, and a batch without any such post gives `rewards.sum() * 0.0`, a zero that
@@ -53,7 +53,8 @@ def pairwise_all_loss(
 
 
 def listmle_loss(rewards: torch.Tensor, post_index: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
-    """Mean over posts of the Plackett-Luce NLL of the observed order, `sum_i [logsumexp_{rank_j >= rank_i} r_j - r_i]`.
+    """Mean over posts of the Plackett-Luce NLL of the observed order,
+    `sum_i [logsumexp_{rank_j >= rank_i} r_j - r_i]`.
 
     Tied comments share their risk set (each denominator includes the ties). Posts of one comment are left out.
     """
@@ -151,9 +152,9 @@ def listnet_loss(
     """Mean over posts of the top-one ListNet loss (Cao et al. 2007), `-sum_i softmax(g)_i log softmax(r)_i`.
 
     The cross-entropy between the top-one probabilities of the labels and of the rewards, softmaxes over the comments
-    of each post. `g` is the graded relevance: `relevance` when given (`log1p` of the vote gap with `relevance: votes`),
-    else `relevance_from_ranks`, the project's NDCG relevance (`n - 1 - rank`). Posts without an order (one comment,
-    or all relevances equal: a uniform target) are left out.
+    of each post. `g` is the graded relevance: `relevance` when given (`log1p` of the vote gap with
+    `relevance: votes`), else `relevance_from_ranks`, the project's NDCG relevance (`n - 1 - rank`). Posts without an
+    order (one comment, or all relevances equal: a uniform target) are left out.
     """
     gains = _gains(rewards, post_index, ranks, relevance)
     same = _same_post(post_index)

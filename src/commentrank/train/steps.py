@@ -68,7 +68,8 @@ def checkpoint_to_resume(training_args) -> str | None:
 NOT_RUN_SETTINGS = ("overwrite_output", "allow_pickle_weights", "dataset_test_split", "max_eval_samples",
                     "ndcg_eval_posts", "length_sorted_forward", "reward_batch_size",
                     # GRPO's before/after report on held-out posts: not part of the policy it trains
-                    "report_split", "report_posts", "report_max_new_tokens", "report_batch_size", "n_bootstrap")  # fmt: skip
+                    "report_split", "report_posts", "report_max_new_tokens", "report_batch_size",
+                    "n_bootstrap")  # fmt: skip
 TRL_RUN_SETTINGS = {
     "model": ("model_name_or_path", "model_revision", "dtype", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
               "lora_target_modules", "load_in_8bit", "load_in_4bit"),
@@ -118,7 +119,8 @@ def settings_changes(recorded: dict, settings: dict) -> list[str]:
     """`name old -> new` for every setting that differs (one that only one side records included)."""
     missing = "(unset)"
     return [f"{name} {json.dumps(recorded.get(name, missing))} -> {json.dumps(settings.get(name, missing))}"
-            for name in sorted(set(recorded) | set(settings)) if recorded.get(name, missing) != settings.get(name, missing)]  # fmt: skip
+            for name in sorted(set(recorded) | set(settings))
+            if recorded.get(name, missing) != settings.get(name, missing)]  # fmt: skip
 
 
 def space_needed(model_name_or_path: str) -> int:
