@@ -206,9 +206,9 @@ def beyond_length_table(scored: list[dict], work: Path) -> str:
     from commentrank.length import add_length_term
     from commentrank.metrics import baseline_post_stats, post_stats
 
-    lines = ["| trained on | posts | seed | evaluation | length weight | NDCG@5 with / without the term | without minus "
-             "longest-first (paired 95%) | without minus with (paired 95%) | pair accuracy without | shorter-better "
-             "without |", "|---|---:|---:|---|---:|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| trained on | posts | seed | evaluation | length weight | NDCG@5 with / without the term | "
+             "without minus longest-first (paired 95%) | without minus with (paired 95%) | pair accuracy without | "
+             "shorter-better without |", "|---|---:|---:|---|---:|---|---|---|---|---|"]  # fmt: skip
     for s in scored:
         settings = EncoderSettings.saved_with(s["scores"].parent / "reward")
         weight = settings.length_weight if settings is not None else 0.0
@@ -236,7 +236,8 @@ def slope_table(scored: list[dict]) -> str:
     sizes = sorted({s["n_train"] for s in scored if s["experiment"] == "reddit"})
     if len(sizes) < 2:
         return ""
-    lines = ["| evaluation | metric | " + " | ".join(f"{n} posts" for n in sizes) + " | per doubling | seeds' spread |",
+    lines = ["| evaluation | metric | " + " | ".join(f"{n} posts" for n in sizes)
+             + " | per doubling | seeds' spread |",
              "|---|---|" + "---:|" * (len(sizes) + 2)]  # fmt: skip
     for source, split in (("reddit", "validation"), ("reddit", "test"), ("se", "test")):
         rows = [s for s in scored if s["experiment"] == "reddit" and s["eval"] == (source, split)]
@@ -378,8 +379,8 @@ def main() -> None:
         f"Training subreddits: {', '.join(s for s in sites.get('train', {}) if s.startswith(R))}; validation: "
         f"{', '.join(VALIDATION)}; test: {', '.join(TEST)} (fixed before any result). Stack Exchange: the sites of "
         "`bench_quality.py`. The quickstart recipe (MiniLM, ListMLE with the fitted length term, 128 tokens, one "
-        f"epoch), `vote_ties: {args.vote_ties}` in training, {args.threads} thread(s). 95% bootstrap intervals over posts; the "
-        "difference to longest-first is paired. "
+        f"epoch), `vote_ties: {args.vote_ties}` in training, {args.threads} thread(s). 95% bootstrap intervals over "
+        "posts; the difference to longest-first is paired. "
         + (
             f"Each evaluation split: its first {args.eval_posts} posts in a fixed seeded order. "
             if args.eval_posts
@@ -400,13 +401,13 @@ def main() -> None:
     table = beyond_length_table(scored, work)
     if table:
         report += ["**Beyond length**: each model's reward without its length term, as `length_feature: odin` with "
-                   "`odin_weight: 0` scores it (the same training; paired against longest-first and against the reward "
-                   "with the term, on the same posts)", "", table, ""]  # fmt: skip
+                   "`odin_weight: 0` scores it (the same training; paired against longest-first and against the "
+                   "reward with the term, on the same posts)", "", table, ""]  # fmt: skip
     table = slope_table(scored)
     if table:
-        report += ["**The slope** (the Reddit curve: mean over the seeds at each size; per doubling: least-squares slope "
-                   "of the means against log2(training posts); seeds' spread: the largest max - min at one size)", "",
-                   table, ""]  # fmt: skip
+        report += ["**The slope** (the Reddit curve: mean over the seeds at each size; per doubling: least-squares "
+                   "slope of the means against log2(training posts); seeds' spread: the largest max - min at one "
+                   "size)", "", table, ""]  # fmt: skip
     text = "\n".join(report)
     print(text)
     output.parent.mkdir(parents=True, exist_ok=True)
