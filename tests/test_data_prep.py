@@ -196,13 +196,9 @@ def test_posts_xml_to_views(tmp_path):
     assert "\n\n" in listwise["train"][0]["prompt"]
     kept = summary.pairs["adjacent (selected)"]
     assert kept["kept"] + kept["dropped_older_preferred"] == kept["candidates"]
-
-
-def test_cli_error_exits_with_message(tmp_path, capsys):
-    path = write_jsonl(tmp_path / "bad.jsonl", [post(1), "{oops"])
-    with pytest.raises(SystemExit, match=r"bad.jsonl:2: field '<line>': malformed JSON"):
-        main(["--inputs", str(path), "--output_dir", str(tmp_path / "o")])
-    assert not (tmp_path / "o").exists()
+    assert 0 < kept["kept"] < kept["candidates"]  # the filter drops pairs whose preferred answer is the older one
+    pairwise = datasets.load_from_disk(str(tmp_path / "se" / "pairwise"))
+    assert sum(len(split) for split in pairwise.values()) == kept["kept"]  # and the view holds exactly the rest
 
 
 def test_output_is_atomic_on_failure(tmp_path, monkeypatch):

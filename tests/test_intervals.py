@@ -4,12 +4,12 @@ per-site breakdown (commentrank.metrics, commentrank.score.report, scripts/score
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
+from sklearn.metrics import ndcg_score
 from test_scoring import tiny_model
 
 from commentrank import intervals as I
@@ -39,16 +39,26 @@ def posts():
     return make_posts(120)
 
 
-def test_post_stats_reproduce_ranking_metrics_and_the_baselines(posts):
+def test_post_stats_match_sklearn_scipy_and_pairs_counted_one_by_one(posts):
     stats = M.post_stats(posts)
-    point = M.ranking_metrics(posts)
-    assert set(stats.keys) == (set(point) - {"n_posts", "n_comments"}) | set(M.LENGTH_KEYS)
-    for key in point.keys() - {"n_posts", "n_comments"}:
-        assert stats.value(key) == pytest.approx(point[key], abs=1e-12), key
-    baselines, expected = M.baseline_post_stats(posts, n_seeds=4, seed=3), M.baseline_metrics(posts, 4, seed=3)
-    for name in ("random", "longest_first"):  # random: per-post values averaged over the same seeds
-        for key in expected[name].keys() - {"n_posts", "n_comments"}:
-            assert baselines[name].value(key) == pytest.approx(expected[name][key], abs=1e-12), (name, key)
+    assert set(stats.keys) == (set(M.ranking_metrics(posts)) - {"n_posts", "n_comments"}) | set(M.LENGTH_KEYS)
+    wins = pairs = short_wins = short_pairs = 0
+    for p in posts:
+        ranks, scores, chars = p["ranks"], p["scores"], [len(c) for c in p["comments"]]
+        for i, j in ((i, j) for i in range(len(ranks)) for j in range(len(ranks)) if ranks[i] < ranks[j]):
+            win = 1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0
+            wins, pairs = wins + win, pairs + 1
+            if chars[i] < chars[j]:  # the better comment is the shorter one
+                short_wins, short_pairs = short_wins + win, short_pairs + 1
+    assert stats.value("pair_accuracy") == pytest.approx(wins / pairs, abs=1e-12)
+    assert stats.value("shorter_better_pair_accuracy") == pytest.approx(short_wins / short_pairs, abs=1e-12)
+    rhos = [spearmanr(p["scores"], [len(c) for c in p["comments"]])[0] for p in posts]
+    assert stats.value("length_spearman") == pytest.approx(np.nanmean(rhos), abs=1e-12)
+    for k in (1, 3, 5):
+        by_rank = [ndcg_score([len(p["ranks"]) - 1 - np.asarray(p["ranks"])], [p["scores"]], k=k) for p in posts]
+        by_votes = [ndcg_score([np.asarray(p["votes"]) - min(p["votes"])], [p["scores"]], k=k) for p in posts]
+        assert stats.value(f"ndcg@{k}") == pytest.approx(np.mean(by_rank), abs=1e-12), k
+        assert stats.value(f"ndcg_votes@{k}") == pytest.approx(np.mean(by_votes), abs=1e-12), k
 
 
 def test_intervals_contain_the_point_and_are_reproducible(posts):
@@ -165,12 +175,8 @@ def test_per_site_breakdown_on_rows_with_two_sites():
             assert group[name]["pair_accuracy"] == pytest.approx(expected["pair_accuracy"]), (site, name)
 
 
-def test_bootstrap_report_is_fast_and_shares_its_resamples():
+def test_bootstrap_report_shares_its_resamples():
     stats = M.post_stats(make_posts(500, seed=8))
-    start = time.perf_counter()
-    I.bootstrap_interval(stats, "pair_accuracy", n_resamples=1000)
-    I.paired_difference_interval(stats, stats, "ndcg@5", n_resamples=1000)
-    assert time.perf_counter() - start < 1.0  # about 0.05 s on one core
     shifted = M.PostStats({k: v + stats.den[k] * 0.01 for k, v in stats.num.items()}, stats.den)
     report = I.bootstrap_report({"model": shifted, "copy": stats}, n_resamples=300)
     diff = report["differences"]["copy"]["ndcg@5"]

@@ -144,6 +144,11 @@ def test_relevance_from_ranks_is_the_projects_ndcg_relevance():
     assert relevance_from_ranks(batch["post_index"], batch["ranks"]).tolist() == expected
 
 
+def test_relevance_from_votes_is_log1p_of_the_votes_above_the_least_voted():
+    assert relevance_from_votes([1, 12, 4]) == pytest.approx([0.0, math.log1p(11), math.log1p(3)])
+    assert relevance_from_votes([-3, -3, 5]) == pytest.approx([0.0, 0.0, math.log1p(8)])  # equal votes, equal gain
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_plistmle_matches_a_per_post_loop(seed):
     posts = random_posts(seed)

@@ -123,7 +123,7 @@ def test_an_old_marker_without_entries_replaces_only_the_names_its_kind_writes(t
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_a_read_only_or_full_location_is_an_error_before_any_work(tmp_path, tiny_bert, prepared_sample):
+def test_a_read_only_location_is_an_error_before_any_work(tmp_path, tiny_bert, prepared_sample):
     read_only = "/sys/commentrank-out"  # sysfs takes no new file, even for root
     try:
         tempfile.TemporaryFile(dir="/sys").close()
@@ -137,6 +137,9 @@ def test_a_read_only_or_full_location_is_an_error_before_any_work(tmp_path, tiny
         prep(raw, read_only)
     with pytest.raises(SystemExit, match=r"^reward: error: output_dir /sys/commentrank-out is not writable"):
         reward.main(args_for(tiny_bert, prepared_sample, read_only, "--max_steps", "1"))
+
+
+def test_an_output_on_a_full_disk_is_an_error_before_any_work(tmp_path):
     free = shutil.disk_usage(tmp_path).free
     with pytest.raises(OutputDirError, match=r"output_dir .*out: only \d+ MB free on its disk, about \d+ MB needed"):
         check_output_dir(tmp_path / "out", "scores", min_free_bytes=free + 2**40)

@@ -1,6 +1,7 @@
 """The SFT -> reward -> score pipeline end to end on a tiny causal LM, each stage's output loaded by the next."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -68,7 +69,7 @@ def test_sft_full_fine_tuning_writes_a_causal_lm_with_card(tiny_lm, data, tmp_pa
                       "--max_eval_samples", "4"))  # fmt: skip
     before, after = AutoModelForCausalLM.from_pretrained(tiny_lm), AutoModelForCausalLM.from_pretrained(out)
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
-    assert json.loads((out / "eval_results.json").read_text())["eval_loss"] > 0
+    assert math.isfinite(json.loads((out / "eval_results.json").read_text())["eval_loss"])
     card = (out / "README.md").read_text()
     assert "full fine-tuning" in card and "scripts/reward.py" in card and "train_loss" in card
 

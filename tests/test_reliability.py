@@ -184,12 +184,12 @@ def test_score_checks_its_output_before_any_work(tmp_path, monkeypatch):
     a_file = tmp_path / "scores"
     a_file.write_text("not a folder")
     loaded = []
-    monkeypatch.setattr(load_script("score"), "load_scorer", lambda *a, **k: loaded.append(1))
-    import commentrank.score.scorer as scorer_module
-
-    monkeypatch.setattr(scorer_module, "load_scorer", lambda *a, **k: loaded.append(1))
+    script = load_script("score")  # its own names: what main() calls
+    monkeypatch.setattr(script, "load_scorer", lambda *a, **k: loaded.append("model"))
+    monkeypatch.setattr(script, "load_scoring_rows", lambda *a, **k: loaded.append("data"))
     with pytest.raises(SystemExit, match=r"^score: error: output_dir .*scores is a file"):
-        score(["--model", str(tiny_model(tmp_path / "rm")), "--dataset", str(raw), "--output_dir", str(a_file)])
+        script.main(["--model", str(tiny_model(tmp_path / "rm")), "--dataset", str(raw), "--output_dir", str(a_file)])
+    assert loaded == []  # neither the model nor the data was read
     assert a_file.read_text() == "not a folder"
 
 
