@@ -37,7 +37,7 @@ from commentrank.configs import GRPOArguments
 from commentrank.hub import HubError, push_model_folder, repo_name_for
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.model_card import save_model_card
-from commentrank.modeling import load_tokenizer
+from commentrank.modeling import check_weights_format, load_tokenizer
 from commentrank.policy import build_policy_card, generate, held_out_posts, policy_prompt, policy_report, write_report
 from commentrank.score.reward_function import RewardFunction
 from commentrank.train import steps
@@ -82,6 +82,7 @@ def main(argv=None):
         if not steps.check_training_output(training_args, "grpo_policy", inputs, script_args.overwrite_output,
                                            settings):  # fmt: skip
             return None  # this run, finished, is already there
+        check_weights_format(model_args.model_name_or_path, script_args.allow_pickle_weights)
         tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=True, revision=model_args.model_revision,
                                    trust_remote_code=training_args.trust_remote_code)  # fmt: skip
         data = steps.open_training_data(script_args, training_args.seed)
@@ -102,7 +103,8 @@ def main(argv=None):
                                    hub_config=script_args.dataset_config)  # fmt: skip
         reward = RewardFunction(script_args.reward_model, length_free=script_args.length_free,
                                 length_penalty=script_args.length_penalty, clip=script_args.reward_clip,
-                                batch_size=script_args.reward_batch_size)  # fmt: skip
+                                batch_size=script_args.reward_batch_size,
+                                allow_pickle=script_args.allow_pickle_weights)  # fmt: skip
         steps.claim_training_output(training_args, "grpo_policy", inputs, script_args.overwrite_output, settings)
     logger.info("grpo: %d training prompts, %d report posts, reward %r", len(train), len(posts), reward)
 

@@ -34,7 +34,7 @@ from commentrank.configs import SFTArguments
 from commentrank.hub import HubError, push_model_folder, repo_name_for
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.model_card import build_sft_card, save_model_card
-from commentrank.modeling import model_not_found
+from commentrank.modeling import check_weights_format, model_not_found
 from commentrank.train import steps
 from commentrank.train.sft import SafeSFTTrainer
 
@@ -93,6 +93,7 @@ def main(argv=None):
         inputs = [script_args.dataset_name, model_args.model_name_or_path]
         if not steps.check_training_output(training_args, "sft_model", inputs, script_args.overwrite_output, settings):
             return None  # this run, finished, is already there
+        check_weights_format(model_args.model_name_or_path, script_args.allow_pickle_weights)
         try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, revision=model_args.model_revision,
                                                       trust_remote_code=training_args.trust_remote_code)  # fmt: skip

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -56,6 +57,14 @@ def tiny_lm(data, tmp_path_factory):
     return folder
 
 
+def pickle_only(folder, model_class, to):
+    """A copy of a model folder whose weights are only a pickle (`pytorch_model.bin`, no safetensors)."""
+    shutil.copytree(folder, to)
+    (to / "model.safetensors").unlink()
+    torch.save(model_class.from_pretrained(folder).state_dict(), to / "pytorch_model.bin")
+    return str(to)
+
+
 def sft_args(model, data, out, *extra):
     return ["--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out), *CPU_ARGS,
             "--per_device_train_batch_size", "4", "--max_train_samples", "8", "--logging_steps", "1",
@@ -91,6 +100,16 @@ def test_sft_without_the_view_is_a_clear_error(tiny_lm, data, tmp_path):
         sft.main(sft_args(tiny_lm, data, tmp_path / "x", "--dataset_config", "ranked"))
     with pytest.raises(SystemExit, match="no column 'body'"):
         sft.main(sft_args(tiny_lm, data, tmp_path / "x", "--dataset_text_field", "body"))
+
+
+def test_sft_refuses_pickle_weights_unless_allowed(tiny_lm, data, tmp_path):
+    model = pickle_only(tiny_lm, AutoModelForCausalLM, tmp_path / "pickled")
+    sft = load_script("sft")
+    with pytest.raises(SystemExit, match=r"^sft: error: .*holds pickle weights.*--allow_pickle_weights"):
+        sft.main(sft_args(model, data, tmp_path / "refused", "--max_steps", "1"))
+    assert not (tmp_path / "refused").exists()  # before any work
+    sft.main(sft_args(model, data, tmp_path / "allowed", "--max_steps", "1", "--allow_pickle_weights", "true"))
+    assert (tmp_path / "allowed" / "model.safetensors").is_file()  # what it writes is safetensors
 
 
 def test_sft_lora_merged_then_reward_then_score(tiny_lm, data, tmp_path):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_pipeline import gpt2_like_tokenizer
+from test_pipeline import gpt2_like_tokenizer, pickle_only
 from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
 from transformers import (
     AutoModelForCausalLM,
@@ -219,3 +219,24 @@ def test_bench_policy_compares_policies_on_the_same_posts(encoder_rm, prepared_s
     means = {name: report["systems"][name]["reward"]["mean"] for name in ("a", "b")}
     assert means["b"] - means["a"] == pytest.approx(expected)
     assert (tmp_path / "p.json").is_file() and "| b - a (paired) |" in (tmp_path / "p.md").read_text()
+
+
+def test_pickle_weights_are_refused_by_the_policy_scripts_and_the_reward_function_unless_allowed(
+    encoder_rm, prepared_sample, tmp_path
+):
+    rm = pickle_only(encoder_rm, AutoModelForSequenceClassification, tmp_path / "rm")
+    with pytest.raises(ValueError, match=r"holds pickle weights \(pytorch_model.bin\)"):
+        RewardFunction(rm)
+    comments = dict(prompts=["Which hop gives citrus notes?"], completions=["Citra, mostly."])
+    allowed = RewardFunction(rm, dtype="float32", allow_pickle=True)(**comments)
+    assert allowed == pytest.approx(RewardFunction(encoder_rm, dtype="float32")(**comments))
+    policy = pickle_only(tiny_policy(tmp_path / "policy"), AutoModelForCausalLM, tmp_path / "pickled-policy")
+    common = ["--dataset_name", prepared_sample, "--chat", "false", "--report_posts", "2"]
+    for script, extra in (("grpo", ["--use_cpu", "true", "--bf16", "false", "--report_to", "none"]),
+                          ("best_of_n", [])):  # fmt: skip
+        out = tmp_path / script
+        for model, reward_model in ((policy, str(encoder_rm)), (tiny_policy(tmp_path / f"{script}-p"), rm)):
+            argv = ["--model_name_or_path", model, "--reward_model", reward_model, "--output_dir", str(out), *common]
+            with pytest.raises(SystemExit, match=rf"^{script}: error: .*holds pickle weights.*--allow_pickle_weights"):
+                load_script(script).main(argv + extra)
+            assert not out.exists()  # refused before any work

@@ -753,7 +753,7 @@ class GRPOArguments(TrainingScriptArguments, PolicyReportOptions):
 
 
 @dataclass
-class BestOfNArguments(OutputOptions, PolicyReportOptions):
+class BestOfNArguments(OutputOptions, PolicyReportOptions, ModelLoadingOptions):
     """Options of `scripts/best_of_n.py`: n sampled comments per held-out post, the reward model keeps its first."""
 
     model_name_or_path: str = field(

@@ -94,6 +94,7 @@ class RewardFunction:
         dtype: "auto": the scorer's choice (`modeling.choose_dtype`: bfloat16 where the hardware has it); float32 for
             rewards equal to float32 scoring.
         max_length: tokens per input (default: the model's own).
+        allow_pickle: load a reward model whose weights are only a pickle (`--allow_pickle_weights`).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class RewardFunction:
         device: str | torch.device = "auto",
         dtype: str = "auto",
         max_length: int | None = None,
+        allow_pickle: bool = False,
     ):
         if length_penalty < 0:
             raise ValueError(f"length_penalty must be >= 0 (it is subtracted), got {length_penalty}")
@@ -124,7 +126,8 @@ class RewardFunction:
             from commentrank.modeling import choose_dtype
 
             dtype, _ = choose_dtype(dtype, str(device_for_dtype))
-            self.scorer = load_scorer(model_or_path, max_length=max_length, device="cpu", dtype=dtype)
+            self.scorer = load_scorer(model_or_path, max_length=max_length, device="cpu", dtype=dtype,
+                                      allow_pickle=allow_pickle)  # fmt: skip
         self.length_free = length_free
         self.length_penalty = float(length_penalty)
         self.clip = _clip_bounds(clip)
