@@ -5,7 +5,7 @@ Usage:
 
     OMP_NUM_THREADS=2 python benchmarks/bench_policy.py --reward_model outputs/quickstart/reward \
         --dataset_name outputs/quickstart/data \
-        --policies before=bundled:smollm2 after=outputs/smollm2/grpo penalty=outputs/smollm2/grpo_penalty
+        --policies before=bundled:smollm2 after=outputs/smollm2/grpo penalty=outputs/smollm2/grpo_lp
 
 Each policy writes one greedy comment for each of the first `--posts` posts of `--split`; the report gives each one's
 reward (length term included), length-free reward, length in characters and the share of posts where its comment

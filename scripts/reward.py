@@ -5,8 +5,9 @@ Usage:
     # the quickstart: bundled MiniLM, shipped Stack Exchange sample, one CPU process
     python scripts/reward.py --config recipes/quickstart/reward.yaml
 
-    # any recipe on Accelerate (DeepSpeed ZeRO-2 here); flags override the YAML
-    accelerate launch --config_file accelerate_configs/deepspeed_zero2.yaml scripts/reward.py \
+    # any recipe on Accelerate (the original CUP IT run: DeepSpeed ZeRO-2, CPU optimizer offload, fp16); flags
+    # override the YAML
+    accelerate launch --config_file accelerate_configs/deepspeed_zero2_offload_fp16.yaml scripts/reward.py \
         --config recipes/gpt2/reward_no_context.yaml --output_dir outputs/gpt2-rm --push_to_hub true
 
 The dataset is a data_prep folder, a raw ranked file (converted by data_prep's code) or a Hub dataset id; its prompt
