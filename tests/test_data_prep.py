@@ -1,5 +1,9 @@
 import gzip
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -230,3 +234,28 @@ def test_push_to_hub_uploads_each_view_and_summary(tmp_path, monkeypatch):
     assert [(r, c) for r, c, _ in pushed] == [("me/ds", "pairwise"), ("me/ds", "listwise"), ("me/ds", "sft")]
     assert pushed[0][2] == ["test", "train", "validation"]
     assert uploaded[0]["path_in_repo"] == "summary.json" and uploaded[0]["repo_type"] == "dataset"
+
+
+def test_the_work_folder_of_a_killed_run_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    """data_prep stages its views in a work folder beside the output (gigabytes for a full dump): named as the
+    project's other temporary folders (`.<output>.tmp-<pid>-...`), so a run killed by SIGKILL or the OOM killer
+    leaves nothing that the next run does not remove."""
+    import commentrank.data.prepare as prepare
+
+    path = write_jsonl(tmp_path / "in.jsonl", [post(i) for i in range(20)])
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)  # fmt: skip
+    work_dirs, prepare_views = [], prepare.prepare_views
+
+    def recording(config, workdir):
+        work_dirs.append(Path(workdir))
+        return prepare_views(config, workdir)
+
+    monkeypatch.setattr(prepare, "prepare_views", recording)
+    run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(tmp_path / "out")))
+    (work,) = work_dirs
+    assert work.parent == tmp_path and work.name.startswith(f".out.tmp-{os.getpid()}-") and not work.exists()
+    killed = tmp_path / work.name.replace(f"-{os.getpid()}-", f"-{dead}-")  # what a kill leaves
+    (killed / "views").mkdir(parents=True)
+    run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(tmp_path / "out"), overwrite_output=True))
+    assert not killed.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import tempfile
 from collections import Counter
@@ -425,7 +426,9 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
     parent = Path(config.output_dir).resolve().parent if config.output_dir else None
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".data_prep-work-", dir=parent) as workdir:  # next to the output: room
+    # next to the output (room), named as OutputDir's temporary folders: a killed run's is removed by the next run
+    prefix = f".{Path(config.output_dir).resolve().name}.tmp-{os.getpid()}-work-" if config.output_dir else None
+    with tempfile.TemporaryDirectory(prefix=prefix or ".data_prep-work-", dir=parent) as workdir:
         staged, summary = prepare_views(config, workdir)  # bounded memory: the views are staged on disk
         files = record_files(config, summary)
         if config.output_dir:
