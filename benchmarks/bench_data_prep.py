@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from html import escape
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_file import write_generated  # noqa: E402
+from report_file import save_figure, write_generated  # noqa: E402
 
 WORDS = (
     "the a of to and in is it that for on with as this be are was by not or from at have can but an which you all "
@@ -231,9 +230,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.dump, args.out, args.child, args.num_proc)
+    with tempfile.TemporaryDirectory(prefix="bench_data_prep-baseline-") as base:  # removed however the run ends
+        measure_sizes(args, baseline_src(args.baseline_rev, Path(base)))
+
+
+def measure_sizes(args, src: Path) -> None:
+    """Each dump size: generated, run by the baseline (`src`) and by today's data_prep, written after each size."""
     rows = []
-    base = Path(tempfile.mkdtemp(prefix="bench_data_prep-baseline-"))
-    src = baseline_src(args.baseline_rev, base)
     for size in args.sizes_gb:
         with tempfile.TemporaryDirectory(prefix="bench_data_prep-") as tmp:
             dump = Path(tmp) / "bench.stackexchange.com" / "Posts.xml"
@@ -255,7 +258,6 @@ def main() -> None:
             print(row, flush=True)
             rows.append(row)
         write_results(rows, args)  # after each size: a long run leaves its finished sizes
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def write_results(rows: list[dict], args) -> None:
@@ -312,7 +314,7 @@ def write_results(rows: list[dict], args) -> None:
             lines.append(
                 f"- {name}: time ~ size^{fits[mode]['time'][0]:.2f}, memory ~ size^{fits[mode]['memory'][0]:.2f}"
             )
-    write_generated(f"{results}.md", Path(__file__).name, "\n".join(lines))
+    written = write_generated(f"{results}.md", Path(__file__).name, "\n".join(lines))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for mode, name in (("old", f"today's ({args.baseline_rev})"), ("new", f"bounded, num_proc {args.num_proc}")):
         pts = [(r["size_mb"], r[mode]["seconds"], r[mode]["peak_mb"]) for r in rows if mode in r]
@@ -325,7 +327,7 @@ def write_results(rows: list[dict], args) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(f"{results}.png", dpi=100)
+    save_figure(fig, written)
     print("\n".join(lines))
 
 

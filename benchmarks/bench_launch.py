@@ -46,6 +46,8 @@ from bench_scaling import (  # noqa: E402
 )
 from report_file import write_generated  # noqa: E402
 
+from commentrank.io_utils import atomic_write_text  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CPU_2PROC = ROOT / "accelerate_configs" / "cpu_2proc.yaml"  # two processes of one thread each (gloo)
 # port 0: accelerate picks a free port for each launch
@@ -95,9 +97,11 @@ def command(name: str, data: Path, out: Path, seed: int, max_steps: int | None) 
     processes, threads, flags = VARIANTS[name]
     launcher = TWO_PROCESSES if processes == 2 else [sys.executable]
     steps = ["--max_steps", str(max_steps)] if max_steps else []
+    # --overwrite_output: a run without its result.json (killed before it was written) trains again from scratch,
+    # never resumed or skipped as finished, so every time measured is a whole training
     cmd = [*launcher, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE), "--dataset_name", str(data),
            "--output_dir", str(out / "reward"), "--ndcg_eval_posts", "0", "--seed", str(seed), *steps,
-           *flags]  # fmt: skip
+           "--overwrite_output", "true", *flags]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}  # fmt: skip
     return cmd, env
@@ -129,7 +133,7 @@ def run_variant(name: str, seed: int, data: Path, evals: Path, ranks: dict, args
     trained = json.loads((out / "reward" / "train_results.json").read_text())
     measured = {"train": trained["train_runtime"], "wall": wall, "steps": trained.get("global_step"), "load": load,
                 "posts": prediction_posts(scores, ranks)}  # fmt: skip
-    result.write_text(json.dumps(measured))
+    atomic_write_text(result, json.dumps(measured))  # trusted by the next call: whole or absent
     print(f"{name} seed {seed}: train {measured['train']:.1f} s, whole command {wall:.1f} s", flush=True)
     return measured
 

@@ -41,12 +41,17 @@ def rss_mb() -> float:
 
 
 def measure(n: int) -> list[dict]:
-    """The stages of one data_prep run on an N-comment thread (run in a fresh process)."""
+    """The stages of one data_prep run on an N-comment thread (run in a fresh process), in a temporary folder removed
+    at the end."""
+    with tempfile.TemporaryDirectory(prefix="bench_memory-") as folder:
+        return measure_in(n, Path(folder))
+
+
+def measure_in(n: int, folder: Path) -> list[dict]:
     from commentrank.configs import PrepArguments
     from commentrank.data import prepare
     from commentrank.data.validation import PrepSummary
 
-    folder = Path(tempfile.mkdtemp())
     raw = folder / "huge.jsonl"
     write_thread(raw, n)
     config = PrepArguments(inputs=[str(raw)], output_dir=str(folder / "out"), test_size=0, validation_size=0,

@@ -45,7 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import COLUMNS, RECIPE, SAMPLE, cell, run  # noqa: E402
 from bench_quality import TEST_SITES as SE_TEST  # noqa: E402
 from bench_quality import VALIDATION_SITES as SE_VALIDATION  # noqa: E402
-from report_file import write_generated  # noqa: E402
+from report_file import save_figure, write_generated  # noqa: E402
+
+from commentrank.io_utils import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REDDIT = ROOT.parent / "shared" / "data" / "reddit" / "reddit_ranked.jsonl.gz"
@@ -255,8 +257,9 @@ def slope_table(scored: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(scored: list[dict], path: Path) -> None:
-    """NDCG@5 and pair accuracy of the Reddit curve against training posts (log x), 95% interval bars, per split."""
+def plot(scored: list[dict], report: Path) -> None:
+    """NDCG@5 and pair accuracy of the Reddit curve against training posts (log x), 95% interval bars, per split: the
+    plot of `report` (`save_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,7 +294,7 @@ def plot(scored: list[dict], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle("Quickstart recipe (MiniLM, ListMLE + length term) on held-out subreddits")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, report, dpi=120)
 
 
 def report_path(output: str | None, work: Path, tag: str) -> Path:
@@ -353,7 +356,7 @@ def main() -> None:
             seconds = run([sys.executable, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE),
                            "--dataset_name", str(out / "data"), "--output_dir", str(out / "reward"),
                            "--ndcg_eval_posts", "0", "--seed", str(seed), *flags, *extra], env)  # fmt: skip
-            (out / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+            atomic_write_text(out / "train_seconds.txt", f"{seconds:.1f}\n")
         elif (out / "train_seconds.txt").exists():
             seconds = float((out / "train_seconds.txt").read_text())
         for source in args.eval:
@@ -411,9 +414,9 @@ def main() -> None:
     text = "\n".join(report)
     print(text)
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_generated(output, Path(__file__).name, text)
+    written = write_generated(output, Path(__file__).name, text)
     if scored:
-        plot(scored, output.with_suffix(".png"))
+        plot(scored, written)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_file import write_generated  # noqa: E402
 
+from commentrank.io_utils import atomic_write_text  # noqa: E402
+from commentrank.outputs import remove_entries  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 RECIPE = ROOT / "recipes" / "quickstart" / "reward.yaml"
@@ -144,8 +147,9 @@ def run_variant(name: str, seed: int, data: Path, args, work: Path) -> dict:
     out = work / f"{name}-{seed}"
     if (out / "result.json").exists():  # finished in an earlier call with this --work
         return json.loads((out / "result.json").read_text())
+    # --overwrite_output: a run killed before its result.json trains again from scratch (never resumed or skipped)
     argv = ["--config", str(RECIPE), "--dataset_name", str(data), "--output_dir", str(out / "model"),
-            "--seed", str(seed), *VARIANTS[name]]  # fmt: skip
+            "--seed", str(seed), "--overwrite_output", "true", *VARIANTS[name]]  # fmt: skip
     if args.train_posts:
         argv += ["--max_train_samples", str(args.train_posts)]
     spec = out / "spec.json"
@@ -156,7 +160,7 @@ def run_variant(name: str, seed: int, data: Path, args, work: Path) -> dict:
     subprocess.run([sys.executable, __file__, "--child", str(spec)], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     result = json.loads((out / "result.json").read_text())
-    subprocess.run(["rm", "-rf", str(out / "model")], check=False)  # the weights are not needed
+    remove_entries(out / "model")  # the weights are not needed (what reward.py wrote, nothing else)
     print(f"{name} seed {seed}: train {result['train']:.1f} s, total {result['total']:.1f} s", flush=True)
     return result
 
@@ -228,7 +232,7 @@ def main(argv=None):
         return write_table(args, runs, summarize(runs, names, args.seeds))
     if args.child:
         spec = json.loads(Path(args.child).read_text())
-        Path(spec["result"]).write_text(json.dumps(run_child(spec)))
+        atomic_write_text(spec["result"], json.dumps(run_child(spec)))  # trusted by the next call: whole or absent
         return
     names = ["baseline", *[n for n in args.variants if n != "baseline"]]
     with tempfile.TemporaryDirectory(prefix="bench_throughput-") as tmp:

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from report_file import END, begin_marker, write_generated  # noqa: E402
+from report_file import END, begin_marker, save_figure, write_generated  # noqa: E402
 
 # Each benchmark that writes a results file through write_generated, and the file its default output is
 RESULTS = {
@@ -58,3 +58,21 @@ def test_every_results_file_holds_its_scripts_generated_part_once(script):
     text = (ROOT / "benchmarks" / "results" / RESULTS[script]).read_text()
     begin = begin_marker(Path(script).name)
     assert text.count(begin) == 1 and END in text[text.index(begin) :]
+
+
+def test_the_plot_follows_its_report_and_never_replaces_the_authors(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    plt.plot([1, 2], [3, 4])
+    (tmp_path / "r.md").write_text("written by hand\n")
+    (tmp_path / "r.png").write_bytes(b"the authors' plot")
+    report = write_generated(tmp_path / "r.md", "bench_x.py", "| new |")  # diverted: r.generated.md
+    assert save_figure(fig, report) == tmp_path / "r.generated.png"
+    assert (tmp_path / "r.png").read_bytes() == b"the authors' plot"
+    assert (tmp_path / "r.generated.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.generated.md", "r.generated.png", "r.md", "r.png"]
+    plt.close(fig)
