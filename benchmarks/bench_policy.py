@@ -11,11 +11,13 @@ Each policy writes one greedy comment for each of the first `--posts` posts of `
 reward (length term included), length-free reward, length in characters and the share of posts where its comment
 beats the post's real best comment under the reward model, with 95% bootstrap intervals over posts, and each policy
 minus the first (paired, on the same resampled posts); a few example generations. The table goes to stdout and to
-`--output` (default benchmarks/results/policy.md, with a .json beside it). `scripts/grpo.py` writes the same report
-after training (`policy_report.md` in its output folder).
+`--output` (default benchmarks/results/policy.md: its generated part, the authors' text kept; a .json beside it).
+`scripts/grpo.py` writes the same report after training (`policy_report.md` in its output folder).
 """
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -23,8 +25,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from commentrank.bundled_models import resolve_model_path
 from commentrank.configs import PolicyReportOptions
-from commentrank.policy import generate, held_out_posts, policy_prompt, policy_report, write_report
+from commentrank.io_utils import atomic_write_text
+from commentrank.policy import generate, held_out_posts, policy_prompt, policy_report, report_markdown
 from commentrank.score.reward_function import RewardFunction
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_file import write_generated  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = PolicyReportOptions(reward_model="")
@@ -59,9 +65,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: {len(posts)} comments in {timing[name]} s")
     report = policy_report(RewardFunction(args.reward_model), posts, systems, n_resamples=args.n_bootstrap)
     report["generation_s"] = timing
-    output = Path(args.output)
-    path = write_report(report, output.parent, name=output.stem, title="Comment writers under the reward model")
-    print(path.read_text(encoding="utf-8"))
+    text = report_markdown(report, title="Comment writers under the reward model")
+    # the generated part of the results file (the authors' text around it kept), the full report as JSON beside it
+    written = write_generated(args.output, Path(__file__).name, text, title="Policies under the reward model")
+    atomic_write_text(written.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    print(text)
     return report
 
 

@@ -15,6 +15,7 @@ RESULTS = {
     "benchmarks/bench_features.py": "features.md",
     "benchmarks/bench_launch.py": "launch.md",
     "benchmarks/bench_listwise.py": "listwise.md",
+    "benchmarks/bench_policy.py": "policy.md",
     "benchmarks/bench_quality.py": "quality.md",
     "benchmarks/bench_scaling.py": "scaling.md",
     "benchmarks/bench_throughput.py": "throughput.md",
