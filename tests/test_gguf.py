@@ -26,7 +26,11 @@ def converted(tmp_path_factory) -> Path:
 
 
 def test_conversion_is_skipped_when_present(tmp_path, monkeypatch, capsys):
-    (tmp_path / "config.json").write_text("{}")
+    from commentrank.outputs import write_marker
+
+    (tmp_path / "config.json").write_text("{}")  # a finished conversion: its files and its marker
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    write_marker(tmp_path, "smollm2_checkpoint", ["config.json", "model.safetensors"])
 
     def must_not_load():
         raise AssertionError("the GGUF file was read although the folder exists")

