@@ -162,6 +162,18 @@ def run(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def collapsed(metrics_json: dict) -> bool:
+    """Whether the scoring run found the model's rewards collapsed: metrics.json's `collapse_warning` (one written
+    before that key: the collapse warning among its `warnings`, which also hold the data's warnings)."""
+    if "collapse_warning" in metrics_json:
+        return bool(metrics_json["collapse_warning"])
+    return any("most likely collapsed" in w for w in metrics_json.get("warnings", []))
+
+
 def cell(metrics: dict, intervals: dict, key: str) -> str:
     value = metrics.get(key)
     if value is None:
@@ -171,7 +183,10 @@ def cell(metrics: dict, intervals: dict, key: str) -> str:
 
 
 def table(rows: list[tuple[str, dict, float | None]], split: str) -> str:
-    """One line per variant (and the baselines, from the first variant's scores) on `split`."""
+    """One line per variant (and the baselines, from the first variant's scores) on `split`; a variant whose scoring
+    run found its rewards collapsed (metrics.json's `collapse_warning`) is labelled so."""
+    from commentrank.intervals import difference_text
+
     header = ["ranker", *COLUMNS, "NDCG@5 minus longest-first", "train (s)"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, metrics_json, seconds in rows:
@@ -179,13 +194,9 @@ def table(rows: list[tuple[str, dict, float | None]], split: str) -> str:
         for ranker in ["model"] if name != "baselines" else ["random", "longest_first"]:
             metrics = {**results[ranker], **metrics_json.get("length_controlled", {}).get(ranker, {})}
             diff = metrics_json.get("differences", {}).get("longest_first", {}).get("ndcg@5")
-            delta = (
-                f"{diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
-                if diff and ranker == "model"
-                else "-"
-            )
+            delta = difference_text(diff["point"], diff["low"], diff["high"]) if diff and ranker == "model" else "-"
             label = name if ranker == "model" else ranker
-            label += " (collapsed: see its report)" if ranker == "model" and metrics_json.get("warnings") else ""
+            label += " (collapsed: see its report)" if ranker == "model" and collapsed(metrics_json) else ""
             cells = [cell(metrics, intervals.get(ranker), key) for key in COLUMNS]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {delta} | {seconds:.0f} |" if seconds else
                          f"| {label} | " + " | ".join(cells) + f" | {delta} | - |")  # fmt: skip
@@ -226,7 +237,7 @@ def main() -> None:
                 run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"),
                      "--dataset", str(data_folder(work, variant, split)), "--split", split, "--output_dir",
                      str(scores), "--no_progress", "true"], env)  # fmt: skip
-            scored[split].append((variant, json.loads((scores / "metrics.json").read_text()), seconds))
+            scored[split].append((variant, read_json(scores / "metrics.json"), seconds))
         print(f"{variant}: done ({seconds or 0:.0f} s of training)", flush=True)
     report = [
         "# Leave-sites-out quality benchmark (`benchmarks/bench_quality.py`)",

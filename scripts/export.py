@@ -9,8 +9,9 @@ Usage:
     python scripts/score.py --model outputs/quickstart/onnx --dataset outputs/quickstart/data --output_dir scores
 
 The output folder holds `model.onnx`, `model_int8.onnx`, the tokenizer, `config.json`, `commentrank_config.json` (the
-encoder settings, so inputs are encoded as in training) and `parity.md`: on the `--dataset` posts, NDCG@5 and the
-Spearman correlation of each exported model's rewards with the PyTorch float32 model's, and comments per second.
+encoder settings, so inputs are encoded as in training) and `parity.md`: on the `--dataset` posts, NDCG@5 (over the
+labeled posts with 2+ comments) and the Spearman correlation of each exported model's rewards with the PyTorch float32
+model's, and comments per second.
 """
 
 import logging
@@ -81,7 +82,9 @@ def main(argv=None) -> str:
                     f"onnx {name}": Scorer(OnnxRewardModel(tmp / name), scorer.encoder, name) for name in files
                 }
                 table = parity_table(scorers, rows.rows, args.batch_size)
-                report += f"\nOn {len(rows.rows)} posts of `{args.dataset}` ({rows.split or 'all'}):\n\n{table}\n"
+                n_evaluated = len(labeled_posts(rows.rows))
+                report += (f"\nOn {len(rows.rows)} posts of `{args.dataset}` ({rows.split or 'all'}); NDCG@5 over the "
+                           f"{n_evaluated} labeled posts with 2+ comments among them:\n\n{table}\n")  # fmt: skip
                 print(table)
             atomic_write_text(tmp / "parity.md", report)
     print(f"wrote {args.output_dir}")

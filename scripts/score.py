@@ -16,7 +16,11 @@ Usage:
 Writes `predictions.jsonl` (CUP IT submission shape: each comment with `reward` and `score` = predicted rank,
 0 = best, comments in input order); with labels also `metrics.json` (NDCG@1..5, pair accuracy, posts, the random
 and longest-first baselines), `report.md` and `ndcg_at_k.png`. Inputs longer than `max_length` are truncated
-(the comment's tail first) and counted.
+(the comment's tail first) and counted. In metrics.json, `n_posts` / `n_comments` count every post scored
+(unlabeled and one-comment posts too), `results.<ranker>.n_posts` / `n_comments` the posts evaluated (labeled, 2+
+comments); `skipped` counts the invalid posts read (`--skip_invalid`) and `duplicate_texts` the repeated texts of
+the posts scored (with `--max_posts` reading stops at the last post scored: read = scored + skipped);
+`collapse_warning` is the scorer's collapse warning (None: none), also in `warnings` with the data's warnings.
 """
 
 import logging
@@ -47,7 +51,7 @@ def publish(config: ScoreArguments, scorer, data, results, details) -> str:
     facts = read_training_facts(config.model)  # what the model folder recorded about its training, if anything
     card = build_model_card(
         model_id=config.push_to_hub, base_model=config.base_model or facts.get("base_model"), dataset=config.dataset,
-        results=results or {}, split=data.split or "test", license=config.license, loss_type=facts.get("loss_type"),
+        results=results or {}, split=data.split, license=config.license, loss_type=facts.get("loss_type"),
         text_pair=scorer.encoder.text_pair, settings=scorer.settings, evaluation=details,
     )  # fmt: skip
     stage_model_folder(config.model, staged, scorer=scorer, card=card)
@@ -91,7 +95,7 @@ def run(config: ScoreArguments) -> dict:
         "max_length": scorer.encoder.max_length, "dtype": scorer.dtype, "skipped": dict(data.summary.posts_dropped),
         "duplicate_texts": data.summary.duplicate_texts, "n_seeds": config.n_seeds, "seconds": round(elapsed, 3),
         "comments_per_s": round(n_comments / max(elapsed, 1e-9), 1),
-        "warnings": data.warnings + ([warning] if warning else []),
+        "warnings": data.warnings + ([warning] if warning else []), "collapse_warning": warning,
     }  # fmt: skip
     with OutputDir(config.output_dir, "scores", **ours) as tmp:  # the whole set lands at once
         written = write_outputs(tmp, data.rows, rewards, results, info, details)

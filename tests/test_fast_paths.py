@@ -86,6 +86,22 @@ def test_an_exported_model_scores_like_the_pytorch_one(tmp_path):
     assert torch_run["results"]["model"] == pytest.approx(onnx_run["results"]["model"], abs=1e-6)
 
 
+def test_the_parity_table_says_how_many_posts_its_ndcg_is_over(tmp_path):
+    """parity.md's NDCG@5 is over the labeled posts with 2+ comments, the other columns over every post read."""
+    from test_scoring import cupit_rows, tiny_model, write_jsonl
+
+    from conftest import load_script
+
+    unlabeled = {**cupit_rows(1, labeled=False)[0], "id": "u"}
+    one_comment = {"id": "one", "text": "Q?", "comments": [{"text": "only", "score": 0}]}
+    rows = [*cupit_rows(2), unlabeled, one_comment]  # 2 labeled posts of 3 and 4 comments, and 2 not evaluated
+    raw = write_jsonl(tmp_path / "ranked.jsonl", rows)
+    load_script("export").main(["--model", str(tiny_model(tmp_path / "rm")), "--output_dir", str(tmp_path / "onnx"),
+                                "--dataset", str(raw), "--int8", "false"])  # fmt: skip
+    parity = (tmp_path / "onnx" / "parity.md").read_text()
+    assert "On 4 posts of " in parity and "NDCG@5 over the 2 labeled posts with 2+ comments" in parity
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("deepspeed")  # one multi-process launch at a time on a 2-core machine
 def test_accelerate_launch_scores_in_two_processes_exactly_as_one(tmp_path):

@@ -296,3 +296,52 @@ def test_an_interval_reads_as_text_with_signs_for_a_difference():
     interval = I.Interval(0.0114, -0.0041, 0.0268, "BCa")
     assert interval.as_text() == "0.011 [-0.004, 0.027]"
     assert interval.as_text(signed=True) == "+0.011 [-0.004, +0.027]"
+
+
+def test_a_verdict_deciding_bound_that_rounds_to_zero_shows_its_sign():
+    """+0.004 [+0.0004, +0.008] | above, never [+0.000, ...] next to "above": the report, the card's verdict lines
+    and `Interval.as_text` print a difference the same way."""
+    from commentrank.score.report import difference_table, verdict_lines
+
+    bootstrap = {"confidence": 0.95}
+    above = {"point": 0.004, "low": 0.0004, "high": 0.008}
+    below = {"point": -0.004, "low": -0.008, "high": -0.0003}
+    table = difference_table({"random": {"ndcg@5": above, "pair_accuracy": below}}, bootstrap)
+    assert "| NDCG@5 | +0.004 [+0.0004, +0.008] | above |" in table
+    assert "| pair accuracy | -0.004 [-0.008, -0.0003] | below |" in table
+    (line,) = verdict_lines({"random": {"ndcg@5": above}}, bootstrap)
+    assert line.endswith("above on NDCG@5 (+0.004 [+0.0004, +0.008]).")
+    assert I.Interval(0.004, 0.0004, 0.008, "BCa").as_text(signed=True) == "+0.004 [+0.0004, +0.008]"
+    undecided = {"point": 0.004, "low": -0.0004, "high": 0.008}  # 0 inside: three decimals say enough
+    assert "| NDCG@5 | +0.004 [-0.000, +0.008] | not distinguishable at 95% |" in difference_table(
+        {"random": {"ndcg@5": undecided}}, bootstrap
+    )
+
+
+def tied_model_posts() -> list[dict]:
+    """Post A: the model's scores all tied (its length Spearman leaves A out, random's does not); B and C count for
+    both."""
+    return [
+        {"ranks": [0, 1, 2], "comments": ["a", "bb", "ccc"], "scores": [0, 0, 0]},
+        {"ranks": [0, 1], "comments": ["a", "bb"], "scores": [1, 0]},
+        {"ranks": [0, 1, 2], "comments": ["ccc", "a", "bb"], "scores": [3, 2, 1]},
+    ]
+
+
+def test_a_paired_length_spearman_uses_only_the_posts_that_count_for_both_rankers():
+    posts = tied_model_posts()
+    model, random = M.post_stats(posts), M.baseline_post_stats(posts)["random"]
+    assert model.den["length_spearman"].tolist() == [0, 1, 1] and (random.den["length_spearman"] > 0).all()
+    both = [1, 2]
+    expected = model.subset(both).value("length_spearman") - random.subset(both).value("length_spearman")
+    assert expected == pytest.approx(-0.2875, abs=1e-3)  # (-1 + 0.5) / 2 minus random's mean on B and C
+    diff = I.paired_difference_interval(model, random, "length_spearman", n_resamples=100)
+    assert diff.point == pytest.approx(expected)
+
+
+def test_a_paired_difference_of_a_metric_counted_by_the_labels_is_the_difference_of_the_values():
+    """Pair accuracy counts the same posts for every ranker: its paired point is model minus random as reported."""
+    posts = tied_model_posts()
+    model, random = M.post_stats(posts), M.baseline_post_stats(posts)["random"]
+    diff = I.paired_difference_interval(model, random, "pair_accuracy", n_resamples=100)
+    assert diff.point == pytest.approx(model.value("pair_accuracy") - random.value("pair_accuracy"))

@@ -111,12 +111,29 @@ def test_a_collapsed_model_is_reported(length_weight, model_dir, score, tmp_path
         metrics = json.loads((out / "metrics.json").read_text())
         report = (out / "report.md").read_text()
         if name == "healthy":
-            assert metrics["warnings"] == [] and "Warning" not in report
+            assert metrics["warnings"] == [] and metrics["collapse_warning"] is None and "Warning" not in report
             continue
         assert len(metrics["warnings"]) == 1
         warning = metrics["warnings"][0]
+        assert metrics["collapse_warning"] == warning  # under its own key too: other warnings are not a collapse
         assert ("length alone" if length_weight else "constant") in warning
         assert f"**Warning:** {warning}" in report
+
+
+def test_the_quality_benchmark_calls_collapsed_only_a_model_with_the_collapse_warning():
+    """bench_quality labels a model "collapsed" from metrics.json's `collapse_warning`, not from `warnings`, which
+    also holds data and prompt warnings."""
+    bench = load_script("bench_quality", "benchmarks")
+    model = {"ndcg@5": 0.8, "pair_accuracy": 0.7}
+    healthy = {"results": {"model": model}, "warnings": ["3 of 3 posts have no body"], "collapse_warning": None}
+    collapsed = {"results": {"model": model}, "warnings": ["it ranks by length alone"],
+                 "collapse_warning": "it ranks by length alone"}  # fmt: skip
+    text = bench.table([("healthy", healthy, 10.0), ("collapsed", collapsed, 10.0)], "test")
+    assert "| healthy |" in text and "| collapsed (collapsed: see its report) |" in text
+    # a metrics.json written before `collapse_warning`: the collapse warning among its warnings, not any warning
+    older = {"results": {"model": model}, "warnings": ["3 of 3 posts have no body"]}
+    assert not bench.collapsed(older)
+    assert bench.collapsed({**older, "warnings": ["... Its training most likely collapsed; train again ..."]})
 
 
 def test_length_sorted_dynamic_padding_matches_pad_to_max_length(model_dir):
@@ -251,6 +268,24 @@ def test_skip_invalid_counts_empty_posts(tmp_path):
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
     data = load_scoring_rows(str(tmp_path / "ds"), skip_invalid=True)
     assert len(data.rows) == 1 and data.summary.posts_dropped == {"too_few_comments": 1, "empty_post_text": 1}
+
+
+def test_max_posts_counts_only_the_posts_read_up_to_the_cut(model_dir, score, tmp_path):
+    """--max_posts N scores the first N valid posts and reads no further: metrics.json's `skipped` and
+    `duplicate_texts` count the posts read up to the cut (read = scored + skipped), never a post beyond it."""
+    rows = [
+        {"id": "0", "text": "", "comments": [{"text": "x", "score": 0}]},  # skipped before the cut
+        {"id": "1", "text": "Q1", "comments": [{"text": "a", "score": 0}, {"text": "b", "score": 1}]},  # scored
+        {"id": "2", "text": "Q2", "comments": [{"text": "same", "score": 0}, {"text": "same", "score": 1}]},
+        {"id": "3", "text": "", "comments": [{"text": "y", "score": 0}]},
+    ]
+    data = write_jsonl(tmp_path / "posts.jsonl", rows)
+    out = tmp_path / "s"
+    score(["--model", str(model_dir), "--dataset", str(data), "--output_dir", str(out), "--skip_invalid",
+           "--max_posts", "1", "--n_bootstrap", "0", "--no_progress"])  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["n_posts"], metrics["n_comments"]) == (1, 2)
+    assert metrics["duplicate_texts"] == 0 and metrics["skipped"] == {"empty_post_text": 1}
 
 
 def test_one_logit_is_required_of_the_forward():

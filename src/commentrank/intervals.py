@@ -4,6 +4,7 @@ and denominators, so a resample's metric is a ratio of sums)."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -25,10 +26,30 @@ class Interval(NamedTuple):
     method: str
 
     def as_text(self, signed: bool = False) -> str:
-        """``0.812 [0.795, 0.828]`` (three decimals); ``signed``: with signs, for a difference (``+0.011 [-0.004,
-        +0.027]``)."""
-        f = "{:+.3f}" if signed else "{:.3f}"
-        return f"{f.format(self.point)} [{f.format(self.low)}, {f.format(self.high)}]"
+        """``0.812 [0.795, 0.828]`` (three decimals); ``signed``: a difference, as :func:`difference_text` writes it
+        (``+0.011 [-0.004, +0.027]``)."""
+        if signed:
+            return difference_text(self.point, self.low, self.high)
+        return f"{self.point:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def _signed(x: float, excludes_zero: bool) -> str:
+    """``x`` with its sign and three decimals; in an interval that excludes 0, as many more decimals as it takes to
+    show that a nonzero ``x`` is not 0 (``+0.0004``, not ``+0.000``)."""
+    text = f"{x:+.3f}"
+    if excludes_zero and math.isfinite(x) and x != 0 and float(text) == 0:
+        text = f"{x:+.{-math.floor(math.log10(abs(x)))}f}"
+    return text
+
+
+def difference_text(point: float, low: float | None = None, high: float | None = None) -> str:
+    """A difference between two rankers as every report prints it: ``+0.011 [-0.004, +0.027]`` (the point alone
+    without both bounds), three decimals. Where the interval excludes 0 (the verdict "above" or "below"), a number
+    that three decimals would show as 0 gets the decimals that show its sign: ``+0.004 [+0.0004, +0.008]``."""
+    if low is None or high is None:
+        return _signed(point, False)
+    excludes_zero = low > 0 or high < 0
+    return f"{_signed(point, excludes_zero)} [{_signed(low, excludes_zero)}, {_signed(high, excludes_zero)}]"
 
 
 def ratio_statistic(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -90,10 +111,14 @@ def paired_difference_interval(
     a: PostStats, b: PostStats, key: str, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
 ) -> Interval:
     """Ranker ``a`` minus ranker ``b`` on the metric ``key``, with a paired bootstrap interval: both recomputed on
-    the same resampled posts (those that count for either), so what the posts share cancels out."""
+    the same resampled posts, so what the posts share cancels out. The posts are those that count for both
+    (positive denominator in both): for a metric whose posts depend only on the labels (NDCG, pair accuracy,
+    shorter-better pairs) every post that counts at all, so the point is ``a``'s value minus ``b``'s; for
+    ``length_spearman``, which leaves out a post where a ranker's scores are all tied, the posts neither leaves out,
+    so that both means are over the same posts."""
     if a.n_posts != b.n_posts:
         raise ValueError(f"paired rankers must score the same posts: {a.n_posts} != {b.n_posts}")
-    counts = (a.den[key] > 0) | (b.den[key] > 0)
+    counts = (a.den[key] > 0) & (b.den[key] > 0)
     data = (a.num[key][counts], a.den[key][counts], b.num[key][counts], b.den[key][counts])
     return _bootstrap(data, difference_statistic, n_resamples, seed, confidence)
 
@@ -116,7 +141,9 @@ def bootstrap_report(
     degenerate and the percentile interval was used). Bounds that do not exist are None. Every interval draws its
     resamples with ``default_rng(seed)``: where the same posts count for a metric (every post for NDCG, the posts
     with pairs for the pair metrics; the posts of ``length_spearman`` depend on the ranker's ties), the intervals of
-    all rankers and the differences use the very same resampled posts.
+    all rankers and the differences use the very same resampled posts. A difference is over the posts that count
+    for both rankers (`paired_difference_interval`): for ``length_spearman`` it can differ from the difference of
+    the two rankers' values when one of them leaves out a post the other counts.
     """
     intervals: dict[str, dict] = {}
     fallback: list[str] = []

@@ -84,8 +84,9 @@ def _metric(key: str) -> tuple[str, str, dict] | None:
     return "ndcg", name, {"k": k, "relevance": relevance}
 
 
-def eval_results(metrics: dict[str, float], dataset: str, split: str) -> list[EvalResult]:
-    """One `EvalResult` per NDCG / pair-accuracy value (rounded to 4 decimals); counts and NaNs are left out."""
+def eval_results(metrics: dict[str, float], dataset: str, split: str | None) -> list[EvalResult]:
+    """One `EvalResult` per NDCG / pair-accuracy value (rounded to 4 decimals); counts and NaNs are left out. `split`
+    None (a raw file or a saved Dataset, which have no splits): no split is named."""
     results = []
     for key, value in metrics.items():
         spec = _metric(key)
@@ -225,7 +226,7 @@ def build_model_card(
     loss_type: str | None,
     text_pair: bool,
     settings: EncoderSettings | None = None,
-    split: str = "test",
+    split: str | None = "test",
     license: str = "apache-2.0",
     training: dict | None = None,
     tags: list[str] | None = None,
@@ -238,7 +239,8 @@ def build_model_card(
     `results` maps a ranker ("model", "random", "longest_first") to `commentrank.metrics.ranking_metrics`;
     `evaluation` (`commentrank.score.report.evaluation_details`), when given, adds the bootstrap intervals, the
     paired model-minus-baseline verdicts and the length-controlled metrics (also read from `results` when a
-    ranker's metrics hold them, as the training callback's do).
+    ranker's metrics hold them, as the training callback's do). `split`: the split evaluated on; None (a raw file or
+    a saved Dataset, which have no splits) names none, in the metadata or the text.
     """
     if loss_type is not None and loss_type not in LOSSES:
         raise ValueError(f"unknown loss_type '{loss_type}' (choose from {', '.join(LOSSES)})")
@@ -268,9 +270,11 @@ def build_model_card(
     ]
     if model_metrics:
         n_posts, n_comments = model_metrics.get("n_posts"), model_metrics.get("n_comments")
-        counts = f", {int(n_posts)} posts, {int(n_comments)} comments" if n_posts and n_comments else ""
+        facts = [f"split `{split}`"] if split else []
+        facts += [f"{int(n_posts)} posts, {int(n_comments)} comments"] if n_posts and n_comments else []
+        facts_text = f" ({', '.join(facts)})" if facts else ""
         sections += [
-            f"On `{dataset_name or 'the evaluation data'}` (split `{split}`{counts}), against a random ranking "
+            f"On `{dataset_name or 'the evaluation data'}`{facts_text}, against a random ranking "
             "(averaged over seeds) and the longest comment first. NDCG@k uses linear gain with relevance "
             "`n - 1 - rank` (votes: `votes - min`); pair accuracy counts the label-ordered pairs ranked right.",
             "",

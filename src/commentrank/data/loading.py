@@ -15,16 +15,19 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
 from commentrank.configs import DEFAULT_PROMPT_TEMPLATE, VIEWS, PrepArguments
-from commentrank.data.prepare import PREP_CONFIG_FILE, SUMMARY_FILE
+from commentrank.data.prepare import PREP_CONFIG_FILE, SUMMARY_FILE, iter_posts
 from commentrank.data.readers import is_ranked_file_name, read_listwise_rows, read_rows
+from commentrank.data.records import RankedPost
 from commentrank.data.validation import SCORING, PrepSummary, collect_posts
 from commentrank.data.views import build_prompt, listwise_row, prompt_warnings
 from commentrank.io_utils import is_hub_id
@@ -226,13 +229,15 @@ def load_scoring_rows(
     """Every post of a raw file (in file order), or of one split of a data_prep folder, Hub dataset or saved dataset
     (`split`, else its `unlabeled` split), checked by the one validator under the scoring rules (one comment is
     enough, repeated texts are scored and counted). Raw posts get prompts from `prompt_template` (default
-    `{title}`)."""
-    from commentrank.data.prepare import load_posts
+    `{title}`).
 
+    `max_posts`: the first `max_posts` valid posts, and reading stops there, so the summary counts only what was read
+    up to the cut: read = scored + skipped (by reason), and `duplicate_texts` counts the scored posts' repeats."""
     summary = PrepSummary()
     data = _open(source)
     if data.kind == "raw" and data.raw_rows is None:  # a raw file: data_prep's readers, every post in file order
-        posts = load_posts(PrepArguments(inputs=[source], skip_invalid=skip_invalid), summary, SCORING, False)
+        posts = _first(iter_posts(PrepArguments(inputs=[source], skip_invalid=skip_invalid), summary, SCORING, False),
+                       max_posts)  # fmt: skip
         template, used_split = prompt_template or DEFAULT_PROMPT_TEMPLATE, None
     else:
         if data.kind == "raw":  # a dataset of raw CUP IT rows: data_prep's reader, prompts from the template
@@ -246,9 +251,7 @@ def load_scoring_rows(
             rows, used_split = _pick_split(listwise, split, source)
             items = read_listwise_rows(rows, source)
             template = check_prompt_template(prompt_template, data.prompt_template, source)
-        posts = list(collect_posts(items, summary, skip_invalid, SCORING))
-    if max_posts is not None:
-        posts = posts[:max_posts]
+        posts = _first(collect_posts(items, summary, skip_invalid, SCORING), max_posts)
     rows = [{**listwise_row(p, build_prompt(p, template)), "text": p.title} for p in posts]
     if not rows:
         dropped = dict(summary.posts_dropped)
@@ -257,6 +260,14 @@ def load_scoring_rows(
     for warning in warnings:
         logger.warning(warning)
     return ScoringRows(rows, used_split, template, summary, warnings)
+
+
+def _first(posts: Generator[RankedPost, None, None], max_posts: int | None) -> list[RankedPost]:
+    """The first `max_posts` posts (all of them: None); the rest are never read, validated or counted."""
+    try:
+        return list(itertools.islice(posts, max_posts))
+    finally:
+        posts.close()
 
 
 def _pick_split(splits, split: str, source: str):

@@ -189,11 +189,12 @@ def verdict(difference: dict | None, bootstrap: dict) -> str:
 
 
 def _difference_cell(difference: dict | None) -> str:
+    """`+0.004 [+0.0004, +0.008]`: `intervals.difference_text` (a bound that decides the verdict shows its sign)."""
+    from commentrank.intervals import difference_text
+
     if not difference or difference.get("point") is None:
         return "-"
-    if difference.get("low") is None or difference.get("high") is None:
-        return f"{difference['point']:+.3f}"
-    return f"{difference['point']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]"
+    return difference_text(difference["point"], difference.get("low"), difference.get("high"))
 
 
 def difference_table(differences: dict[str, dict], bootstrap: dict, rows=DIFFERENCE_ROWS) -> str:
@@ -266,9 +267,13 @@ def _detail_sections(details: dict) -> list[str]:
     lines = []
     bootstrap, intervals = details.get("bootstrap") or {}, details.get("intervals")
     if details.get("differences"):
+        spearman = any("length_spearman" in d for d in details["differences"].values())
         lines += ["", "## Model minus baseline", "",
                   "Paired bootstrap: the model and the baseline are recomputed on the same resampled posts. Above / "
-                  f"below: the {_percent(bootstrap)} interval of the difference excludes 0.", "",
+                  f"below: the {_percent(bootstrap)} interval of the difference excludes 0."
+                  + (" The length Spearman difference is over the posts both rankers count (a post whose scores one "
+                     "of them ties throughout is left out of both), so it can differ from the difference of their "
+                     "values in the length-controlled table." if spearman else ""), "",
                   *verdict_lines(details["differences"], bootstrap), "",
                   difference_table(details["differences"], bootstrap)]  # fmt: skip
     if details.get("length_controlled"):
@@ -289,12 +294,15 @@ def report_markdown(results: dict, info: dict, details: dict | None = None) -> s
     intervals = details.get("intervals")
     ks = ("ndcg@1", "ndcg@2", "ndcg@3", "ndcg@4", "ndcg@5")
     votes = tuple(k.replace("ndcg@", "ndcg_votes@") for k in ks)
+    # info's n_posts / n_comments: every post scored (unlabeled and one-comment ones too); results': those evaluated
+    scored = f"{info['n_posts']} scored ({info['n_comments']} comments), " if "n_posts" in info else ""
     lines = [
         "# Comment ranking report",
         "",
         f"- model: `{info['model']}`",
         f"- dataset: `{info['dataset']}`" + (f", split `{info['split']}`" if info.get("split") else ""),
-        f"- posts evaluated: {int(results['model']['n_posts'])} ({int(results['model']['n_comments'])} comments)",
+        f"- posts: {scored}{int(results['model']['n_posts'])} evaluated ({int(results['model']['n_comments'])} "
+        "comments), the labeled ones with 2+ comments",
         f"- inputs truncated to {info['max_length']} tokens: {info['n_truncated']} of {info['n_comments']}",
         "",
         "NDCG@k with linear gain, relevance `n - 1 - rank` (and `votes - min` where votes exist); pair accuracy "
