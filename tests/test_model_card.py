@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from test_scoring import cupit_rows, tiny_model, write_jsonl
 
 from commentrank.bundled_models import minilm_path
-from commentrank.hub import push_model_folder
+from commentrank.hub import push_model_folder, stage_model_folder
 from commentrank.metrics import baseline_metrics, ranking_metrics
 from commentrank.model_card import (
     TRAINING_FACTS_FILE,
@@ -22,6 +22,7 @@ from commentrank.model_card import (
     save_training_facts,
     training_facts,
 )
+from commentrank.outputs import MARKER, OutputDir
 from commentrank.score.scorer import load_scorer
 
 from conftest import ROOT, SAMPLE, TOKEN, load_script
@@ -181,6 +182,53 @@ def test_push_to_hub_needs_a_login_and_a_model_folder(tmp_path, fake_hub, monkey
     assert [c[0] for c in fake_hub] == []
 
 
+def our_output_with_a_users_files(folder):
+    """A model folder commentrank wrote (its marker lists the entries), then a user's note and folder added in it."""
+    ours = {"config.json": b"{}", "model.safetensors": b"weights", "README.md": b"# card",
+            "adapter/adapter_config.json": b"{}"}  # fmt: skip
+    with OutputDir(folder, "reward_model") as tmp:
+        for rel, content in ours.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(content)
+    (folder / "mynotes.md").write_text("private notes")
+    (folder / "drafts").mkdir()
+    (folder / "drafts" / "config.json").write_text("{}")
+    return ours
+
+
+def test_push_of_an_output_folder_uploads_our_entries_and_not_the_users_files(tmp_path, fake_hub):
+    ours = our_output_with_a_users_files(tmp_path / "rm")
+    push_model_folder(tmp_path / "rm", "me/rm")
+    (uploaded,) = [c[2] for c in fake_hub if c[0] == "upload_folder"]
+    assert uploaded == ours
+
+
+def test_push_refuses_an_output_folder_whose_only_config_is_the_users(tmp_path, fake_hub):
+    with OutputDir(tmp_path / "rm", "reward_model") as tmp:
+        (tmp / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "rm" / "config.json").write_text("{}")  # the user's, not listed in the marker
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        push_model_folder(tmp_path / "rm", "me/rm")
+    assert [c[0] for c in fake_hub] == []
+
+
+def test_staging_an_output_folder_leaves_the_users_files_out(tmp_path):
+    ours = our_output_with_a_users_files(tmp_path / "rm")
+    staged = stage_model_folder(tmp_path / "rm", tmp_path / "staged")
+    files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()} - {MARKER}
+    assert files == set(ours) - {"README.md"}  # the old card is left out too, as for any model folder
+
+
+def test_staging_writes_the_missing_tokenizer_files_without_touching_the_model_folders(tmp_path):
+    model_dir = tiny_model(tmp_path / "rm")
+    (model_dir / "tokenizer_config.json").unlink()  # staging saves the tokenizer: tokenizer.json is written again
+    scorer = load_scorer(model_dir, dtype="float32")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in model_dir.iterdir()}
+    staged = stage_model_folder(model_dir, tmp_path / "staged", scorer=scorer)
+    assert (staged / "tokenizer_config.json").is_file() and (staged / "tokenizer.json").is_file()
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in model_dir.iterdir()} == before
+
+
 def test_publishing_builds_the_card_from_the_facts_training_recorded_not_from_the_readme(
     tiny_bert, prepared_sample, tmp_path, fake_hub
 ):
@@ -199,3 +247,18 @@ def test_publishing_builds_the_card_from_the_facts_training_recorded_not_from_th
     assert "**ListMLE (Plackett-Luce)**" in card and "- listmle\n" in card and "pairwise (Bradley-Terry)" not in card
     assert "someone/else" not in card and "My notes" not in card
     assert "My notes" in (rm / "README.md").read_text()  # the user's README is left as it is
+
+
+def test_a_card_built_from_a_raw_file_claims_no_split(tmp_path, fake_hub):
+    """A raw file has no split (report.md names none): the card neither says `split: test` in its model-index nor
+    "split `test`" in its text."""
+    model_dir = tiny_model(tmp_path / "rm")
+    dataset = write_jsonl(tmp_path / "ranked.jsonl", cupit_rows(6))
+    load_script("score").main(["--model", str(model_dir), "--dataset", str(dataset), "--output_dir",
+                               str(tmp_path / "s"), "--no_progress", "--n_bootstrap", "0",
+                               "--push_to_hub", "me/rm"])  # fmt: skip
+    card = fake_hub[-1][2]["README.md"].decode()
+    (entry,) = metadata(card)["model-index"]
+    (result,) = entry["results"]
+    assert "split" not in result["dataset"] and "split `" not in card
+    assert "On `ranked.jsonl` (" in card  # the posts of the file, counted

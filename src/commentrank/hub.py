@@ -8,9 +8,11 @@ and the cause.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,22 @@ def repo_name_for(output_dir: str | os.PathLike, hub_model_id: str | None = None
     return name
 
 
+def _ours_only(folder: str | os.PathLike) -> list[str] | None:
+    """For a folder commentrank wrote (it carries the output marker): the patterns (for `filter_repo_objects` and
+    `upload_folder`'s `allow_patterns`) of the entries its marker lists and of the files inside them, nothing else
+    of the folder; None (everything) for a folder without the marker, such as a user's own model folder."""
+    from commentrank.outputs import project_entries, read_marker
+
+    marker = read_marker(folder)
+    if marker is None:
+        return None
+    patterns = []
+    for name in sorted(project_entries(folder, marker)):
+        literal = glob.escape(name)  # a name taken as it is, never as a pattern
+        patterns += [literal, f"{literal}/*"]
+    return patterns
+
+
 def push_model_folder(
     folder: str | os.PathLike,
     repo_id: str,
@@ -65,14 +83,21 @@ def push_model_folder(
     token: str | None = None,
 ) -> str:
     """Create the model repo if needed and upload the folder (model, tokenizer, README.md card, encoder settings),
-    leaving out checkpoints, optimizer states and training arguments. Returns the repo id. `token`: default, the
-    logged-in one."""
+    leaving out checkpoints, optimizer states and training arguments. A folder commentrank wrote (it carries the
+    output marker) uploads only the entries its marker lists: a user's files kept in it (notes, drafts) stay private.
+    Returns the repo id. `token`: default, the logged-in one."""
     from huggingface_hub import HfApi, get_token
+    from huggingface_hub.utils import filter_repo_objects
 
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json): nothing to upload")
-    if not (folder / "README.md").is_file():
+    allow_patterns = _ours_only(folder)
+    ignore_patterns = list(ignore_patterns or HUB_IGNORE_PATTERNS)
+    top = [name for name in ("config.json", "README.md") if (folder / name).is_file()]
+    top = set(filter_repo_objects(top, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+    if "config.json" not in top:
+        whose = " of commentrank's" if allow_patterns is not None else ""
+        raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json{whose}): nothing to upload")
+    if "README.md" not in top:
         logger.warning("%s has no README.md: the repo gets no model card", folder)
     known = token or get_token()  # checked here; HfApi gets only a token given explicitly (else it finds its own)
     if known is None:
@@ -89,7 +114,8 @@ def push_model_folder(
             folder_path=str(folder),
             repo_type="model",
             commit_message=commit_message,
-            ignore_patterns=list(ignore_patterns or HUB_IGNORE_PATTERNS),
+            allow_patterns=allow_patterns,
+            ignore_patterns=ignore_patterns,
         )
     except Exception as err:  # HTTP, network, permission, quota...: one line naming the repo
         raise HubError(f"cannot push to the Hub repo {repo_id}: {_cause(err, known)}") from err
@@ -98,20 +124,23 @@ def push_model_folder(
 
 
 def stage_model_folder(model_path: str | os.PathLike, dest: str | os.PathLike, *, scorer=None, card=None) -> Path:
-    """The folder to upload: the model folder's files (hard links, or copies; checkpoints, optimizer states and the
-    old card left out) or, for a Hub model, the loaded model saved; plus the tokenizer and `commentrank_config.json`
-    when missing, and the card as README.md. Built atomically; the model folder itself is never modified."""
+    """The folder to upload: the model folder's files (hard links, or copies; checkpoints, optimizer states, the old
+    card and, in a folder commentrank wrote, whatever its marker does not list left out) or, for a Hub model, the
+    loaded model saved; plus the tokenizer and `commentrank_config.json` when missing, and the card as README.md.
+    Built atomically; the model folder itself is never modified: what staging writes is written beside the links and
+    renamed over them (a rename replaces a link, never writes through it)."""
     from huggingface_hub.utils import filter_repo_objects
 
     from commentrank.configs import ENCODER_SETTINGS_FILE
-    from commentrank.io_utils import atomic_write_text
     from commentrank.outputs import OutputDir
 
     source = Path(model_path)
     with OutputDir(dest, "hub_upload") as tmp:
         if source.is_dir():
             files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
-            for rel in filter_repo_objects(files, ignore_patterns=[*HUB_IGNORE_PATTERNS, "README.md"]):
+            kept = filter_repo_objects(files, allow_patterns=_ours_only(source),
+                                       ignore_patterns=[*HUB_IGNORE_PATTERNS, "README.md"])  # fmt: skip
+            for rel in kept:
                 target = tmp / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
@@ -122,12 +151,18 @@ def stage_model_folder(model_path: str | os.PathLike, dest: str | os.PathLike, *
             scorer.model.save_pretrained(tmp)
         else:
             raise FileNotFoundError(f"{model_path} is not a local folder: pass the loaded scorer to stage it")
+        written = Path(tempfile.mkdtemp(dir=tmp, prefix=".written-"))  # never a link to the model folder's files
         if scorer is not None and not (tmp / "tokenizer_config.json").is_file():
-            scorer.encoder.tokenizer.save_pretrained(tmp)
+            scorer.encoder.tokenizer.save_pretrained(written)
         if scorer is not None and not (tmp / ENCODER_SETTINGS_FILE).is_file():
-            scorer.settings.save(tmp)
+            scorer.settings.save(written)
         if card is not None:
-            atomic_write_text(tmp / "README.md", str(card))
+            (written / "README.md").write_text(str(card), encoding="utf-8")
+        for path in sorted(p for p in written.rglob("*") if p.is_file()):
+            target = tmp / path.relative_to(written)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)  # replaces a linked file of the same name: the model folder's stays as it was
+        shutil.rmtree(written)
     return Path(dest)
 
 
