@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_file import write_generated  # noqa: E402
 
+from commentrank.io_utils import atomic_write_text  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz"
 RECIPE = ROOT / "recipes" / "quickstart" / "reward.yaml"
@@ -145,11 +147,25 @@ def two_answer_posts(dumps: Path, known: set[str], summary) -> list:
     return extra
 
 
+WHOLE = {"data_prep": "summary.json", "reward_model": "model.safetensors", "scores": "metrics.json"}
+
+
+def done(folder: Path, kind: str) -> bool:
+    """Whether an earlier call left `folder` whole, to be reused: a finished `kind` output of commentrank's holding
+    its main file (`WHOLE`; a training run's marker also saying it finished). A folder that is merely there may be
+    what a kill left half-written, and is made again."""
+    from commentrank.outputs import finished_output, read_marker
+
+    if not finished_output(folder, kind, WHOLE[kind]):
+        return False
+    return kind != "reward_model" or read_marker(folder).get("finished") is True
+
+
 def save(folder: Path, splits: dict, config, summary) -> None:
-    """data_prep's views of `splits` saved to `folder` (kept if there already)."""
+    """data_prep's views of `splits` saved to `folder` (kept if there already, whole)."""
     from commentrank.data import prepare as prep
 
-    if not folder.exists():
+    if not done(folder, "data_prep"):
         views = prep.to_dataset_dicts(prep.build_views(splits, config, summary))
         prep.write_views(folder, views, prep.record_files(config, summary))
 
@@ -223,17 +239,17 @@ def main() -> None:
     for variant in args.variants:
         out = work / variant
         seconds = None
-        if not (out / "reward" / "commentrank_config.json").exists():
+        if not done(out / "reward", "reward_model"):
             data = data_folder(work, variant, "train")
             seconds = run([sys.executable, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE),
                            "--dataset_name", str(data), "--output_dir", str(out / "reward"),
                            "--ndcg_eval_posts", "0", *VARIANTS[variant]], env)  # fmt: skip
-            (out / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+            atomic_write_text(out / "train_seconds.txt", f"{seconds:.1f}\n")
         elif (out / "train_seconds.txt").exists():
             seconds = float((out / "train_seconds.txt").read_text())
         for split in scored:
             scores = out / f"scores_{split}"
-            if not (scores / "metrics.json").exists():
+            if not done(scores, "scores"):
                 run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"),
                      "--dataset", str(data_folder(work, variant, split)), "--split", split, "--output_dir",
                      str(scores), "--no_progress", "true"], env)  # fmt: skip

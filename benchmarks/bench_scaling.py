@@ -42,7 +42,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import COLUMNS, RECIPE, SAMPLE, cell, run  # noqa: E402
+from bench_quality import COLUMNS, RECIPE, SAMPLE, cell, done, run  # noqa: E402
 from bench_quality import TEST_SITES as SE_TEST  # noqa: E402
 from bench_quality import VALIDATION_SITES as SE_VALIDATION  # noqa: E402
 from report_file import save_figure, write_generated  # noqa: E402
@@ -116,7 +116,7 @@ def save(folder: Path, splits: dict, config) -> None:
     from commentrank.data import prepare as prep
     from commentrank.data.validation import PrepSummary
 
-    if not folder.exists():
+    if not done(folder, "data_prep"):  # kept if there already, whole
         summary = PrepSummary()
         prep.write_views(folder, prep.to_dataset_dicts(prep.build_views(splits, config, summary)),
                          prep.record_files(config, summary))  # fmt: skip
@@ -346,12 +346,12 @@ def main() -> None:
             train = [p for s in sources for p in by_source[s]["train"]]
         name = f"{experiment}-{size}-seed{seed}{tag}"
         out = work / name
-        if args.report_only and not (out / "reward" / "commentrank_config.json").exists():
+        if args.report_only and not done(out / "reward", "reward_model"):
             print(f"{name}: not trained, left out (--report_only)", flush=True)
             continue
         save(out / "data", {"train": train}, config)
         seconds = None
-        if not (out / "reward" / "commentrank_config.json").exists():
+        if not done(out / "reward", "reward_model"):
             flags = ["--max_steps", str(args.max_steps)] if args.max_steps else []
             seconds = run([sys.executable, str(ROOT / "scripts" / "reward.py"), "--config", str(RECIPE),
                            "--dataset_name", str(out / "data"), "--output_dir", str(out / "reward"),
@@ -362,7 +362,7 @@ def main() -> None:
         for source in args.eval:
             for split in EVAL_SETS[source]:
                 scores = out / f"scores-{source}-{split}{'' if args.eval_posts is None else f'-{args.eval_posts}'}"
-                if not (scores / "metrics.json").exists():
+                if not done(scores, "scores"):
                     limit = [] if args.eval_posts is None else ["--max_posts", str(args.eval_posts)]
                     run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"),
                          "--dataset", str(work / f"eval-{source}"), "--split", split, "--output_dir", str(scores),
