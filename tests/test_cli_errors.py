@@ -243,8 +243,8 @@ def test_rank_takes_the_pickle_advice_it_gives(flag, pickle_model, tmp_path, mon
     assert len(rows) == 2
 
 
-@pytest.mark.parametrize("name", ["reward", "score", "rank", "export"])
-def test_every_script_that_loads_a_reward_model_takes_allow_pickle_weights(name, capsys):
+@pytest.mark.parametrize("name", ["reward", "score", "rank", "export", "sft", "grpo", "best_of_n"])
+def test_every_script_that_loads_a_model_takes_allow_pickle_weights(name, capsys):
     with pytest.raises(SystemExit):
         main_of(name)(["--help"])
     assert "--allow_pickle_weights" in capsys.readouterr().out
