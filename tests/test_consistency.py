@@ -153,3 +153,27 @@ def test_the_public_api_resolves_lazily():
     assert all(getattr(commentrank, name) is not None for name in commentrank.__all__)
     code = "import sys, commentrank; print('torch' in sys.modules)"  # a bare import stays light
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_every_test_the_readmes_name_exists():
+    """The READMEs answer "which test shows it?" by name (`test_x.py::test_name`, `::test_name` for the same file, or
+    a bare `test_name`): each one named must be a test of that file (of some file, bare), so a renamed or removed
+    test cannot leave a claim without its proof. Bare names that are settings (`test_sites`) are not tests."""
+    import dataclasses
+    import re
+
+    from commentrank import configs
+
+    from conftest import ROOT
+
+    tests = {p.name: p.read_text() for p in (ROOT / "tests").glob("test_*.py")}
+    settings = {f.name for c in vars(configs).values() if dataclasses.is_dataclass(c) for f in dataclasses.fields(c)}
+    missing, current = [], None
+    for readme in (ROOT / "README.md", ROOT / "recipes" / "README.md"):
+        for match in re.finditer(r"`(?:tests/)?(test_\w+\.py)?(::)?(test_\w+)(?:\[[^\]]*\])?`", readme.read_text()):
+            file, same_file, name = match.groups()
+            current = file or current
+            where = [tests.get(current, "")] if file or same_file else list(tests.values())
+            if not (any(f"def {name}(" in text for text in where) or (not (file or same_file) and name in settings)):
+                missing.append(f"{readme.name}: {file or (current if same_file else '')}::{name}")
+    assert missing == []
