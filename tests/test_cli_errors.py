@@ -277,6 +277,41 @@ def test_the_training_push_uses_hub_token(tiny_bert, prepared_sample, tmp_path, 
     assert [c[0] for c in fake_hub] == ["init", "create_repo", "upload_folder"]
 
 
+@pytest.mark.parametrize("argv", [["--hub=" + TOKEN], ["--dataset_name", "x", TOKEN]])
+def test_a_token_in_a_bad_command_line_is_never_echoed(argv, capsys):
+    """An abbreviated `--hub=<token>` (argparse's "ambiguous option" repeats the argument) or a token pasted without
+    its flag: the one-line error names the problem, not the value."""
+    code, line = stops("reward", argv, capsys)
+    assert code == 2 and TOKEN not in line and TOKEN[3:] not in line, line
+
+
+def test_an_error_message_never_holds_a_token_a_url_holds_or_the_logged_in_one(monkeypatch):
+    from urllib.parse import quote
+
+    from commentrank.io_utils import redact
+
+    monkeypatch.setenv("HF_TOKEN", "plainsecret-01")
+    text = redact(f"GET http://user:{TOKEN}@mirror.local/api for {quote('a/b secret', safe='')} and plainsecret-01; "
+                  f"{TOKEN}", "a/b secret")  # fmt: skip
+    assert text == "GET http://***@mirror.local/api for *** and ***; ***"
+
+
+def test_a_debug_traceback_is_redacted_too(monkeypatch, capsys):
+    from commentrank.hub import HubError
+    from commentrank.io_utils import exits_on_bad_input
+
+    monkeypatch.setenv("COMMENTRANK_DEBUG", "1")
+    with pytest.raises(SystemExit) as stop, exits_on_bad_input("score", HubError):
+        try:
+            raise ConnectionError(
+                f"500 for url 'http://user:{TOKEN}@mirror.local/api' (Authorization: Bearer {TOKEN})"
+            )
+        except ConnectionError as err:
+            raise HubError("cannot push to the Hub repo me/rm: ConnectionError: 500") from err
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "Traceback" in err and "ConnectionError" in err and TOKEN not in err
+
+
 @pytest.mark.xdist_group("hub_server")
 @pytest.mark.slow  # a script in a subprocess against the local Hub server
 def test_a_failed_push_names_the_repo_and_the_cause_never_the_token(model_dir, local_hub_env, tmp_path):

@@ -53,6 +53,7 @@ class OneLineErrors:
     known flag."""
 
     def error(self, message: str):
+        message = re.sub(r"(--[\w-]+)=\S*", r"\1=...", message)  # argparse repeats `--flag=value`: never a value
         match = _INVALID_CHOICE.search(message)
         if match:
             message += did_you_mean(match["value"], re.findall(r"'([^']*)'", match["choices"]))

@@ -23,10 +23,12 @@ class HubError(RuntimeError):
 
 
 def _cause(err: BaseException, token: str | None) -> str:
-    """The first line of an error, without the token."""
+    """The first line of an error, without the token (or any other: `io_utils.redact`)."""
+    from commentrank.io_utils import redact
+
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     text = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return text.replace(token, "***") if token else text
+    return redact(text, token)
 
 
 # Never uploaded: checkpoints, optimizer and scheduler states, pickled training arguments (they may hold a token),

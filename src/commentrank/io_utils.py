@@ -52,6 +52,34 @@ class UsageError(ValueError):
     """A bad argument or recipe value: the script stops with one line and exit code 2 (as argparse does)."""
 
 
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@")  # scheme://user:password@
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{8,}")  # the shape of a Hugging Face access token
+
+
+def redact(text: str, *tokens: str | None) -> str:
+    """`text` safe to print or write: the credentials of a URL (`scheme://user:password@` -> `scheme://***@`), the
+    `tokens` given, `HF_TOKEN` and the logged-in token (as written and URL-encoded), and anything shaped like a Hugging
+    Face token (`hf_...`), each replaced by `***`. Every error, log line and traceback that may hold one goes through
+    it."""
+    from urllib.parse import quote
+
+    text = _URL_CREDENTIALS.sub(r"\1***@", str(text))
+    secrets = {t.strip() for t in (*tokens, os.environ.get("HF_TOKEN"), _logged_in_token()) if t and t.strip()}
+    for secret in sorted(secrets, key=len, reverse=True):  # a longer secret first: one may contain another
+        for form in (secret, quote(secret, safe="")):
+            text = text.replace(form, "***")
+    return _HF_TOKEN.sub("***", text)
+
+
+def _logged_in_token() -> str | None:
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # no huggingface_hub, an unreadable token file: nothing to hide
+        return None
+
+
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
@@ -85,7 +113,7 @@ def check_at_least(obj, names: Iterable[str], minimum: int = 1) -> None:
 
 def usage_exit(prog: str, message) -> NoReturn:
     """Print `prog: error: message` (one line) and exit with code 2; the SystemExit's text is the line too."""
-    line = f"{prog}: error: {' '.join(str(message).split())}"
+    line = f"{prog}: error: {' '.join(redact(message).split())}"
     print(line, file=sys.stderr)
     stop = SystemExit(line)
     stop.code = 2
@@ -96,12 +124,15 @@ def usage_exit(prog: str, message) -> NoReturn:
 def exits_on_bad_input(prog: str, *also: type[BaseException]):
     """Bad input (a file, a folder, a field, a setting: FileNotFoundError and ValueError, which our named input errors
     are) ends a script with one line that names it, `prog: error: ...`, instead of a traceback: exit code 1, or 2
-    for a UsageError. With COMMENTRANK_DEBUG=1 (a script's --debug) the error is raised with its traceback."""
+    for a UsageError. With COMMENTRANK_DEBUG=1 (a script's --debug) its traceback is printed, redacted; exit code 1."""
     try:
         yield
     except (FileNotFoundError, ValueError, *also) as err:
-        if debug_enabled():
-            raise
+        if debug_enabled():  # the traceback, chained causes included, redacted: a Hub error's cause may hold a token
+            import traceback
+
+            print(redact("".join(traceback.format_exception(err))), file=sys.stderr, end="")
+            raise SystemExit(1) from None
         if isinstance(err, UsageError):
             usage_exit(prog, err)
-        raise SystemExit(f"{prog}: error: {err}") from None
+        raise SystemExit(f"{prog}: error: {redact(err)}") from None

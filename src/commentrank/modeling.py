@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
+from commentrank.io_utils import redact
+
 logger = logging.getLogger(__name__)
 
 # Where the stack of transformer blocks lives, by architecture family (the CUP IT solution's list, extended).
@@ -41,7 +43,7 @@ def load_tokenizer(name_or_path: str, pad_at_eos: bool = True, **kwargs):
 
 def model_not_found(name_or_path: str, err: OSError) -> FileNotFoundError:
     """The one-line error for a model transformers could not load (an OSError of many lines)."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = redact(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__
     if Path(name_or_path).is_dir():
         return FileNotFoundError(f"{name_or_path}: cannot load the model's tokenizer ({first})")
     return FileNotFoundError(

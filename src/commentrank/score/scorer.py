@@ -17,7 +17,7 @@ import torch
 from commentrank.configs import ENCODER_SETTINGS_FILE, EncoderSettings
 from commentrank.encoding import PairEncoder
 from commentrank.inference import score_posts
-from commentrank.io_utils import is_hub_id
+from commentrank.io_utils import is_hub_id, redact
 from commentrank.score.exported import onnx_file_of
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def load_scorer(
     except OSError as err:
         raise FileNotFoundError(
             f"model not found: {model_path} is neither a local folder nor a Hub model that could be reached "
-            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            f"({redact(str(err).splitlines()[0]) if str(err) else type(err).__name__})"
         ) from None
     check_reward_head(config, model_path)
     saved = EncoderSettings.saved_with(model_path)
