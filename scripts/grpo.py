@@ -85,7 +85,7 @@ def main(argv=None):
         check_weights_format(model_args.model_name_or_path, script_args.allow_pickle_weights)
         tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=True, revision=model_args.model_revision,
                                    trust_remote_code=training_args.trust_remote_code)  # fmt: skip
-        data = steps.open_training_data(script_args, training_args.seed)
+        data = steps.open_training_data(script_args)
         train = steps.split_of(data.require_view("listwise"), script_args.dataset_train_split, data.source)
         train = steps.subset(train, script_args.max_train_samples, training_args.seed)
         train = train.map(
@@ -98,7 +98,7 @@ def main(argv=None):
         posts = []
         if script_args.report_posts:
             posts = held_out_posts(script_args.dataset_name, script_args.report_split, script_args.report_posts,
-                                   prompt_template=script_args.prompt_template, seed=training_args.seed,
+                                   prompt_template=script_args.prompt_template,
                                    skip_invalid=script_args.skip_invalid,
                                    hub_config=script_args.dataset_config)  # fmt: skip
         reward = RewardFunction(script_args.reward_model, length_free=script_args.length_free,

@@ -59,7 +59,7 @@ def main(argv=None) -> PairwiseRewardTrainer:
         if not steps.check_training_output(training_args, "reward_model", inputs, script_args.overwrite_output,
                                            settings):  # fmt: skip
             return None  # this run, finished, is already there
-        data = steps.open_training_data(script_args, training_args.seed)
+        data = steps.open_training_data(script_args)
         view = data.require_view(script_args.view_for(training_args.loss_type))
         check_eval_split(view, script_args.dataset_test_split, training_args.eval_strategy)
         tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=script_args.pad_at_eos)

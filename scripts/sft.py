@@ -99,7 +99,7 @@ def main(argv=None):
                                                       trust_remote_code=training_args.trust_remote_code)  # fmt: skip
         except OSError as err:
             raise model_not_found(tokenizer_name, err) from None
-        data = steps.open_training_data(script_args, training_args.seed)
+        data = steps.open_training_data(script_args)
         view = data.require_view(script_args.view)
         keep = [training_args.dataset_text_field]
         train = steps.split_of(view, script_args.dataset_train_split, data.source)

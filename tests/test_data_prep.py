@@ -259,3 +259,30 @@ def test_the_work_folder_of_a_killed_run_is_removed_by_the_next_one(tmp_path, mo
     (killed / "views").mkdir(parents=True)
     run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(tmp_path / "out"), overwrite_output=True))
     assert not killed.exists()
+
+
+def test_training_on_a_raw_file_splits_it_the_same_whatever_the_training_seed(tmp_path):
+    """reward.py, sft.py and grpo.py converted a raw file with the training --seed: runs with other seeds trained on
+    one another's test posts. A raw file is split with data_prep's own default seed, as data_prep splits it, and
+    grpo.py / best_of_n.py take their report posts from that test split."""
+    from transformers import set_seed
+
+    from commentrank.configs import TrainingScriptArguments
+    from commentrank.data import loading
+    from commentrank.data.prepare import prepare_views
+    from commentrank.policy import held_out_posts
+    from commentrank.train import steps
+
+    path = str(write_jsonl(tmp_path / "in.jsonl", [post(i) for i in range(40)]))
+
+    def split_ids(view):
+        return {split: view[split]["post_id"] for split in view}
+
+    prepared, _ = prepare_views(PrepArguments(inputs=[path]))
+    for seed in (1, 7):  # the training seed, set as the scripts set it before they open their data
+        set_seed(seed)
+        loading._convert.cache_clear()
+        data = steps.open_training_data(TrainingScriptArguments(dataset_name=path))
+        assert split_ids(data.require_view("listwise")) == split_ids(prepared["listwise"]), seed
+    test_prompts = [p["prompt"] for p in held_out_posts(path, "test", None)]
+    assert test_prompts == prepared["listwise"]["test"]["prompt"]

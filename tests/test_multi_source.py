@@ -63,6 +63,40 @@ def test_an_unknown_site_name_is_an_error_naming_it(two_sources):
         prep(two_sources, test_sites=["reddit.com/r/typo"])
 
 
+def test_named_sites_match_whatever_their_case_and_a_trailing_slash(tmp_path):
+    """`A.com` and `a.com/` in the data did not match --test_sites a.com and trained without a word. Names match
+    case-insensitively and without a trailing '/' now; the rows keep the data's site names."""
+    path = write_source(tmp_path / "s.jsonl", {"a.com": 2, "A.com": 2, "a.com/": 2, "b.com": 3, "c.com": 3})
+    views, _ = prep([path], test_sites=["a.com"], validation_sites=["B.com/"])
+    sites = {split: sorted(set(views["listwise"][split]["site"])) for split in ("train", "validation", "test")}
+    assert sites == {"train": ["c.com"], "validation": ["b.com"], "test": ["A.com", "a.com", "a.com/"]}
+
+
+def test_sites_that_match_one_another_are_one_unit_of_a_site_split(tmp_path):
+    """With split_by site and no named sites, `A.com` and `a.com/` were two sites: the same site could train and be
+    tested on. Sites that match (without case and a trailing '/') are one unit, whatever the seed."""
+    sites = {"a.com": 2, "A.com": 2, "a.com/": 2, **{f"{c}.com": 2 for c in "bcdefgh"}}
+    path = write_source(tmp_path / "s.jsonl", sites)
+    for seed in range(6):
+        views, _ = prep([path], test_size=2, validation_size=2, seed=seed)
+        holding = [split for split in views["listwise"] if {"A.com", "a.com/"} & set(views["listwise"][split]["site"])]
+        assert len(holding) == 1 and set(views["listwise"][holding[0]]["site"]) >= {"a.com", "A.com", "a.com/"}, seed
+
+
+def test_posts_without_a_site_training_while_sites_are_named_are_warned_about(tmp_path, caplog):
+    """A post without a site (`unknown`) can be in no named held-out site: it trains, and the run says how many."""
+    path = tmp_path / "s.jsonl"
+    write_source(path, {"a.com": 2, "b.com": 3})
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows[:2]:
+        del row["site"]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    _, summary = prep([str(path)], test_sites=["b.com"])
+    message = "2 post(s) have no site"
+    assert any(message in w for w in summary.warnings)
+    assert any(message in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
 def test_named_sites_need_a_split_by_site():
     with pytest.raises(ValueError, match="split_by site"):
         PrepArguments(inputs=["x.jsonl"], test_sites=["a"])
@@ -146,6 +180,20 @@ def test_drop_vote_ties_drops_tied_training_posts_only(tied):
     assert len(views["listwise"]["test"]) == 3 and all(
         sorted(r) == [0, 1, 2, 3] for r in views["listwise"]["test"]["ranks"]
     )
+
+
+@pytest.mark.parametrize("options", [{"vote_ties": "drop"}, {"vote_ties": "equal"},
+                                     {"max_train_posts_per_source": 1}])  # fmt: skip
+def test_counts_add_up_after_training_only_drops(tied, options):
+    """vote_ties and the source cap drop training posts after the split: they were counted as dropped and still as
+    kept. read = kept + dropped, and kept is what the views hold."""
+    views, summary = prep(tied, test_sites=["w"], **options)
+    assert sum(summary.posts_dropped.values()) > 0
+    assert summary.posts_read == summary.posts_kept + sum(summary.posts_dropped.values())
+    assert summary.comments_read == summary.comments_kept + sum(summary.comments_dropped.values())
+    listwise = views["listwise"]
+    assert summary.posts_kept == sum(len(listwise[split]) for split in listwise)
+    assert summary.comments_kept == sum(len(c) for split in listwise for c in listwise[split]["comments"])
 
 
 def test_order_keeps_the_file_ranks(tied):

@@ -110,6 +110,69 @@ def test_posts_with_the_same_text_but_other_comments_are_both_kept(tmp_path):
     assert summary["posts_kept"] == 7 and summary["posts_dropped"] == {}
 
 
+def test_posts_whose_model_inputs_are_the_same_are_one_post(tmp_path):
+    """Two posts with the same title and comments but other bodies were both kept under '{title}', which does not use
+    the body: identical model inputs, split twice. The duplicate key is the built prompt and the comment texts."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(6)
+    rows[0]["post_body"] = "One body."
+    rows.append({**rows[0], "id": "p0-again", "post_body": "Another body."})
+    path = str(write_jsonl(tmp_path / "a.jsonl", rows))
+    for template, dropped in (("{title}", {"duplicate_post": 1}), ("{title}\n\n{body}", {})):
+        out = tmp_path / f"data-{len(dropped)}"
+        run_prepare(PrepArguments(inputs=[path], output_dir=str(out), prompt_template=template, test_size=0.2))
+        assert json.loads((out / "summary.json").read_text())["posts_dropped"] == dropped, template
+
+
+def crawl_split(folder) -> dict[str, set]:
+    """{a post's id as read (without the `input:` its copy in a later input was given): the splits it is in}."""
+    splits = {}
+    for split, ids in split_ids(folder).items():
+        for post_id in ids:
+            splits.setdefault(post_id.rsplit(":", 1)[-1], set()).add(split)
+    return splits
+
+
+def test_the_same_post_id_in_two_crawls_is_one_unit_of_the_split(tmp_path, caplog):
+    """Two crawls of the same posts (the second with one more answer each) are different posts, both kept, but they
+    were split one by one: a post's first crawl could train while its second was tested on, with the same (prompt,
+    chosen, rejected) pairs. Posts that share their id go to one split now, with a warning that counts them."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(20)
+    later = [{**r, "comments": [*r["comments"], {"text": f"a later answer to {r['id']}", "score": len(r["comments"])}]}
+             for r in rows]  # fmt: skip
+    inputs = [str(write_jsonl(tmp_path / "first.jsonl", rows)), str(write_jsonl(tmp_path / "second.jsonl", later))]
+    out = tmp_path / "data"
+    run_prepare(PrepArguments(inputs=inputs, output_dir=str(out), test_size=0.3, validation_size=0.2))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["posts_kept"] == 40 and summary["posts_dropped"] == {}
+    splits = crawl_split(out)
+    assert len(splits) == 20 and all(len(names) == 1 for names in splits.values())
+    message = "20 post(s) share their id with an earlier post"
+    assert any(message in w for w in summary["warnings"]) and warned(caplog, message)
+
+
+def test_every_copy_of_a_post_id_gets_an_id_of_its_own(tmp_path):
+    """A third post under one id got the same new id (`input:id`) as the second: post_id was not unique."""
+    import datasets
+
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(6)
+    rows[4]["id"] = rows[5]["id"] = rows[3]["id"]  # three posts (other texts) under one id, in one file
+    out = tmp_path / "data"
+    run_prepare(PrepArguments(inputs=[str(write_jsonl(tmp_path / "a.jsonl", rows))], output_dir=str(out),
+                              test_size=0.2))  # fmt: skip
+    listwise = datasets.load_from_disk(str(out / "listwise"))
+    ids = [post_id for split in listwise for post_id in listwise[split]["post_id"]]
+    assert len(ids) == len(set(ids)) == 6
+
+
 def test_counts_add_up_with_max_posts(tmp_path):
     """--max_posts left posts out while still counting them as kept: read = kept + dropped + over_max_posts."""
     from commentrank.configs import PrepArguments
@@ -178,6 +241,30 @@ def test_a_with_context_model_scoring_posts_without_bodies_is_warned_about(tmp_p
         monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(read_jsonl(data)[0])))
         load_script("rank").main(["--model", str(model)])
         assert warned(caplog, "1 of 1 posts have no body") is not bodies
+
+
+def test_posts_with_an_empty_prompt_are_dropped_and_counted(tmp_path, caplog):
+    """'{body}' alone gave the posts without a body an empty prompt, and a warning that their prompts "hold the post
+    text alone": they are dropped before the split now, counted as empty_prompt, and the warning says so."""
+    import datasets
+
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(10)
+    for row in rows[:7]:
+        row["post_body"] = f"The body of {row['id']}."
+    out = tmp_path / "data"
+    run_prepare(PrepArguments(inputs=[str(write_jsonl(tmp_path / "a.jsonl", rows))], output_dir=str(out),
+                              prompt_template="{body}", test_size=0.2))  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["posts_dropped"] == {"empty_prompt": 3} and summary["posts_kept"] == 7
+    counts_add_up(summary)
+    listwise = datasets.load_from_disk(str(out / "listwise"))
+    assert all(prompt for split in listwise for prompt in listwise[split]["prompt"])
+    message = "3 post(s) get an empty prompt"
+    assert any(message in w and "empty_prompt" in w for w in summary["warnings"]) and warned(caplog, message)
+    assert not any("post text alone" in w for w in summary["warnings"])
 
 
 def test_an_empty_pairwise_view_after_the_visibility_filter_is_warned_about(tmp_path, caplog):

@@ -38,7 +38,7 @@ def test_ranks_by_votes_with_ties_to_the_earlier_answer(tmp_path):
     path = write_dump(
         tmp_path,
         [
-            question(1, title="Best &amp; worst", ContentLicense="CC BY-SA 4.0"),
+            question(1, title="Best & worst", ContentLicense="CC BY-SA 4.0"),  # `Best &amp; worst` in the XML
             answer(10, 1, 5, "2015-01-05T00:00:00.000"),  # 5 votes like Id 12, but later: rank 2
             row(Id=2, PostTypeId=5, Body="<p>a tag wiki</p>"),  # other post types are ignored
             answer(11, 1, 9, "2015-01-06T00:00:00.000"),
@@ -68,6 +68,15 @@ def test_ranks_by_votes_with_ties_to_the_earlier_answer(tmp_path):
     }
     assert [c.rank for c in items[1][1].comments] == [0, 1]
     assert next(read_posts_xml(path, site="other.site"))[1].post_id == "other.site:1"
+
+
+def test_a_title_is_unescaped_once(tmp_path):
+    """The XML parser reads `&amp;nbsp;` as the text `&nbsp;`; a second unescape made it a non-breaking space."""
+    title = "Use &nbsp; or &amp; in <b>HTML</b>?"
+    answers = [answer(10, 1, 1, "2015-01-02T00:00:00.000"), answer(11, 1, 0, "2015-01-03T00:00:00.000")]
+    path = write_dump(tmp_path, [question(1, title=title), *answers])  # written escaped once, as in the dumps
+    ((_, post),) = read_posts_xml(path)
+    assert post.title == title
 
 
 def test_html_to_text():

@@ -222,6 +222,12 @@ INPUT_FORMATS = ("auto", "cupit", "stackexchange", "table", "saved", "hub")
 VOTE_TIES = ("order", "equal", "drop")  # data_prep's vote_ties (the first is the default)
 
 
+def site_key(site: str) -> str:
+    """What a site name is matched by (`validation_sites` / `test_sites` against the records' `site`): without case
+    and a trailing '/', so that `A.com` and `a.com/` are `a.com`. Only for matching: outputs keep the data's names."""
+    return site.rstrip("/").casefold()
+
+
 @dataclass
 class Columns:
     """Where the fields of a ranked list live in a source (CUP IT names by default).
@@ -314,8 +320,8 @@ class PrepArguments(OutputOptions):
         default_factory=list,
         metadata={
             "help": "With split_by site: the sites (the records' `site`, e.g. reddit.com/r/techsupport) held out for "
-            "validation; with test_sites they replace test_size / validation_size and every other site trains. A "
-            "name no labeled post has is an error."
+            "validation; with test_sites they replace test_size / validation_size and every other site trains. Names "
+            "match without case and a trailing '/'; a name no labeled post has is an error."
         },
     )
     test_sites: list[str] = field(
@@ -359,7 +365,7 @@ class PrepArguments(OutputOptions):
                 setattr(self, name, [getattr(self, name)])
         if (self.validation_sites or self.test_sites) and self.split_by != "site":
             raise UsageError("validation_sites / test_sites name held-out sites: they need split_by site")
-        both = sorted(set(self.validation_sites) & set(self.test_sites))
+        both = sorted(s for s in self.test_sites if site_key(s) in {site_key(v) for v in self.validation_sites})
         if both:
             raise UsageError(f"sites both in validation_sites and test_sites: {', '.join(both)}")
         check_choice("vote_ties", self.vote_ties, VOTE_TIES)

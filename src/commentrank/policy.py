@@ -43,7 +43,8 @@ def policy_prompt(post: str, instruction: str = DEFAULT_INSTRUCTION, chat: bool 
 
 def held_out_posts(dataset_name: str, split: str = "test", n: int | None = 32, **open_kwargs) -> list[dict]:
     """The first `n` posts of a split of ranked data (a data_prep folder, raw file or Hub dataset): each with its
-    `prompt` (as the reward model was trained on it) and its real `best` comment (rank 0)."""
+    `prompt` (as the reward model was trained on it) and its real `best` comment (rank 0). A raw file is split as
+    training splits it (`open_ranked_data`: data_prep's default seed, whatever the run's seed)."""
     from commentrank.data.loading import open_ranked_data
     from commentrank.train.steps import split_of
 

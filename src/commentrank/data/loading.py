@@ -2,7 +2,8 @@
 
 - a data_prep folder (`pairwise/`, `listwise/`, `sft/`, and `prep_config.json`, which records the prompt template);
 - a raw ranked file (CUP IT JSONL, Posts.xml, CSV/Parquet/JSON), converted by data_prep's own code: for training into
-  the split views (`skip_invalid` as in data_prep), for scoring into all its posts in file order;
+  the split views (`skip_invalid` as in data_prep; split with data_prep's default seed, never a training run's, so
+  every run on the file has the same test posts), for scoring into all its posts in file order;
 - a Hub dataset whose configs are data_prep's views (and `prep_config.json`), or a plain one (listwise rows, or
   raw CUP IT rows converted by data_prep's readers);
 - a folder saved with `save_to_disk` (a Dataset or DatasetDict of listwise, pairwise, sft or raw CUP IT rows).
@@ -78,28 +79,30 @@ def open_ranked_data(
     *,
     prompt_template: str | None = None,
     pair_strategy: str = "adjacent",
-    seed: int = 42,
     skip_invalid: bool = False,
     hub_config: str | None = None,
 ) -> RankedData:
     """Ranked data for training (`hub_config`: the config of a Hub dataset that is not a data_prep output).
 
     Raw posts (a file, or a dataset of CUP IT rows) are converted once, by data_prep's code, with `prompt_template`
-    (default `{title}`), `pair_strategy`, `seed` and `skip_invalid`; for a data_prep folder or Hub dataset an explicit
-    `prompt_template` must agree with the one it records."""
+    (default `{title}`), `pair_strategy` and `skip_invalid`, and split as data_prep splits them by default: with
+    `PrepArguments`' default seed, whatever a training run's `--seed` (no seed is taken here), so that runs with other
+    seeds, and the report posts of grpo.py / best_of_n.py (`policy.held_out_posts`), share one train/test split. For
+    a data_prep folder or Hub dataset an explicit `prompt_template` must agree with the one it records."""
     data = _open(source, hub_config)
     if data.kind == "raw":
-        return _convert(source, prompt_template or DEFAULT_PROMPT_TEMPLATE, pair_strategy, seed, skip_invalid)
+        return _convert(source, prompt_template or DEFAULT_PROMPT_TEMPLATE, pair_strategy, skip_invalid)
     data.prompt_template = check_prompt_template(prompt_template, data.prompt_template, source)
     return data
 
 
 @functools.lru_cache(maxsize=4)
-def _convert(source: str, prompt_template: str, pair_strategy: str, seed: int, skip_invalid: bool) -> RankedData:
-    """All views of raw ranked posts, converted once per run by data_prep's code."""
+def _convert(source: str, prompt_template: str, pair_strategy: str, skip_invalid: bool) -> RankedData:
+    """All views of raw ranked posts, converted once per run by data_prep's code, split with data_prep's default seed
+    (`PrepArguments().seed`: the split of `data_prep/prepare.py --inputs FILE`)."""
     from commentrank.data.prepare import prepare_views
 
-    config = PrepArguments(inputs=[source], prompt_template=prompt_template, pair_strategy=pair_strategy, seed=seed,
+    config = PrepArguments(inputs=[source], prompt_template=prompt_template, pair_strategy=pair_strategy,
                            skip_invalid=skip_invalid)  # fmt: skip
     views, summary = prepare_views(config)
     logger.info("converted %s with data_prep:\n%s", source, summary.format())

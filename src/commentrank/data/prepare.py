@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from commentrank.configs import PAIR_STRATEGIES, PrepArguments
+from commentrank.configs import PAIR_STRATEGIES, PrepArguments, site_key
 from commentrank.data.readers import read_source
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import PrepSummary, ValidationRules, collect_posts
@@ -31,6 +31,8 @@ from commentrank.outputs import OutputDir, check_output_dir
 
 logger = logging.getLogger(__name__)
 INPUT_KEY = "input"  # a post's meta key: the input file it was read from
+NO_SITE = "unknown"  # the site of a post whose record names none
+READ_ID_KEY = "read_id"  # a post's meta key: its id as read (before a repeat is renamed): one unit of the split
 
 
 def iter_posts(
@@ -41,38 +43,68 @@ def iter_posts(
     workdir: str | Path | None = None,
 ) -> Iterator[RankedPost]:
     """Read and validate every input (under `rules`; default: training's, with `config.min_comments`), one post at a
-    time; a post id seen in an earlier input is prefixed with its source. With `drop_duplicates` (data_prep; scoring
-    keeps every post) a post that repeats an earlier one (`post_key`) is dropped as `duplicate_post`, so that the
-    split cannot put its copies on both sides. With a `workdir`, a Posts.xml is read in bounded memory, in
-    `config.num_proc` processes (`read_source`)."""
+    time. A post whose prompt (`config.prompt_template`) is empty, e.g. '{body}' of a post without a body, is dropped
+    as `empty_prompt`. With `drop_duplicates` (data_prep; scoring keeps every post) a post that repeats an earlier
+    one (`post_key`: the same model inputs) is dropped as `duplicate_post`, so that the split cannot put its copies
+    on both sides. A post whose id an earlier post has (another crawl of it, in a later input or the same one) is
+    kept, with a warning, under a new unique id (`input:id`, then `input:id:2`, ...); its id as read
+    (`meta[READ_ID_KEY]`) puts it in the same split as the earlier one (`split_refs`). With a `workdir`, a Posts.xml
+    is read in bounded memory, in `config.num_proc` processes (`read_source`)."""
     if not config.inputs:
         raise ValueError("no inputs given (--inputs FILE [FILE ...])")
     seen: set[str] = set()
     first_of: dict[bytes, tuple[str, str]] = {}  # a digest of each post's key: memory stays small per post
     repeats: list[str] = []
+    renamed: list[str] = []
+    empty: list[str] = []
     rules = rules or ValidationRules(min_comments=config.min_comments)
     for n, source in enumerate(config.inputs):
         summary.sources.append(source)
         where = {} if workdir is None else {"num_proc": config.num_proc, "workdir": Path(workdir) / f"input-{n}"}
         items = read_source(source, config.input_format, config.columns, config.hub_split, **where)
         for post in collect_posts(items, summary, config.skip_invalid, rules):
+            if not build_prompt(post, config.prompt_template):
+                summary.unkeep(post, "empty_prompt")
+                empty.append(f"post {post.post_id} of {source}")
+                continue
             if drop_duplicates:
-                key = post_digest(post)
+                key = post_digest(post, config.prompt_template)
                 if key in first_of:
                     summary.unkeep(post, "duplicate_post")
                     repeats.append(f"post {post.post_id} of {source} repeats post {' of '.join(first_of[key])}")
                     continue
                 first_of[key] = (post.post_id, source)
+            post.meta[READ_ID_KEY] = post.post_id  # never a model input, nor in the views
             if post.post_id in seen:
-                post.post_id = f"{source}:{post.post_id}"
+                post.post_id = unique_id(f"{source}:{post.post_id}", seen)
+                renamed.append(f"post {post.meta[READ_ID_KEY]} of {source}, now {post.post_id}")
             seen.add(post.post_id)
             post.meta[INPUT_KEY] = source  # the source of max_train_posts_per_source (never a model input)
             yield post
+    if empty:
+        summary.warn(
+            f"{len(empty)} post(s) get an empty prompt from the prompt template {config.prompt_template!r} (e.g. "
+            f"{{body}} of a post without a body): dropped before the split, counted as empty_prompt (e.g. {empty[0]})"
+        )
     if repeats:
         summary.warn(
-            f"{len(repeats)} post(s) repeat an earlier post (the same text, body and comment texts) and were dropped "
+            f"{len(repeats)} post(s) repeat an earlier post (the same prompt and comment texts) and were dropped "
             f"before the split, counted as duplicate_post (e.g. {repeats[0]})"
         )
+    if renamed:
+        summary.warn(
+            f"{len(renamed)} post(s) share their id with an earlier post but differ from it (another crawl of it?): "
+            f"both kept, the later under a new id, and posts of one id go to the same split (e.g. {renamed[0]})"
+        )
+
+
+def unique_id(post_id: str, seen: set[str]) -> str:
+    """`post_id`, or `post_id:2`, `post_id:3`, ... : the first that is not in `seen`."""
+    candidate, n = post_id, 1
+    while candidate in seen:
+        n += 1
+        candidate = f"{post_id}:{n}"
+    return candidate
 
 
 def sample_max_posts(posts: list, config: PrepArguments, summary: PrepSummary) -> list:
@@ -94,18 +126,18 @@ def load_posts(
     return sample_max_posts(list(iter_posts(config, summary, rules, drop_duplicates)), config, summary)
 
 
-def post_key(post: RankedPost) -> tuple:
-    """What makes two posts the same post: the same text (or built prompt), body and multiset of comment texts
-    (stripped; order and scores do not matter, so a re-crawl with other votes is still the same post)."""
-    title = post.prompt if post.prompt is not None else post.title
-    return title.strip(), (post.body or "").strip(), tuple(sorted(c.text.strip() for c in post.comments))
+def post_key(post: RankedPost, template: str) -> tuple:
+    """What makes two posts the same post: the same model inputs, i.e. the same prompt (`build_prompt` with
+    `template`: the body counts only where the template uses it) and multiset of comment texts (stripped; order and
+    scores do not matter, so a re-crawl with other votes is still the same post)."""
+    return build_prompt(post, template).strip(), tuple(sorted(c.text.strip() for c in post.comments))
 
 
-def post_digest(post: RankedPost) -> bytes:
+def post_digest(post: RankedPost, template: str) -> bytes:
     """16 bytes that stand for `post_key` (equal keys, equal digests): each part length-prefixed, so that no two keys
     give the same bytes."""
-    title, body, texts = post_key(post)
-    parts = [part.encode("utf-8", "surrogatepass") for part in (title, body, *texts)]
+    prompt, texts = post_key(post, template)
+    parts = [part.encode("utf-8", "surrogatepass") for part in (prompt, *texts)]
     return hashlib.blake2b(b"".join(len(data).to_bytes(8, "little") + data for data in parts), digest_size=16).digest()
 
 
@@ -116,6 +148,7 @@ class PostRef:
 
     index: int
     post_id: str
+    read_id: str  # the id as read: the posts of one id are one unit of the split
     labeled: bool
     n_comments: int
     site: str
@@ -128,10 +161,11 @@ class PostRef:
     def of(cls, index: int, post: RankedPost) -> PostRef:
         ranks = vote_tie_ranks(post)
         ties = 0 if ranks is None else 2 if len(set(ranks)) == 1 else 1
-        site, source = post.meta.get("site", "unknown"), post.meta.get(INPUT_KEY)
+        site, source = post.meta.get("site", NO_SITE), post.meta.get(INPUT_KEY)
         bodiless = not (post.body or "").strip()
-        return cls(index, post.post_id, post.labeled, len(post.comments), site, source, ties, post.prompt is not None,
-                   bodiless)  # fmt: skip
+        read_id = post.meta.get(READ_ID_KEY, post.post_id)
+        return cls(index, post.post_id, read_id, post.labeled, len(post.comments), site, source, ties,
+                   post.prompt is not None, bodiless)  # fmt: skip
 
 
 def _size(value: float, total: int) -> int:
@@ -140,48 +174,67 @@ def _size(value: float, total: int) -> int:
 
 def split_refs(refs: list[PostRef], config: PrepArguments) -> dict[str, list[PostRef]]:
     """Seeded train/validation/test split by post (or by site, or the named held-out sites): no post is ever in two
-    splits.
+    splits, and the posts of one id as read (`read_id`: two crawls of a post) are in one: the first of them is split,
+    the others follow it.
 
-    Unlabeled posts (CUP IT test files) go to an `unlabeled` split of the listwise view, for scoring.
+    Sites are matched by `site_key` (without case and a trailing '/'): named sites hold every data site that matches
+    them, and with `split_by: site` sites that match one another are one unit. Unlabeled posts (CUP IT test files)
+    go to an `unlabeled` split of the listwise view, for scoring.
     """
     labeled = [r for r in refs if r.labeled]
-    groups: dict[str, list[PostRef]] = {}
+    crawls: dict[str, list[PostRef]] = {}  # read id -> its posts, the first of them split for all
+    for ref in labeled:
+        crawls.setdefault(ref.read_id, []).append(ref)
+    firsts = [posts[0] for posts in crawls.values()]
+    by_site: dict[str, list[PostRef]] = {}
     if config.split_by == "site":
-        for ref in labeled:
-            groups.setdefault(ref.site, []).append(ref)
+        for ref in firsts:
+            by_site.setdefault(ref.site, []).append(ref)
     if config.validation_sites or config.test_sites:
-        parts = named_site_split(sorted(groups), config)
-        splits = {name: [r for k in part for r in groups[k]] for name, part in parts.items()}
+        parts = named_site_split(sorted(by_site), config)
+        splits = {name: [r for k in part for r in by_site[k]] for name, part in parts.items()}
     else:  # the sorted keys shuffled (a shuffle's swaps depend on the length alone): one unit per post or per site
-        units = [groups[k] for k in sorted(groups)] if groups else [[r] for r in sorted(labeled, key=_post_id)]
+        if by_site:  # sites that match one another join the unit of the first of them in sorted order
+            groups: dict[str, list[PostRef]] = {}
+            for site in sorted(by_site):
+                groups.setdefault(site_key(site), []).extend(by_site[site])
+            units = list(groups.values())
+        else:
+            units = [[r] for r in sorted(firsts, key=_read_id)]
         random.Random(config.seed).shuffle(units)
         n_test, n_val = _size(config.test_size, len(units)), _size(config.validation_size, len(units))
         if n_test + n_val >= len(units) and units:
             raise ValueError(f"test_size + validation_size leave no training {config.split_by}s out of {len(units)}")
         bounds = {"test": (0, n_test), "validation": (n_test, n_test + n_val), "train": (n_test + n_val, len(units))}
         splits = {name: [r for unit in units[a:b] for r in unit] for name, (a, b) in bounds.items()}
+    splits = {name: [post for r in part for post in crawls[r.read_id]] for name, part in splits.items()}
     unlabeled = [r for r in refs if not r.labeled]
     return {**splits, **({"unlabeled": unlabeled} if unlabeled else {})}
 
 
-def _post_id(ref: PostRef) -> str:
-    return ref.post_id
+def _read_id(ref: PostRef) -> str:
+    return ref.read_id
 
 
 def named_site_split(sites: list[str], config: PrepArguments) -> dict[str, list[str]]:
-    """The sites of each split when the recipe names the held-out ones: every other site trains."""
-    unknown = [s for s in [*config.validation_sites, *config.test_sites] if s not in sites]
+    """The data's sites of each split when the recipe names the held-out ones: a named site holds every site of the
+    data that matches it (`site_key`), in the order the recipe names them; every other site trains."""
+
+    def matching(names: list[str]) -> list[str]:
+        found: list[str] = []
+        for name in names:
+            found += [s for s in sites if site_key(s) == site_key(name) and s not in found]
+        return found
+
+    keys = {site_key(s) for s in sites}
+    unknown = [s for s in [*config.validation_sites, *config.test_sites] if site_key(s) not in keys]
     if unknown:
         raise ValueError(
-            f"unknown site(s) {', '.join(unknown)} in validation_sites / test_sites: the labeled posts' sites are "
-            f"{', '.join(sites)}"
+            f"unknown site(s) {', '.join(unknown)} in validation_sites / test_sites (matched without case and a "
+            f"trailing '/'): the labeled posts' sites are {', '.join(sites)}"
         )
-    held_out = set(config.validation_sites) | set(config.test_sites)
-    return {
-        "test": list(config.test_sites),
-        "validation": list(config.validation_sites),
-        "train": [s for s in sites if s not in held_out],
-    }
+    test, validation = matching(config.test_sites), matching(config.validation_sites)
+    return {"test": test, "validation": validation, "train": [s for s in sites if s not in {*test, *validation}]}
 
 
 def vote_tie_ranks(post: RankedPost) -> list[int] | None:
@@ -202,7 +255,7 @@ def apply_vote_ties(refs: list[PostRef], mode: str, summary: PrepSummary) -> lis
     kept = []
     for ref in refs:
         if ref.vote_ties and (mode == "drop" or ref.vote_ties == 2):
-            summary.drop("train_vote_ties" if mode == "drop" else "train_all_votes_tied", ref.n_comments)
+            summary.unkeep(ref, "train_vote_ties" if mode == "drop" else "train_all_votes_tied")
             continue
         kept.append(ref)
     return kept
@@ -218,8 +271,9 @@ def training_ranks(post: RankedPost, mode: str) -> None:
 
 def balance_sources(splits: dict[str, list[PostRef]], config: PrepArguments, summary: PrepSummary) -> None:
     """The training split under `vote_ties` and `max_train_posts_per_source` (a seeded sample of each input's posts,
-    in their order), with the counts per input (`summary.per_source`: kept = train + validation + test + dropped)
-    and per split and site (`summary.sites`)."""
+    in their order), its drops taken from the posts kept (read = kept + dropped still), with the counts per input
+    (`summary.per_source`: the posts split = train + validation + test + train_dropped) and per split and site
+    (`summary.sites`)."""
     before = {name: list(part) for name, part in splits.items()}
     train = apply_vote_ties(splits.get("train", []), config.vote_ties, summary)
     cap = config.max_train_posts_per_source
@@ -230,8 +284,8 @@ def balance_sources(splits: dict[str, list[PostRef]], config: PrepArguments, sum
     for source, indices in by_source.items():
         if cap is not None and len(indices) > cap:
             dropped = set(indices) - set(random.Random(f"{config.seed}:{source}").sample(indices, cap))
-            summary.posts_dropped["train_over_source_cap"] += len(dropped)
-            summary.comments_dropped["train_over_source_cap"] += sum(train[i].n_comments for i in dropped)
+            for i in sorted(dropped):
+                summary.unkeep(train[i], "train_over_source_cap")
             keep -= dropped
     if "train" in splits:
         splits["train"] = [r for i, r in enumerate(train) if i in keep]
@@ -247,6 +301,12 @@ def select_splits(posts: list, config: PrepArguments, summary: PrepSummary) -> d
     """The splits of `posts` (or of their `PostRef`s): `split_refs`, then `balance_sources`; counted in `summary`."""
     refs = posts if not posts or isinstance(posts[0], PostRef) else [PostRef.of(i, p) for i, p in enumerate(posts)]
     splits = split_refs(refs, config)
+    siteless = sum(r.site == NO_SITE for r in splits.get("train", []))
+    if (config.validation_sites or config.test_sites) and siteless:
+        summary.warn(
+            f"{siteless} post(s) have no site ({NO_SITE!r}) and train: validation_sites / test_sites cannot hold "
+            "them out"
+        )
     balance_sources(splits, config, summary)
     return splits if refs is posts else {name: [posts[r.index] for r in part] for name, part in splits.items()}
 

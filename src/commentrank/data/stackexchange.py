@@ -228,7 +228,8 @@ def _build(
     meta = {"site": site, "url": f"https://{site}/q/{qid}", "license": question.get("ContentLicense")}
     meta["license"] = meta["license"] or (_default_license(created) if created else "CC BY-SA")
     body = to_text(question["Body"]) if "Body" in question else None
-    return RankedPost(f"{site}:{qid}", unescape(question["Title"]).strip(), comments, body=body, meta=meta)
+    # the Title is text: the XML parser has unescaped it already (a second unescape made `&amp;nbsp;` a U+00A0)
+    return RankedPost(f"{site}:{qid}", question["Title"].strip(), comments, body=body, meta=meta)
 
 
 def read_posts_xml(

@@ -35,7 +35,8 @@ def prompt_warnings(posts: list[RankedPost], template: str) -> list[str]:
 def prompt_warnings_of(template: str, n_built: int, n_without: int) -> list[str]:
     """The warnings about `template` for `n_built` posts whose prompt it builds, `n_without` of them without a body:
     a template without a placeholder gives every post the same prompt; one with `{body}` (a with-context model)
-    gives a post without a body its title alone."""
+    gives a post without a body its title alone, or without `{title}` no post text at all (data_prep drops a post
+    whose prompt is then empty, as `empty_prompt`: `prepare.iter_posts`)."""
     warnings = []
     fields = template_fields(template)
     if not fields:
@@ -43,9 +44,10 @@ def prompt_warnings_of(template: str, n_built: int, n_without: int) -> list[str]
             f"prompt template {template!r} has no placeholder ({{title}}, {{body}}): every post gets the same prompt"
         )
     if "body" in fields and n_without:
+        what = "the post text (title) alone" if "title" in fields else "no post text, only the template's own text"
         warnings.append(
             f"{n_without} of {n_built} posts have no body (post_body), but the prompt template {template!r} "
-            "uses {body}: their prompts hold the post text alone"
+            f"uses {{body}}: their prompts hold {what}"
         )
     return warnings
 

@@ -23,12 +23,13 @@ from commentrank.train.checkpoints import WEIGHT_FILES, last_complete_checkpoint
 logger = logging.getLogger(__name__)
 
 
-def open_training_data(script_args: TrainingScriptArguments, seed: int) -> RankedData:
+def open_training_data(script_args: TrainingScriptArguments) -> RankedData:
     """The script's dataset (a data_prep folder, raw ranked file or Hub dataset), its prompt template settled: the one
-    the data was built with (an explicit `prompt_template` that disagrees is an error)."""
+    the data was built with (an explicit `prompt_template` that disagrees is an error). The training seed plays no
+    part: a raw file is split with data_prep's default seed (`loading.open_ranked_data`)."""
     return open_ranked_data(
         script_args.dataset_name, prompt_template=script_args.prompt_template, pair_strategy=script_args.pair_strategy,
-        seed=seed, skip_invalid=script_args.skip_invalid, hub_config=script_args.dataset_config,
+        skip_invalid=script_args.skip_invalid, hub_config=script_args.dataset_config,
     )  # fmt: skip
 
 
