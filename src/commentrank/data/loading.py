@@ -31,7 +31,7 @@ from commentrank.data.readers import is_ranked_file_name, read_listwise_rows, re
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import SCORING, PrepSummary, collect_posts
 from commentrank.data.views import build_prompt, listwise_row, prompt_warnings
-from commentrank.io_utils import is_hub_id
+from commentrank.io_utils import is_hub_id, redact
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _open_hub(dataset_id: str, config: str | None = None) -> RankedData:
     except (FileNotFoundError, ConnectionError, OSError) as err:
         raise FileNotFoundError(
             f"dataset not found: {dataset_id} is neither a local file or folder nor a Hub dataset available "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"({type(err).__name__}: {redact(str(err).splitlines()[0]) if str(err) else ''})"
         ) from None
 
 
