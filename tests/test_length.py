@@ -155,3 +155,27 @@ def test_a_length_feature_needs_a_listwise_loss(tmp_path):
         config(loss_type="listmle", length_feature="additive", length_init="zero")
     defaults = config(loss_type="listmle", length_feature="additive")
     assert (defaults.length_init, defaults.length_learning_rate) == ("fit", 0.0)  # the fitted weight, kept
+
+
+def test_the_best_checkpoint_is_restored_with_its_own_length_weight(tiny_bert, longer_is_better, tmp_path):
+    """`load_best_model_at_end`: the saved model is the best checkpoint's network with that checkpoint's length weight
+    (it kept the last step's, a pairing never evaluated)."""
+    out = tmp_path / "rm"
+    trainer = train(tiny_bert, longer_is_better, out, "--length_feature", "additive", "--eval_strategy", "steps",
+                    "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2", "--max_steps", "8",
+                    "--load_best_model_at_end", "true", "--metric_for_best_model", "eval_loss",
+                    "--greater_is_better", "true")  # fmt: skip
+    best = trainer.state.best_model_checkpoint  # the highest loss "best": an early checkpoint, whose weight differs
+    assert best is not None and not best.endswith("checkpoint-8")  # the test needs a best that is not the last step
+    kept = json.loads((out / "commentrank_config.json").read_text())["length_weight"]
+    assert kept == pytest.approx(json.loads((tmp_path / "rm" / best.split("/")[-1] / "length_term.json").read_text())[
+        "weight"])  # fmt: skip
+
+
+def test_a_trained_length_weight_is_refused_in_several_processes(tiny_bert, longer_is_better, tmp_path, monkeypatch):
+    """The length weight is the trainer's, not the model's: no process would average its gradient, so each would
+    train a weight of its own (the saved one process 0's). Training it takes one process; the fitted weight (the
+    recipes') is the same in every process."""
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as accelerate launch sets it in each of two processes
+    with pytest.raises(SystemExit, match=r"length_learning_rate .* one process"):
+        train(tiny_bert, longer_is_better, tmp_path / "rm", "--length_feature", "additive", "--max_steps", "1")

@@ -221,6 +221,19 @@ def test_raw_ranked_file_is_converted_once_on_the_fly(tiny_bert, tmp_path):
     assert any("eval_ndcg@5" in e for e in trainer.state.log_history)  # the validation posts were scored
 
 
+@pytest.mark.parametrize(("fraction", "blocks", "frozen"), [(0.9, 10, 9), (0.8, 10, 8), (0.8, 40, 32), (0.3, 12, 4)])
+def test_freeze_fraction_freezes_that_share_of_the_blocks_rounded_down(fraction, blocks, frozen):
+    """(1 - 0.9) * 10 is 0.9999... in floating point: it must still leave one block trainable."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=blocks, num_attention_heads=2,
+                        intermediate_size=8, num_labels=1)  # fmt: skip
+    model = BertForSequenceClassification(config)
+    assert freeze_lowest_layers(model, fraction) == frozen
+    trainable = [i for i, layer in enumerate(model.bert.encoder.layer) if layer.output.dense.weight.requires_grad]
+    assert trainable == list(range(frozen, blocks))
+
+
 def test_freeze_embeddings_keeps_the_token_embeddings_and_trains_the_rest(tiny_bert, prepared_sample, tmp_path):
     before = {n: p.clone() for n, p in load_reward_model(tiny_bert, load_tokenizer(tiny_bert)).named_parameters()}
     trainer = reward.main(args_for(tiny_bert, prepared_sample, tmp_path / "rm", "--max_steps", "3", "--learning_rate",

@@ -563,7 +563,9 @@ def _define_reward_config() -> None:
             metadata={
                 "help": "Listwise: each step a batch of whole posts of similar length, up to this many padded tokens "
                 "(comments x longest comment), instead of per_device_train_batch_size posts (default: the fixed "
-                "count; the number of steps changes with it: benchmarks/bench_throughput.py)."
+                "count; the number of steps changes with it: benchmarks/bench_throughput.py). The loss is a mean over "
+                "each batch's posts, so a post in a small batch of long ones weighs more than one in a large batch "
+                "of short ones."
             },
         )
         length_sorted_forward: bool = field(
@@ -589,6 +591,13 @@ def _define_reward_config() -> None:
                 raise ValueError("batch_token_budget and length_sorted_forward need a listwise loss_type")
             if self.length_feature != "none" and self.length_init == "zero" and self.length_learning_rate == 0:
                 raise ValueError("length_init zero with length_learning_rate 0 leaves the length term at 0: set one")
+            processes = int(os.environ.get("WORLD_SIZE", "1") or 1)  # accelerate launch sets it in each process
+            if self.length_feature != "none" and self.length_learning_rate > 0 and processes > 1:
+                raise ValueError(
+                    f"length_learning_rate {self.length_learning_rate} trains the length weight, which is the "
+                    f"trainer's and not the model's: in {processes} processes each would train a weight of its own. "
+                    "Train it in one process, or keep the fitted weight (length_learning_rate: 0, the recipes')"
+                )
             if self.use_margin and self.loss_type not in ("pairwise", "pairwise_all"):
                 raise ValueError(
                     f"use_margin applies to loss_type pairwise and pairwise_all ({self.loss_type} has no margin)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -243,7 +244,8 @@ def freeze_lowest_layers(model: torch.nn.Module, fraction: float) -> int:
     if not 0 <= fraction < 1:
         raise ValueError(f"freeze_fraction must be in [0, 1), got {fraction}")
     layers = find_layers(model)
-    n_frozen = len(layers) - int((1 - fraction) * len(layers))
+    # round((1 - f) * L, 6) before rounding down: (1 - 0.9) * 10 is 0.9999... in floating point, one block, not none
+    n_frozen = len(layers) - math.floor(round((1 - fraction) * len(layers), 6))
     for layer in layers[:n_frozen]:
         layer.requires_grad_(False)
     logger.info("froze the lowest %d of %d blocks", n_frozen, len(layers))

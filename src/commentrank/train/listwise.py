@@ -446,8 +446,17 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, LENGTH_STATE_FILE)
-        if self.length_weight is not None and os.path.isfile(path):
+        self._load_length_weight(resume_from_checkpoint)
+
+    def _load_best_model(self):
+        """`load_best_model_at_end`: the best checkpoint's network with that checkpoint's own length weight."""
+        super()._load_best_model()
+        self._load_length_weight(self.state.best_model_checkpoint)
+
+    def _load_length_weight(self, checkpoint: str | None) -> None:
+        """The length weight a checkpoint saved (`LENGTH_STATE_FILE`), if it has one."""
+        path = os.path.join(checkpoint or "", LENGTH_STATE_FILE)
+        if self.length_weight is not None and checkpoint and os.path.isfile(path):
             with torch.no_grad():
                 self.length_weight.fill_(json.loads(open(path, encoding="utf-8").read())["weight"])
 
