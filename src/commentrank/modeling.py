@@ -237,7 +237,7 @@ def find_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def freeze_lowest_layers(model: torch.nn.Module, fraction: float) -> int:
-    """Freeze the lowest blocks as the CUP IT solution did: keep `int((1 - fraction) * L)` blocks trainable.
+    """Freeze the lowest blocks as the CUP IT solution did: keep `(1 - fraction) * L` blocks trainable, rounded down.
 
     With fraction 0.3 that freezes 4 of GPT-2's 12 blocks and 2 of MiniLM's 6. Returns the number frozen.
     """
