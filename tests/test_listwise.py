@@ -226,6 +226,25 @@ def test_batch_rewards_match_comment_by_comment_scoring(tiny_bert, tmp_path):
         assert loss.item() == pytest.approx(expected, rel=1e-4)
 
 
+def test_center_rewards_centers_the_models_own_reward_not_the_length_term(tiny_bert, tmp_path):
+    """With a length term, `center_rewards_coefficient` penalizes the model's own reward: centering the sum would push
+    the model to cancel the term (own -> -w * log1p(characters))."""
+    tokenizer = load_tokenizer(tiny_bert)
+    prepared, _ = prepare_listwise(listwise_rows(), PairEncoder(tokenizer, max_length=40), with_lengths=True)
+    options = dict(length_feature="additive", length_init="zero", length_learning_rate=0.1)
+    plain = make_trainer(tiny_bert, tmp_path, prepared, "listmle", **options)
+    centered = make_trainer(tiny_bert, tmp_path, prepared, "listmle", center_rewards_coefficient=0.5, **options)
+    for trainer in (plain, centered):
+        trainer.model.eval()
+        with torch.no_grad():
+            trainer.length_weight.fill_(0.7)
+    batch = plain.data_collator([prepared[i] for i in range(3)])
+    base, outputs = plain.compute_loss(plain.model, dict(batch), return_outputs=True)
+    own = outputs.logits.squeeze(-1) if outputs.logits.dim() > 1 else outputs.logits
+    total = centered.compute_loss(centered.model, dict(batch))
+    assert total.item() == pytest.approx(base.item() + 0.5 * own.pow(2).mean().item(), rel=1e-5)
+
+
 def test_center_rewards_and_options(tiny_bert, tmp_path):
     tokenizer = load_tokenizer(tiny_bert)
     prepared, _ = prepare_listwise(listwise_rows(), PairEncoder(tokenizer, max_length=40))

@@ -26,7 +26,8 @@ are flattened into one padded batch, and the loss is computed from the K rewards
   often hold most of its votes), carried as a `relevance` column. Tied votes are equal relevance: no lambdaloss pair.
   The other losses take their order from the ranks whatever `relevance` is.
 - `center_rewards_coefficient` (RewardConfig) adds `coef * mean(r^2)` over the comments of the batch, as TRL does
-  over the chosen and rejected rewards.
+  over the chosen and rejected rewards; `r` is the model's own reward, the length term left out (centering the sum
+  would push the model to cancel the term).
 
 `ListwiseRewardTrainer` subclasses TRL's `RewardTrainer`: only the dataset preparation, the collator and the loss
 change, so LoRA, gradient accumulation, DeepSpeed ZeRO-2/3, checkpointing and the logged metrics (`accuracy`,
@@ -543,6 +544,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
         }
         model_inputs["use_cache"] = False
         rewards, outputs = self._rewards(model, model_inputs)
+        own = rewards  # the model's own reward, before the length term: what centering keeps near 0
         penalty = None
         if self.length_weight is not None:
             if LENGTH_COLUMN not in inputs:
@@ -554,7 +556,7 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
 
         loss = self._loss(rewards, post_index, ranks, inputs.get(RELEVANCE_COLUMN))
         if self.args.center_rewards_coefficient is not None:
-            loss = loss + self.args.center_rewards_coefficient * torch.mean(rewards**2)
+            loss = loss + self.args.center_rewards_coefficient * torch.mean(own**2)
         if penalty is not None:
             loss = loss + penalty
 
