@@ -14,9 +14,11 @@ Usage:
         --output_dir outputs/quickstart/scores --push_to_hub me/minilm-comment-rm
 
 Writes `predictions.jsonl` (CUP IT submission shape: each comment with `reward` and `score` = predicted rank,
-0 = best, comments in input order); with labels also `metrics.json` (NDCG@1..5, pair accuracy, posts, the random
-and longest-first baselines), `report.md` and `ndcg_at_k.png`. Inputs longer than `max_length` are truncated
-(the comment's tail first) and counted. In metrics.json, `n_posts` / `n_comments` count every post scored
+0 = best, comments in input order) and `metrics.json` (the counts below; with labels also NDCG@1..5, pair accuracy
+and the random and longest-first baselines under `results`, null without labels); with labels also `report.md` and
+`ndcg_at_k.png`. Inputs longer than `max_length` are truncated (the comment's tail first) and counted; a comment
+repeated under the same prompt is scored once, every copy getting that reward (copies tie: input order). A non-finite
+reward stops the run before anything is written. In metrics.json, `n_posts` / `n_comments` count every post scored
 (unlabeled and one-comment posts too), `results.<ranker>.n_posts` / `n_comments` the posts evaluated (labeled, 2+
 comments); `skipped` counts the invalid posts read (`--skip_invalid`) and `duplicate_texts` the repeated texts of
 the posts scored (with `--max_posts` reading stops at the last post scored: read = scored + skipped);
@@ -40,7 +42,7 @@ from commentrank.score.report import PLOT_NAME, collapse_warning, evaluate, mark
 from commentrank.score.scorer import load_scorer
 
 logger = logging.getLogger("commentrank.score")
-OUTPUT_FILES = ("predictions.jsonl", "metrics.json", "report.md", PLOT_NAME)  # what write_outputs may write
+OUTPUT_FILES = ("predictions.jsonl", "metrics.json", "report.md", PLOT_NAME)  # the last 2 with labels only
 
 
 def publish(config: ScoreArguments, scorer, data, results, details) -> str:
@@ -100,8 +102,11 @@ def run(config: ScoreArguments) -> dict:
     with OutputDir(config.output_dir, "scores", **ours) as tmp:  # the whole set lands at once
         written = write_outputs(tmp, data.rows, rewards, results, info, details)
     print(f"scored {n_comments} comments of {len(data.rows)} posts in {elapsed:.1f}s ({n_truncated} truncated)")
+    if info["skipped"]:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in info["skipped"].items())
+        print(f"skipped {sum(info['skipped'].values())} invalid posts ({reasons})")
     if results is None:
-        print("no labels: predictions only")
+        print("no labels: predictions and counts only")
     else:
         print(markdown_table(results, intervals=details.get("intervals")))
     print(f"wrote {', '.join(written)} to {config.output_dir}")

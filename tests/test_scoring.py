@@ -157,10 +157,47 @@ def test_length_sorted_dynamic_padding_matches_pad_to_max_length(model_dir):
 
 def test_truncation_is_counted(model_dir):
     scorer = load_scorer(model_dir, max_length=24)
-    rows = [{"prompt": "A short question?", "comments": ["short", "long " * 100, "longer " * 300]}]
+    rows = [{"prompt": "A short question?", "comments": ["short", "long " * 100, "longer " * 300, "long " * 100]}]
     _, n_truncated = scorer.score(rows)
-    assert n_truncated == 2
+    assert n_truncated == 3  # every copy of a truncated comment counts, though copies are scored once
     assert load_scorer(model_dir, max_length=10_000).encoder.max_length == 512  # capped at the model's positions
+
+
+def test_copies_of_a_comment_get_one_reward_and_rank_in_input_order(model_dir):
+    """Identical inputs ("+1" three times in a post) are scored once and every copy gets that reward, whichever batch
+    it would have landed in: equal rewards, so copies rank in input order (`predicted_ranks`) at every batch size; the
+    other comments keep their own rewards, in input order."""
+    scorer = load_scorer(model_dir, dtype="float32")
+    posts = [{"prompt": r["text"], "comments": [c["text"] for c in r["comments"]] + ["+1"] * 3 + ["longer " * 30]}
+             for r in cupit_rows(6)]  # fmt: skip
+    reference = None
+    for batch_size in (1, 2, 7, 32):
+        rewards, _ = scorer.score(posts, batch_size)
+        for post in rewards:
+            copies, ranks = post[-4:-1], predicted_ranks(post)[-4:-1]
+            assert len(set(copies)) == 1, (batch_size, copies)
+            assert ranks == list(range(ranks[0], ranks[0] + 3)), (batch_size, ranks)
+        flat = [r for post in rewards for r in post]
+        reference = flat if reference is None else reference
+        assert np.allclose(flat, reference, atol=1e-5, rtol=0), batch_size
+
+
+def test_non_finite_rewards_are_an_error(score, tmp_path):
+    """A model giving NaN rewards (here a NaN classifier bias) is stopped right after scoring, by the scorer and by
+    score.py, with how many rewards and the likely causes: no predictions.jsonl holding `"reward": NaN` (not JSON)."""
+    broken = tiny_model(tmp_path / "nan")
+    model = BertForSequenceClassification.from_pretrained(broken)
+    torch.nn.init.constant_(model.classifier.bias, float("nan"))
+    model.save_pretrained(broken)
+    rows = cupit_rows(2, labeled=False)  # 3 + 4 comments
+    message = r"7 of 7 rewards are not finite \(NaN or infinite\).*weights.*overflow"
+    posts = [{"prompt": r["text"], "comments": [c["text"] for c in r["comments"]]} for r in rows]
+    with pytest.raises(ValueError, match=message):
+        load_scorer(broken, dtype="float32").score(posts)
+    data = write_jsonl(tmp_path / "posts.jsonl", rows)
+    with pytest.raises(SystemExit, match=f"^score: error: {message}"):
+        score(["--model", str(broken), "--dataset", str(data), "--output_dir", str(tmp_path / "out"), "--no_progress"])
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()
 
 
 def test_encoder_settings_saved_with_the_model_are_used(model_dir, tmp_path):
@@ -182,7 +219,8 @@ def test_unlabeled_file_and_prep_folder_fall_back_to_unlabeled(model_dir, score,
     predictions = read_jsonl(out / "predictions.jsonl")
     assert [p["post_id"] for p in predictions] == ["p0", "p1", "p2"]
     assert all(sorted(c["score"] for c in p["comments"]) == list(range(len(p["comments"]))) for p in predictions)
-    assert sorted(p.name for p in out.iterdir()) == [".commentrank-output.json", "predictions.jsonl"]  # no metrics
+    assert sorted(p.name for p in out.iterdir()) == [".commentrank-output.json", "metrics.json", "predictions.jsonl"]
+    assert json.loads((out / "metrics.json").read_text())["results"] is None  # the counts only: no report, no plot
     run_prepare(PrepArguments(inputs=[str(path)], output_dir=str(tmp_path / "prep")))
     data = load_scoring_rows(str(tmp_path / "prep"), split="test")
     assert data.split == "unlabeled" and [r["post_id"] for r in data.rows] == ["p0", "p1", "p2"]
@@ -286,6 +324,23 @@ def test_max_posts_counts_only_the_posts_read_up_to_the_cut(model_dir, score, tm
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["n_posts"], metrics["n_comments"]) == (1, 2)
     assert metrics["duplicate_texts"] == 0 and metrics["skipped"] == {"empty_post_text": 1}
+
+
+def test_skipped_posts_are_recorded_on_unlabeled_data(model_dir, score, tmp_path, capsys):
+    """--skip_invalid on an unlabeled file: metrics.json (written by every run, `results` null without labels) and
+    the console summary count the posts skipped, so that read = scored + skipped."""
+    empty = {"id": "empty", "text": "Q?", "comments": []}
+    number = {"id": "number", "text": "Q?", "comments": [{"text": 5, "score": None}, {"text": "ok", "score": None}]}
+    rows = cupit_rows(4, labeled=False)
+    rows[1:1] = [empty, number]
+    data = write_jsonl(tmp_path / "posts.jsonl", rows)
+    out = tmp_path / "s"
+    score(["--model", str(model_dir), "--dataset", str(data), "--output_dir", str(out), "--skip_invalid",
+           "--no_progress"])  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["results"] is None and metrics["skipped"] == {"too_few_comments": 1, "wrong_type": 1}
+    assert metrics["n_posts"] + sum(metrics["skipped"].values()) == len(rows) == 6
+    assert "skipped 2 invalid posts (too_few_comments: 1, wrong_type: 1)" in capsys.readouterr().out
 
 
 def test_one_logit_is_required_of_the_forward():

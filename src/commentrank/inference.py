@@ -9,6 +9,7 @@ these names.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -74,6 +75,11 @@ def score_ids(
 ) -> list[float | None]:
     """Rewards for already-encoded inputs, in input order.
 
+    Each distinct input is scored once and every copy of it gets that reward: the same comment under the same prompt
+    ("+1" three times in a post) gets the same float whichever batch a copy would land in (the batch's padding moves
+    the last bits, up to 2e-3 in bfloat16), so copies tie and rank in input order (`predicted_ranks`) at any batch
+    size. Equal input ids mean equal segment ids (`segment_ids` reads them off the ids).
+
     `shard=(rank, world)`: score only every `world`-th batch from the `rank`-th (None for the others), for one process
     of a distributed run. The batches are formed before sharding, so every input is scored in the same batch (and so
     to the same float) as in a single-process run.
@@ -83,14 +89,17 @@ def score_ids(
     """
     if not input_ids:
         return []
+    slots: dict[tuple[int, ...], int] = {}  # each distinct input -> its slot, in order of first appearance
+    slot_of = [slots.setdefault(tuple(ids), len(slots)) for ids in input_ids]
+    distinct = list(slots)
     device = next(model.parameters()).device
     if sort_by_length:
-        batches = length_sorted_batches([len(x) for x in input_ids], batch_size)
+        batches = length_sorted_batches([len(x) for x in distinct], batch_size)
     else:
-        batches = [list(range(i, min(i + batch_size, len(input_ids)))) for i in range(0, len(input_ids), batch_size)]
+        batches = [list(range(i, min(i + batch_size, len(distinct)))) for i in range(0, len(distinct), batch_size)]
     rank, world = shard
     batches = batches[rank::world]
-    rewards: list[float | None] = [None] * len(input_ids)
+    rewards: list[float | None] = [None] * len(distinct)
     was_training = model.training
     model.eval()
     iterator = batches
@@ -100,14 +109,27 @@ def score_ids(
         iterator = tqdm(batches, desc="scoring", unit="batch")
     try:
         for batch in iterator:
-            inputs = pad_batch([input_ids[i] for i in batch], pad_token_id, pad_to, segment_sep_id)
+            inputs = pad_batch([distinct[i] for i in batch], pad_token_id, pad_to, segment_sep_id)
             logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits
             check_logits(logits)
             for i, value in zip(batch, logits[:, 0].float().tolist()):
                 rewards[i] = value
     finally:
         model.train(was_training)
-    return rewards
+    return [rewards[slot] for slot in slot_of]
+
+
+def check_finite(rewards: Sequence[float | None]) -> None:
+    """Refuse non-finite rewards (None: another process's share), which would be written as `NaN` (not JSON) and
+    ranked in input order: a model's output, so scoring stops right after the forward passes."""
+    scored = [r for r in rewards if r is not None]
+    bad = sum(not math.isfinite(r) for r in scored)
+    if bad:
+        raise ValueError(
+            f"{bad} of {len(scored)} rewards are not finite (NaN or infinite): the model's weights most likely hold "
+            "NaN or infinite values (a training run that diverged), or its activations overflow the dtype it runs in "
+            "(in float16 or bfloat16, score with --dtype float32)"
+        )
 
 
 def encode_posts(encoder: PairEncoder, posts: Sequence[dict]) -> tuple[list[list[int]], int]:
@@ -136,11 +158,13 @@ def score_posts(
     progress: bool = False,
     shard: tuple[int, int] = (0, 1),
 ) -> tuple[list[list[float]], int]:
-    """Rewards for every comment of every post (dicts with `prompt` and `comments`); also the number truncated.
-    With `shard`, this process's share (see `score_ids`; None for the comments of other processes)."""
+    """Rewards for every comment of every post (dicts with `prompt` and `comments`); also the number truncated
+    (every copy of a repeated comment counts). With `shard`, this process's share (see `score_ids`; None for the
+    comments of other processes). A non-finite reward is an error (`check_finite`)."""
     input_ids, n_truncated = encode_posts(encoder, posts)
     flat = score_ids(model, input_ids, encoder.tokenizer.pad_token_id, batch_size, progress=progress,
                      segment_sep_id=encoder.segment_sep_id, shard=shard)  # fmt: skip
+    check_finite(flat)
     comments = [comment for post in posts for comment in post["comments"]]
     flat = add_length_term(flat, comments, encoder.settings.length_weight)  # length_feature additive, as in training
     return split_by_post(flat, posts), n_truncated

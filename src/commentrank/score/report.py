@@ -330,20 +330,21 @@ def report_markdown(results: dict, info: dict, details: dict | None = None) -> s
 def write_outputs(
     folder: str | os.PathLike, rows, rewards, results: dict | None, info: dict, details: dict | None = None
 ) -> list[str]:
-    """predictions.jsonl always; metrics.json, report.md and the NDCG plot when there are labels. metrics.json holds
-    `results` (the point values), the sections of `details` (`evaluation_details`: intervals, differences,
-    length_controlled, per_site, bootstrap) and `info`. Writes into `folder` (scripts/score.py passes the
+    """predictions.jsonl and metrics.json always; report.md and the NDCG plot when there are labels. metrics.json
+    holds `results` (the point values; None when no post is labeled), the sections of `details`
+    (`evaluation_details`: intervals, differences, length_controlled, per_site, bootstrap) and `info` (the counts:
+    posts and comments scored, skipped, duplicate texts, ...). Writes into `folder` (scripts/score.py passes the
     temporary folder of its `OutputDir`, so the set lands at once); returns the names written."""
     from commentrank.io_utils import atomic_write_text
 
     out = Path(folder)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in prediction_records(rows, rewards))
     atomic_write_text(out / "predictions.jsonl", lines)
-    written = ["predictions.jsonl"]
+    metrics = {"results": results, **(details or {}), **info}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    written = ["predictions.jsonl", "metrics.json"]
     if results is not None:
-        metrics = {"results": results, **(details or {}), **info}
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         atomic_write_text(out / "report.md", report_markdown(results, info, details))
         plot_ndcg(results, out / PLOT_NAME, intervals=(details or {}).get("intervals"))
-        written += ["metrics.json", "report.md", PLOT_NAME]
+        written += ["report.md", PLOT_NAME]
     return written
