@@ -33,7 +33,8 @@ logger = logging.getLogger("commentrank.export")
 
 
 def parity_table(scorers: dict[str, Scorer], rows: list[dict], batch_size: int) -> str:
-    """NDCG@5, reward Spearman against the first scorer, and comments/s of each scorer on the same posts."""
+    """NDCG@5 (- when no post is labeled), reward Spearman against the first scorer, and comments/s of each scorer on
+    the same posts."""
     results, reference = {}, None
     n_comments = sum(len(row["comments"]) for row in rows)
     for name, scorer in scorers.items():
@@ -42,8 +43,9 @@ def parity_table(scorers: dict[str, Scorer], rows: list[dict], batch_size: int) 
         seconds = time.perf_counter() - start
         flat = np.concatenate([np.asarray(r, dtype=np.float64) for r in rewards])
         reference = flat if reference is None else reference
-        metrics = ranking_metrics(labeled_posts(rows, rewards))
-        results[name] = {"ndcg@5": metrics["ndcg@5"], "spearman_vs_pytorch": float(spearmanr(reference, flat)[0]),
+        labeled = labeled_posts(rows, rewards)
+        ndcg = ranking_metrics(labeled)["ndcg@5"] if labeled else None  # None: shown as -
+        results[name] = {"ndcg@5": ndcg, "spearman_vs_pytorch": float(spearmanr(reference, flat)[0]),
                          "max_abs_diff": float(np.abs(reference - flat).max()),
                          "comments/s": n_comments / seconds}  # fmt: skip
     return markdown_table(results, ("ndcg@5", "spearman_vs_pytorch", "max_abs_diff", "comments/s"))
@@ -83,8 +85,11 @@ def main(argv=None) -> str:
                 }
                 table = parity_table(scorers, rows.rows, args.batch_size)
                 n_evaluated = len(labeled_posts(rows.rows))
-                report += (f"\nOn {len(rows.rows)} posts of `{args.dataset}` ({rows.split or 'all'}); NDCG@5 over the "
-                           f"{n_evaluated} labeled posts with 2+ comments among them:\n\n{table}\n")  # fmt: skip
+                over = (f"NDCG@5 over the {n_evaluated} labeled posts with 2+ comments among them" if n_evaluated
+                        else "no labeled post with 2+ comments among them: no NDCG@5 (-)")  # fmt: skip
+                report += (
+                    f"\nOn {len(rows.rows)} posts of `{args.dataset}` ({rows.split or 'all'}); {over}:\n\n{table}\n"
+                )
                 print(table)
             atomic_write_text(tmp / "parity.md", report)
     print(f"wrote {args.output_dir}")

@@ -11,17 +11,21 @@ The post is JSON `{"text": ..., "comments": [...]}` (comments as strings or CUP 
 `post_body` is used when the model's prompt template has `{body}`), from a file or stdin (no file, or `-`).
 """
 
+import dataclasses
 import json
 import logging
 import sys
 
 from commentrank.cli import ArgumentParser
-from commentrank.configs import Columns, check_device
+from commentrank.configs import Columns, ScoreArguments, check_scoring_options
 from commentrank.data.readers import ProblemSignal, post_from_mapping
 from commentrank.data.records import RankedPost
 from commentrank.data.validation import SCORING, InvalidInputError, validate_post
 from commentrank.data.views import build_prompt, prompt_warnings
-from commentrank.io_utils import check_at_least, exits_on_bad_input
+from commentrank.io_utils import exits_on_bad_input
+
+logger = logging.getLogger("commentrank.rank")
+SCORE_OPTIONS = {"max_length": int, "batch_size": int, "device": str, "dtype": str}  # score.py's, with their types
 
 
 def read_post(source: str) -> RankedPost:
@@ -54,25 +58,26 @@ def read_post(source: str) -> RankedPost:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)  # on stderr, as score.py
     parser = ArgumentParser("rank", __doc__)
     parser.add_argument("post", nargs="?", default="-", help="JSON file with the post ('-' or none: stdin).")
     parser.add_argument("--model", required=True, help="Reward model folder or Hub id.")
-    parser.add_argument("--max_length", type=int, default=None, help="Token limit per input (default: the model's).")
-    parser.add_argument("--batch_size", type=int, default=32, help="Inputs per forward pass.")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    fields = {option.name: option for option in dataclasses.fields(ScoreArguments)}
+    for name, kind in SCORE_OPTIONS.items():  # defined once, in ScoreArguments: the same defaults and help
+        parser.add_argument(f"--{name}", type=kind, default=fields[name].default, help=fields[name].metadata["help"])
     parser.add_argument("--json", action="store_true", help="Print a JSON list instead of a table.")
     parser.add_model_loading_options()
     args = parser.parse_args(argv)
     with exits_on_bad_input("rank"):
-        check_at_least(args, ["max_length", "batch_size"])
-        check_device(args.device)
+        check_scoring_options(args)  # score.py's checks, with its messages
         post = read_post(args.post)
         from commentrank.score.scorer import load_scorer
 
-        scorer = load_scorer(args.model, args.max_length, args.device, allow_pickle=args.allow_pickle_weights)
+        scorer = load_scorer(args.model, args.max_length, args.device, args.dtype, args.allow_pickle_weights)
+        logger.info("scoring in %s (%s)", scorer.dtype, scorer.dtype_reason)
         texts = [c.text for c in post.comments]
         for warning in prompt_warnings([post], scorer.settings.prompt_template):  # e.g. a with-context model, no body
-            logging.getLogger("commentrank.rank").warning(warning)
+            logger.warning(warning)
         ranked = scorer.rank(build_prompt(post, scorer.settings.prompt_template), texts, args.batch_size)
     rows = [{"rank": rank, "reward": reward, "index": i, "text": texts[i]} for rank, (i, reward) in enumerate(ranked)]
     if args.json:

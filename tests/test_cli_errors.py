@@ -94,6 +94,9 @@ def test_an_unknown_recipe_key_names_its_line_and_the_closest_key(tmp_path, caps
     assert (code, line) == (2, f"reward: error: {recipe}:3: unknown key 'loss_typ' (did you mean 'loss_type'?)")
 
 
+DTYPE_TYPO = "dtype 'float31' is not one of auto, float32, bfloat16, float16 (did you mean 'float32'?)"
+
+
 @pytest.mark.parametrize(
     "name, argv, message",
     [
@@ -107,8 +110,10 @@ def test_an_unknown_recipe_key_names_its_line_and_the_closest_key(tmp_path, caps
         ("reward", ["--dataset_name", "d", "--output_dir", "o", "--eval_strategy", "step"],
          "argument --eval_strategy/--eval-strategy: invalid choice: 'step' (choose from 'no', 'steps', 'epoch') "
          "(did you mean 'steps'?)"),
+        ("score", ["--model", "m", "--dataset", "d", "--output_dir", "o", "--dtype", "float31"], DTYPE_TYPO),
+        ("rank", ["--model", "m", "--dtype", "float31"], DTYPE_TYPO),
     ],
-    ids=["loss_type", "pair_strategy", "views", "eval_strategy"],
+    ids=["loss_type", "pair_strategy", "views", "eval_strategy", "score_dtype", "rank_dtype"],
 )  # fmt: skip
 def test_a_typo_in_a_choice_names_the_allowed_values_and_the_closest(name, argv, message, capsys):
     prog = "data_prep" if name == "prepare" else name

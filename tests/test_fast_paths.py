@@ -1,6 +1,9 @@
 """The fast scoring paths rank like the float32 model: bfloat16 (the default where the CPU has it) and exported
 ONNX."""
 
+import json
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -100,6 +103,76 @@ def test_the_parity_table_says_how_many_posts_its_ndcg_is_over(tmp_path):
                                 "--dataset", str(raw), "--int8", "false"])  # fmt: skip
     parity = (tmp_path / "onnx" / "parity.md").read_text()
     assert "On 4 posts of " in parity and "NDCG@5 over the 2 labeled posts with 2+ comments" in parity
+
+
+def test_an_exported_decoder_scores_like_the_pytorch_one(tmp_path):
+    """A Llama reward model exports (without its key-value cache, which ONNX cannot trace) and scores as in PyTorch,
+    one input at a time and in padded batches."""
+    from test_reward_function import tiny_llama_rm
+    from test_scoring import cupit_rows
+
+    from commentrank.score.scorer import load_scorer
+
+    from conftest import load_script
+
+    model = tiny_llama_rm(tmp_path / "rm")
+    load_script("export").main(["--model", str(model), "--output_dir", str(tmp_path / "onnx"), "--int8", "false"])
+    rows = [{"prompt": r["text"], "comments": [c["text"] for c in r["comments"]]} for r in cupit_rows(6)]
+    torch_scorer, onnx_scorer = load_scorer(model, device="cpu", dtype="float32"), load_scorer(tmp_path / "onnx")
+    assert onnx_scorer.dtype == "model.onnx"
+    for batch_size in (1, 4):
+        expected, _ = torch_scorer.score(rows, batch_size)
+        rewards, _ = onnx_scorer.score(rows, batch_size)
+        assert np.concatenate(rewards) == pytest.approx(np.concatenate(expected), abs=1e-4)
+
+
+def test_export_with_unlabeled_posts_keeps_the_export_and_shows_no_ndcg(tmp_path):
+    from test_scoring import cupit_rows, tiny_model, write_jsonl
+
+    from conftest import load_script
+
+    raw = write_jsonl(tmp_path / "unlabeled.jsonl", cupit_rows(3, labeled=False))
+    load_script("export").main(["--model", str(tiny_model(tmp_path / "rm")), "--output_dir", str(tmp_path / "onnx"),
+                                "--dataset", str(raw), "--int8", "false"])  # fmt: skip
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
+    rows = [line for line in (tmp_path / "onnx" / "parity.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| ranker | ndcg@5 | spearman_vs_pytorch |")
+    cells = {row.split(" | ")[0][2:]: row.split(" | ")[1:3] for row in rows[1:]}
+    assert cells["pytorch float32"] == ["-", "1.0000"] and cells["onnx model.onnx"] == ["-", "1.0000"]
+
+
+def test_rank_scores_in_the_dtype_asked_like_score_py(tmp_path, monkeypatch):
+    """Where `auto` picks bfloat16, `rank.py --dtype float32` gives score.py --dtype float32's rewards."""
+    from test_scoring import cupit_rows, read_jsonl, tiny_model, write_jsonl
+
+    from commentrank import modeling
+
+    from conftest import load_script
+
+    monkeypatch.setattr(modeling, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    model = tiny_model(tmp_path / "rm")
+    post = cupit_rows(1, labeled=False)[0]
+    data = write_jsonl(tmp_path / "post.jsonl", [post])
+    load_script("score").main(["--model", str(model), "--dataset", str(data), "--output_dir", str(tmp_path / "out"),
+                               "--dtype", "float32", "--no_progress", "true", "--n_bootstrap", "0"])  # fmt: skip
+    expected = [c["reward"] for c in read_jsonl(tmp_path / "out" / "predictions.jsonl")[0]["comments"]]
+    (tmp_path / "post.json").write_text(json.dumps(post))
+    rows = load_script("rank").main(["--model", str(model), str(tmp_path / "post.json"), "--dtype", "float32"])
+    assert [r["reward"] for r in sorted(rows, key=lambda r: r["index"])] == pytest.approx(expected, abs=1e-6)
+
+
+def test_rank_logs_the_dtype_it_scores_in(tmp_path, monkeypatch, caplog):
+    from test_scoring import tiny_model
+
+    from commentrank import modeling
+
+    from conftest import load_script
+
+    monkeypatch.setattr(modeling, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    (tmp_path / "post.json").write_text(json.dumps({"text": "Which hop for citrus?", "comments": ["Citra."]}))
+    with caplog.at_level(logging.INFO, logger="commentrank.rank"):
+        load_script("rank").main(["--model", str(tiny_model(tmp_path / "rm")), str(tmp_path / "post.json")])
+    assert "scoring in bfloat16 (auto: the CPU has avx512_bf16)" in caplog.messages
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """commentrank.RewardFunction: the rewards of scripts/score.py, inside TRL's GRPOTrainer, and TRL's own model path."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -33,7 +34,11 @@ def encoder_rm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def decoder_rm(tmp_path_factory):
-    """A tiny Llama reward model (a GPT-2-like tokenizer: separator + EOS, the reward read at EOS)."""
+    return tiny_llama_rm(tmp_path_factory.mktemp("rf-llama"))
+
+
+def tiny_llama_rm(folder):
+    """A tiny Llama reward model (a GPT-2-like tokenizer: separator + EOS, the reward read at EOS) in `folder`."""
     rows = cupit_rows(8)
     tokenizer = gpt2_like_tokenizer([r["text"] for r in rows] + [c["text"] for r in rows for c in r["comments"]])
     torch.manual_seed(0)
@@ -42,7 +47,6 @@ def decoder_rm(tmp_path_factory):
                          pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
     model = LlamaForSequenceClassification(config)
     torch.nn.init.normal_(model.score.weight, std=2.0)
-    folder = tmp_path_factory.mktemp("rf-llama")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     EncoderSettings(max_length=40, length_weight=LENGTH_WEIGHT, separator="\n\n").save(folder)
@@ -71,6 +75,30 @@ def test_rewards_equal_score_py(model, request, tmp_path):
     chat = reward(prompts=[[{"role": "user", "content": "Write a comment."}]] * len(posts),
                   completions=[[{"role": "assistant", "content": c}] for c in comments], post=posts)  # fmt: skip
     assert chat == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_chat_prompt_is_scored_against_its_last_user_message(encoder_rm):
+    """A few-shot prompt holds an assistant message (the example comment): the post is still the last user
+    message."""
+    few_shot = [{"role": "system", "content": "Answer beer questions."}, {"role": "user", "content": "Example post"},
+                {"role": "assistant", "content": "Example comment"},
+                {"role": "user", "content": "Best hop for citrus?"}]  # fmt: skip
+    reward = RewardFunction(encoder_rm, dtype="float32")
+    completions = ["Citra, mostly.", "Water."]
+    expected = reward(prompts=["Best hop for citrus?"] * 2, completions=completions)
+    assert reward(prompts=[few_shot] * 2, completions=completions) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "completion, message",
+    [(["a"], "got a list holding str"), (None, "got None"), (123, "got int"),
+     ([{"role": "assistant", "content": None}], "message 0's content is None")],
+    ids=["list_of_str", "none", "int", "content_none"],
+)  # fmt: skip
+def test_a_malformed_completion_is_a_value_error_naming_its_index(encoder_rm, completion, message):
+    reward = RewardFunction(encoder_rm, dtype="float32")
+    with pytest.raises(ValueError, match=rf"^completion 1: .*{re.escape(message)}"):
+        reward(prompts=["Q?", "Q?"], completions=["fine", completion])
 
 
 def test_length_free_penalty_and_clip(encoder_rm):

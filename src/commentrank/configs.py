@@ -720,11 +720,21 @@ class ScoreArguments(OutputOptions, ModelLoadingOptions):
 
     def __post_init__(self):
         check_prompt_template(self.prompt_template)
-        check_at_least(self, ["max_posts", "max_length", "batch_size"])
+        check_at_least(self, ["max_posts"])
         check_at_least(self, ["n_seeds"])
         check_at_least(self, ["n_bootstrap"], 0)
-        check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
-        check_device(self.device)
+        check_scoring_options(self)
+
+
+SCORING_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_scoring_options(options) -> None:
+    """The checks of the scoring options that score.py and rank.py share (`max_length`, `batch_size`, `dtype`,
+    `device`), with the same messages."""
+    check_at_least(options, ["max_length", "batch_size"])
+    check_choice("dtype", options.dtype, SCORING_DTYPES)
+    check_device(options.device)
 
 
 # --------------------------------------------------------------------------------------------------------------------

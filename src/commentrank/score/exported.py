@@ -31,9 +31,18 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: str | os.PathLike, segm
     args = tuple(example[name] for name in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
     path = Path(path)
-    with torch.no_grad():
-        torch.onnx.export(model.float().eval(), args, str(path), input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)  # fmt: skip
+    # A decoder returns its key-value cache (a DynamicCache, which the tracer cannot take) unless use_cache is off;
+    # a reward is one forward pass, which never needs it. The model's config is left as it was.
+    use_cache = getattr(model.config, "use_cache", None)
+    if use_cache is not None:
+        model.config.use_cache = False
+    try:
+        with torch.no_grad():
+            torch.onnx.export(model.float().eval(), args, str(path), input_names=names, output_names=["logits"],
+                              dynamic_axes=axes, opset_version=OPSET, dynamo=False)  # fmt: skip
+    finally:
+        if use_cache is not None:
+            model.config.use_cache = use_cache
     return path
 
 

@@ -27,30 +27,56 @@ from commentrank.inference import score_ids
 from commentrank.length import add_length_term, length_feature
 from commentrank.score.scorer import Scorer, load_scorer
 
-
-def message_text(value) -> str:
-    """The text of a prompt or completion: a plain string, or the conversational form (a list of messages, TRL's
-    `[{"role": ..., "content": ...}]`): the completion's assistant text, the prompt's last user message. Content given
-    as blocks (`[{"type": "text", "text": ...}]`) is joined."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        value = [value]
-    messages = list(value)
-    if not messages:
-        return ""
-    roles = [m.get("role") for m in messages]
-    wanted = "user" if "assistant" not in roles else "assistant"
-    picked = [m for m in messages if m.get("role") == wanted] or messages
-    if wanted == "user":
-        picked = picked[-1:]
-    return "".join(_content_text(m.get("content", "")) for m in picked)
+_EXPECTED = "a string or a list of messages ({'role': ..., 'content': ...})"
 
 
-def _content_text(content) -> str:
+def prompt_text(prompt, index: int = 0) -> str:
+    """The post of a prompt: a plain string, or of a conversational prompt (TRL's `[{"role": ..., "content": ...}]`,
+    few-shot examples and a system message included) its last user message. `index`: the prompt's, for errors."""
+    if isinstance(prompt, str):
+        return prompt
+    item = f"prompt {index}"
+    users = [(at, m) for at, m in enumerate(_messages(prompt, item)) if m.get("role") == "user"]
+    if not users:
+        raise ValueError(f"{item}: no user message (the post is the prompt's last user message)")
+    return _content_text(*users[-1], item)
+
+
+def completion_text(completion, index: int = 0) -> str:
+    """The comment of a completion: a plain string, or of a conversational completion its assistant message(s),
+    joined. `index`: the completion's, for errors."""
+    if isinstance(completion, str):
+        return completion
+    item = f"completion {index}"
+    replies = [(at, m) for at, m in enumerate(_messages(completion, item)) if m.get("role") == "assistant"]
+    if not replies:
+        raise ValueError(f"{item}: no assistant message (the comment is the assistant's text)")
+    return "".join(_content_text(at, m, item) for at, m in replies)
+
+
+def _messages(value, item: str) -> list[dict]:
+    """A conversational prompt or completion as its list of messages (a message alone: a list of one); a ValueError
+    naming the item and what was expected otherwise."""
+    messages = [value] if isinstance(value, dict) else value
+    if not isinstance(messages, (list, tuple)):
+        got = "None" if value is None else type(value).__name__
+        raise ValueError(f"{item}: expected {_EXPECTED}, got {got}")
+    for message in messages:
+        if not isinstance(message, dict):
+            raise ValueError(f"{item}: expected {_EXPECTED}, got a list holding {type(message).__name__}")
+    return list(messages)
+
+
+def _content_text(at: int, message: dict, item: str) -> str:
+    """The text of message `at` of `item`: its content, a string or blocks (`[{"type": "text", "text": ...}]`: their
+    texts joined; other blocks, e.g. images, have none)."""
+    content = message.get("content")
     if isinstance(content, str):
         return content
-    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+    if isinstance(content, (list, tuple)) and all(isinstance(block, dict) for block in content):
+        return "".join(block["text"] for block in content if isinstance(block.get("text"), str))
+    got = "None" if content is None else f"of type {type(content).__name__}"
+    raise ValueError(f"{item}: message {at}'s content is {got} (expected a string or a list of text blocks)")
 
 
 def _state_device() -> torch.device | None:
@@ -177,12 +203,12 @@ class RewardFunction:
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
         if completions is None:
             raise ValueError("RewardFunction needs the completions (TRL passes prompts= and completions=)")
-        comments = [message_text(c) for c in completions]
+        comments = [completion_text(c, i) for i, c in enumerate(completions)]
         posts = kwargs.get(self.post_column)
         if posts is None:
             if prompts is None:
                 raise ValueError(f"RewardFunction needs the prompts, or a '{self.post_column}' column")
-            posts = [message_text(p) for p in prompts]
+            posts = [prompt_text(p, i) for i, p in enumerate(prompts)]
         if len(posts) != len(comments):
             raise ValueError(f"{len(posts)} posts for {len(comments)} completions")
         rewards = self.shape(self.model_rewards(posts, comments), comments)
