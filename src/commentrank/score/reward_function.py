@@ -33,25 +33,24 @@ _EXPECTED = "a string or a list of messages ({'role': ..., 'content': ...})"
 def prompt_text(prompt, index: int = 0) -> str:
     """The post of a prompt: a plain string, or of a conversational prompt (TRL's `[{"role": ..., "content": ...}]`,
     few-shot examples and a system message included) its last user message. `index`: the prompt's, for errors."""
-    if isinstance(prompt, str):
-        return prompt
-    item = f"prompt {index}"
-    users = [(at, m) for at, m in enumerate(_messages(prompt, item)) if m.get("role") == "user"]
-    if not users:
-        raise ValueError(f"{item}: no user message (the post is the prompt's last user message)")
-    return _content_text(*users[-1], item)
+    return _role_texts(prompt, f"prompt {index}", "user", "the post is the prompt's last user message")[-1]
 
 
 def completion_text(completion, index: int = 0) -> str:
     """The comment of a completion: a plain string, or of a conversational completion its assistant message(s),
     joined. `index`: the completion's, for errors."""
-    if isinstance(completion, str):
-        return completion
-    item = f"completion {index}"
-    replies = [(at, m) for at, m in enumerate(_messages(completion, item)) if m.get("role") == "assistant"]
-    if not replies:
-        raise ValueError(f"{item}: no assistant message (the comment is the assistant's text)")
-    return "".join(_content_text(at, m, item) for at, m in replies)
+    return "".join(_role_texts(completion, f"completion {index}", "assistant", "the comment is the assistant's text"))
+
+
+def _role_texts(value, item: str, role: str, why: str) -> list[str]:
+    """The texts of the `role` messages of a conversational `value` (a plain string: itself); a ValueError naming
+    `item` when it has none (`why`: what that role's text is)."""
+    if isinstance(value, str):
+        return [value]
+    texts = [_content_text(at, m, item) for at, m in enumerate(_messages(value, item)) if m.get("role") == role]
+    if not texts:
+        raise ValueError(f"{item}: no {role} message ({why})")
+    return texts
 
 
 def _messages(value, item: str) -> list[dict]:
