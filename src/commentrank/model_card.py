@@ -149,8 +149,8 @@ With commentrank's scripts (they encode inputs exactly as in training, with the 
 # one post: JSON {{"text", "comments"}} on stdin or in a file; comments printed best first with their rewards
 echo '{example}' | python scripts/rank.py --model {model_id}
 
-# every post of a file (CUP IT JSONL, Posts.xml, CSV), a data_prep folder or a Hub dataset: predictions.jsonl,
-# and with labels metrics.json (NDCG@1..5, pair accuracy, baselines), report.md and a plot
+# every post of a file (CUP IT JSONL, Posts.xml, CSV), a data_prep folder or a Hub dataset: predictions.jsonl and
+# metrics.json (the counts; with labels also NDCG@1..5, pair accuracy, baselines), and with labels report.md and a plot
 python scripts/score.py --model {model_id} --dataset test.jsonl --output_dir scores
 ```
 """
