@@ -178,10 +178,6 @@ def run(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
 def collapsed(metrics_json: dict) -> bool:
     """Whether the scoring run found the model's rewards collapsed: metrics.json's `collapse_warning` (one written
     before that key: the collapse warning among its `warnings`, which also hold the data's warnings)."""
@@ -253,7 +249,7 @@ def main() -> None:
                 run([sys.executable, str(ROOT / "scripts" / "score.py"), "--model", str(out / "reward"),
                      "--dataset", str(data_folder(work, variant, split)), "--split", split, "--output_dir",
                      str(scores), "--no_progress", "true"], env)  # fmt: skip
-            scored[split].append((variant, read_json(scores / "metrics.json"), seconds))
+            scored[split].append((variant, json.loads((scores / "metrics.json").read_text()), seconds))
         print(f"{variant}: done ({seconds or 0:.0f} s of training)", flush=True)
     report = [
         "# Leave-sites-out quality benchmark (`benchmarks/bench_quality.py`)",
