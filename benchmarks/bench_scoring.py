@@ -44,6 +44,9 @@ from commentrank.score.inference import length_sorted_batches, pad_batch, score_
 from commentrank.score.report import labeled_posts  # noqa: E402
 from commentrank.score.scorer import Scorer, load_scorer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_file import write_generated  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL, DEMO_DATA = ROOT / "outputs" / "quickstart" / "reward", ROOT / "outputs" / "quickstart" / "data"
 SEED_PAD_TO = 512  # the seed (and the original solution) padded every batch to 512 tokens
@@ -60,6 +63,14 @@ def take_comments(rows: list[dict], n: int) -> list[dict]:
         out.append({**row, "comments": comments, "ranks": ranks, "votes": None})
         total += len(comments)
     return out
+
+
+def shown(path: str) -> str:
+    """A path inside the repository as relative to it (the results file names no one's home folder)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
 
 
 def timed(fn, repeats: int):
@@ -80,6 +91,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     parser.add_argument("--repeats", type=int, default=3, help="Runs per path; the fastest counts.")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scoring.md"),
+                        help="The results file: the tables go between its markers (report_file.py).")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dataset = args.dataset or str(ROOT / "data" / "stackexchange" / "se_ranked.jsonl.gz")
@@ -133,12 +146,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     reference = measured[2][2]
     ref_ndcg = ranking_metrics(labeled_posts(rows, split_like(reference, rows)))["ndcg@5"]
     t_bare = measured[1][1]
-    print(f"model {args.model}, {n} comments of {len(rows)} posts of {dataset} ({args.split}), max_length "
-          f"{encoder.max_length}, batch {args.batch_size}, {args.threads} thread(s), torch {torch.__version__}, "
-          f"python {sys.version.split()[0]}, "
-          f"CPU bfloat16 flags: {', '.join(cpu_bf16_flags()) or 'none'}\n")  # fmt: skip
-    print("| path | seconds | comments/s | vs fp32 bare forward | NDCG@5 | vs fp32 | reward Spearman vs fp32 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    flags = ", ".join(cpu_bf16_flags()) or "none"
+    lines = [f"model {shown(args.model)}, {n} comments of {len(rows)} posts of {shown(dataset)} ({args.split}), "
+             f"max_length {encoder.max_length}, batch {args.batch_size}, {args.threads} thread(s), "
+             f"torch {torch.__version__}, python {sys.version.split()[0]}, CPU bfloat16 flags: {flags}",
+             "",
+             "| path | seconds | comments/s | vs fp32 bare forward | NDCG@5 | vs fp32 | reward Spearman vs fp32 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     results = []
     for name, seconds, rewards in measured:
         row = {"path": name, "seconds": seconds, "comments_per_s": n / seconds, "ratio": t_bare / seconds}
@@ -148,7 +162,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         results.append(row)
         quality = (f"{row['ndcg@5']:.4f} | {row['ndcg@5'] - ref_ndcg:+.4f} | {row['spearman']:.4f}"
                    if "ndcg@5" in row else "- | - | -")  # fmt: skip
-        print(f"| {name} | {seconds:.2f} | {row['comments_per_s']:.1f} | {row['ratio']:.2f} | {quality} |")
+        lines.append(f"| {name} | {seconds:.2f} | {row['comments_per_s']:.1f} | {row['ratio']:.2f} | {quality} |")
+    text = "\n".join(lines)
+    print(text)
+    command = " ".join(["benchmarks/bench_scoring.py", *(argv if argv is not None else sys.argv[1:])])
+    written = write_generated(args.output, "benchmarks/bench_scoring.py",
+                              f"`{command}`, one run, best of {args.repeats} per path\n\n{text}",
+                              title="Scoring benchmark")  # fmt: skip
+    print(f"\nwritten to {written}")
     return results
 
 
