@@ -142,12 +142,14 @@ def write_card(trainer, script_args, model_args, callback, encoder, push_repo, f
     facts = training_facts(
         loss_type=trainer.args.loss_type, base_model=model_args.model_name_or_path, dataset=script_args.dataset_name,
         prompt_template=encoder.settings.prompt_template, split=script_args.dataset_test_split, results=results,
+        dtype=callback.last_dtype,
     )  # fmt: skip
     save_training_facts(facts, folder)  # the card's facts, read back when the folder is published again (score.py)
     card = build_model_card(
         model_id=push_repo or repo_name_for(trainer.args.output_dir), base_model=model_args.model_name_or_path,
         dataset=script_args.dataset_name, results=results, split=script_args.dataset_test_split,
         loss_type=trainer.args.loss_type, text_pair=encoder.text_pair, settings=encoder.settings, training=training,
+        dtype=callback.last_dtype,
     )  # fmt: skip
     save_model_card(card, folder)
 

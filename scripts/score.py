@@ -54,7 +54,7 @@ def publish(config: ScoreArguments, scorer, data, results, details) -> str:
     card = build_model_card(
         model_id=config.push_to_hub, base_model=config.base_model or facts.get("base_model"), dataset=config.dataset,
         results=results or {}, split=data.split, license=config.license, loss_type=facts.get("loss_type"),
-        text_pair=scorer.encoder.text_pair, settings=scorer.settings, evaluation=details,
+        text_pair=scorer.encoder.text_pair, settings=scorer.settings, evaluation=details, dtype=scorer.dtype,
     )  # fmt: skip
     stage_model_folder(config.model, staged, scorer=scorer, card=card)
     logger.info("staged the upload (model, tokenizer, encoder settings, card) in %s", staged)

@@ -268,6 +268,7 @@ def test_the_training_callback_logs_the_length_controlled_metrics(tmp_path):
     assert expected <= set(metrics)
     assert logged == [metrics] and -1 <= metrics["eval_length_spearman"] <= 1
     assert callback.last_metrics["shorter_better_n_pairs"] > 0
+    assert callback.last_dtype == "float32"  # what the card states the results were scored in
 
 
 @pytest.mark.parametrize(("collapsed", "weight", "says"), [(True, 0.3, "length alone"), (True, 0.0, "constant"),

@@ -164,6 +164,7 @@ def test_score_push_to_hub_uploads_model_tokenizer_settings_and_card(tmp_path, f
     assert model_index_values(meta)["Pair accuracy"] == round(metrics["model"]["pair_accuracy"], 4)
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["datasets"] == ["ranked.jsonl"]
     assert f"| longest_first | {metrics['longest_first']['ndcg@1']:.3f} [" in card  # with its interval
+    assert f"scored in {json.loads((out / 'metrics.json').read_text())['dtype']}" in card
 
     logs = caplog.text + capsys.readouterr().out + stderr.getvalue()
     assert "me/minilm-comment-rm" in logs and TOKEN not in logs

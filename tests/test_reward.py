@@ -205,6 +205,7 @@ def test_push_to_hub_uploads_the_final_model_once_with_the_ndcg_card(tiny_bert, 
     ndcg5 = json.loads((out / "eval_results.json").read_text())["eval_ndcg@5"]
     values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert values["NDCG@5"] == pytest.approx(ndcg5, abs=1e-4)
+    assert "scored in float32" in files["README.md"].decode()  # the callback's precision, not score.py's default
 
 
 def test_raw_ranked_file_is_converted_once_on_the_fly(tiny_bert, tmp_path):

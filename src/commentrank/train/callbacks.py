@@ -36,11 +36,13 @@ class RankingEvalCallback(TrainerCallback):
         self.trainer = None
         self.last_metrics: dict[str, float] = {}
         self.last_warning: str | None = None  # the scorer's collapse warning at the last evaluation, if any
+        self.last_dtype: str | None = None  # the precision the last evaluation scored in (the model's parameters')
         self._input_ids = None  # the posts are encoded once, at the first evaluation
 
     def evaluate_posts(self, model) -> dict[str, float]:
         if self._input_ids is None:
             self._input_ids, _ = encode_posts(self.encoder, self.posts)
+        self.last_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         flat = score_ids(model, self._input_ids, self.encoder.tokenizer.pad_token_id, self.batch_size,
                          segment_sep_id=self.encoder.segment_sep_id)  # fmt: skip
         weight = self.trainer.scored_length_weight() if hasattr(self.trainer, "scored_length_weight") else 0.0
