@@ -179,3 +179,16 @@ def test_a_trained_length_weight_is_refused_in_several_processes(tiny_bert, long
     monkeypatch.setenv("WORLD_SIZE", "2")  # as accelerate launch sets it in each of two processes
     with pytest.raises(SystemExit, match=r"length_learning_rate .* one process"):
         train(tiny_bert, longer_is_better, tmp_path / "rm", "--length_feature", "additive", "--max_steps", "1")
+
+
+def test_copies_that_differ_only_in_surrounding_whitespace_tie_with_a_length_term(tmp_path):
+    """The duplicate check and an encoder's tokenizer read "+1" and "+1 " as one text: the length term must too."""
+    from test_scoring import tiny_model
+
+    from commentrank.configs import EncoderSettings
+
+    model_dir = tiny_model(tmp_path / "rm")
+    EncoderSettings(max_length=32, length_weight=2.0).save(model_dir)
+    scorer = load_scorer(model_dir, dtype="float32")
+    (rewards,), _ = scorer.score([{"prompt": "question?", "comments": ["+1", "+1 ", "\n+1\n", "a longer answer"]}])
+    assert rewards[0] == rewards[1] == rewards[2] != rewards[3]

@@ -30,8 +30,9 @@ LENGTH_FIT_RIDGE = 1e-3  # and a ridge on it: data that length orders perfectly 
 
 def length_feature(texts) -> list[float]:
     """The length signal of `EncoderSettings.length_weight`: log1p of each whole comment's characters (the model sees
-    at most `max_length` tokens of it). One definition for training and every scorer."""
-    return [math.log1p(len(text)) for text in texts]
+    at most `max_length` tokens of it), surrounding whitespace left out, so that "+1" and "+1 " (one text to the
+    duplicate check and to an encoder's tokenizer) get the same term. One definition for training and every scorer."""
+    return [math.log1p(len(text.strip())) for text in texts]
 
 
 def add_length_term(rewards, comments, weight: float) -> list:
@@ -49,7 +50,8 @@ def length_term_code(weight: float) -> str:
         return ""
     return (
         "# the model's length term (`length_weight` in commentrank_config.json), which every commentrank scorer adds\n"
-        f"rewards = rewards + {float(weight)!r} * torch.log1p(torch.tensor([float(len(c)) for c in comments]))\n"
+        "characters = torch.tensor([float(len(c.strip())) for c in comments])\n"
+        f"rewards = rewards + {float(weight)!r} * torch.log1p(characters)\n"
     )
 
 
