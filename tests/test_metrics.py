@@ -88,8 +88,19 @@ def test_top1_ndcg_hand_cases():
     assert M.top1_ndcg([[1, 0, 2]], [[3, 2, 1]], k=5) == pytest.approx(LOG3)  # best comment predicted 2nd
     assert M.top1_ndcg([[1, 0, 2]], [[3, 2, 1]], k=1) == 0.0
     assert M.top1_ndcg([[2, 1, 0]], [[3, 2, 1]], k=5) == pytest.approx(0.5)  # 3rd: 1/log2(4)
-    assert M.top1_ndcg([[1, 0]], [[2, 2]], k=1) == 1.0  # ties: only strictly higher scores push it down
+    assert M.top1_ndcg([[1, 0]], [[2, 2]], k=1) == 0.5  # tied for first: the mean over positions 0 and 1
+    assert M.top1_ndcg([[1, 0, 2]], [[2, 2, 2]], k=5) == pytest.approx((1 + LOG3 + 0.5) / 3)
     assert M.top1_ndcg([[0, 1], [1, 0]], [[1, 0], [1, 0]], k=5) == pytest.approx((1 + LOG3) / 2)
+
+
+def test_top1_ndcg_is_sklearns_ndcg_of_the_best_comment_alone_with_ties():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n, k = int(rng.integers(2, 7)), int(rng.integers(1, 6))
+        ranks = rng.permutation(n)
+        scores = rng.integers(0, 3, n).astype(float)  # many ties
+        binary = (ranks == 0).astype(float)
+        assert M.top1_ndcg([ranks], [scores], k=k) == pytest.approx(ndcg_score([binary], [scores], k=k), abs=1e-12)
 
 
 def test_paired_ndcg_hand_cases_and_sklearn():

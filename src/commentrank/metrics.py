@@ -10,7 +10,8 @@ NDCG uses linear gain (``DCG = sum_i rel_i / log2(i + 2)``) and reproduces ``skl
 including its tie handling (``ignore_ties=False``): comments with tied predicted scores share the average of their
 gains over the discounts of the positions the tied block occupies (McSherry & Najork, 2008). A post whose ideal
 DCG is 0 (all relevance 0) scores 0, as in sklearn. Unlike sklearn, a post with a single comment is allowed
-(NDCG 1.0 if its relevance is positive, else 0.0).
+(NDCG 1.0 if its relevance is positive, else 0.0: with rank relevance, 0, which is why the reports evaluate posts with
+two or more comments only).
 
 One implementation of each metric: :func:`post_stats` keeps every metric as per-post numerators and denominators
 (computed once), :func:`ranking_metrics` and :func:`baseline_metrics` aggregate them, and
@@ -228,9 +229,9 @@ def grouped_ndcg(ranks_list: Sequence[ArrayLike], scores_list: Sequence[ArrayLik
 def top1_ndcg(ranks_list: Sequence[ArrayLike], scores_list: Sequence[ArrayLike], k: int = 5) -> float:
     """Mean binary NDCG@k where only the best comment (smallest rank, normally 0) is relevant.
 
-    Per post: ``1 / log2(p + 2)`` if the best comment's predicted 0-based position ``p < k``, else 0. With tied
-    scores ``p`` is the number of comments with a strictly higher score (ties resolved in the best comment's favour,
-    optimistic; this differs from sklearn's tie averaging). NaN for no posts.
+    Per post: ``1 / log2(p + 2)`` if the best comment's predicted 0-based position ``p < k``, else 0. A best comment
+    tied with others gets the mean of that gain over the positions the tied block occupies, as every NDCG here
+    (sklearn's tie averaging: ``ndcg_score`` with relevance 1 for the best comment, 0 for the rest). NaN for no posts.
     """
     if len(ranks_list) != len(scores_list):
         raise ValueError(f"{len(ranks_list)} rank lists but {len(scores_list)} score lists")
@@ -251,9 +252,11 @@ def top1_ndcg(ranks_list: Sequence[ArrayLike], scores_list: Sequence[ArrayLike],
 
 
 def _top1(ranks: np.ndarray, scores: np.ndarray, k: int) -> float:
-    """One post's top-1 NDCG@k: ``1 / log2(p + 2)`` for the best comment's optimistic 0-based position ``p < k``."""
-    p = int((scores > scores[np.argmin(ranks)]).sum())
-    return 1.0 / np.log2(p + 2) if p < k else 0.0
+    """One post's top-1 NDCG@k: ``1 / log2(p + 2)`` for the best comment's 0-based position ``p < k``, averaged over
+    the positions of its block of tied scores."""
+    best = scores[np.argmin(ranks)]
+    higher, tied = int((scores > best).sum()), int((scores == best).sum())
+    return float(sum(1.0 / np.log2(p + 2) for p in range(higher, min(higher + tied, k))) / tied)
 
 
 def adjacent_pair_rewards(
