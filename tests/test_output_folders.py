@@ -223,6 +223,28 @@ def test_a_cache_a_kill_left_half_moved_in_is_built_again(tmp_path, monkeypatch)
     assert (out / "model.safetensors").read_text() == "weights"
 
 
+def test_a_data_folder_a_kill_left_half_moved_in_is_refused_by_training_and_scoring(tmp_path, prepared_sample):
+    from commentrank.data.loading import load_scoring_rows, open_ranked_data
+
+    half = tmp_path / "data"
+    shutil.copytree(prepared_sample, half)
+    marker = read_marker(half)
+    (half / MARKER).write_text(json.dumps({**marker, "complete": False}))  # the kill came between two entries
+    (half / "prep_config.json").unlink()  # not moved in yet: its template is unknown
+    for load in (open_ranked_data, lambda folder: load_scoring_rows(folder, "test")):
+        with pytest.raises(ValueError, match="unfinished data_prep output"):
+            load(str(half))
+
+
+def test_a_model_folder_a_kill_left_half_moved_in_is_refused_by_the_scorer(tmp_path):
+    from commentrank.score.scorer import load_scorer
+
+    model_dir = tiny_model(tmp_path / "rm")
+    (model_dir / MARKER).write_text(json.dumps({"kind": "onnx_export", "entries": ["config.json"], "complete": False}))
+    with pytest.raises(ValueError, match="unfinished onnx_export output"):
+        load_scorer(model_dir)
+
+
 def test_processes_started_together_build_a_cache_once(tmp_path, monkeypatch):
     out, built = tmp_path / "cache" / "mpnet", []
     monkeypatch.setattr(bundled_models, "mpnet_zip_parts", fake_mpnet_parts(tmp_path, built, seconds=0.5))

@@ -16,7 +16,7 @@ under a lock, the marker listing every entry of ours before any of them moves: w
 user's notes, a model saved inside a data folder) stays. An error or Ctrl-C while they move puts the earlier entries
 and marker back. A run that is killed leaves only its temporary folders (`.<name>.tmp-<pid>-...`,
 `.<name>.old-<pid>-...`), which the next run into the same place removes, and a marker saying `"complete": false`,
-which `finished_output` does not trust.
+which `finished_output` does not trust and the data loader and the scorer refuse (`check_finished`).
 
 A marker written before markers listed their entries (commentrank 0.1) is read conservatively: its entries are the
 names its kind writes (`LEGACY_ENTRIES`); anything else in the folder is kept.
@@ -243,6 +243,17 @@ def finished_output(folder: str | os.PathLike, kind: str, *required: str) -> boo
     if marker is None or marker["kind"] != kind or marker.get("complete") is False:
         return False
     return set(required) <= project_entries(folder, marker)
+
+
+def check_finished(folder: str | os.PathLike) -> None:
+    """Refuse to read a folder whose marker says a move in did not finish (a kill between two entries: some are new,
+    some old or missing), naming what to run again; folders without a marker are not ours to judge."""
+    marker = read_marker(folder)
+    if marker is not None and marker.get("complete") is False:
+        raise ValueError(
+            f"{folder} is an unfinished {marker['kind']} output (a run was killed while moving its files in): run the "
+            "command that writes it again into the same folder"
+        )
 
 
 def _marker_text(folder: Path) -> str | None:

@@ -135,6 +135,9 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _open_folder(path: Path) -> RankedData:
+    from commentrank.outputs import check_finished
+
+    check_finished(path)
     if any((path / view).is_dir() for view in VIEWS):
         recorded = _read_json(path / PREP_CONFIG_FILE) or {}
 

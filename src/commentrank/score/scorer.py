@@ -18,6 +18,7 @@ from commentrank.configs import ENCODER_SETTINGS_FILE, EncoderSettings
 from commentrank.encoding import PairEncoder
 from commentrank.inference import score_posts
 from commentrank.io_utils import is_hub_id, redact
+from commentrank.outputs import check_finished
 from commentrank.score.exported import onnx_file_of
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Scorer:
 def _check_model_source(model_path: str) -> None:
     path = Path(model_path)
     if path.is_dir():
+        check_finished(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model folder {model_path} has no config.json: not a saved model")
         return
