@@ -200,3 +200,56 @@ def test_order_keeps_the_file_ranks(tied):
     views, summary = prep(tied, test_sites=["w"])
     assert all(sorted(r) == list(range(len(r))) for r in views["listwise"]["train"]["ranks"])
     assert not summary.posts_dropped
+
+
+def test_posts_of_two_sites_sharing_an_id_are_split_by_their_own_site(tmp_path):
+    """Two files whose posts have the same ids (e.g. files without ids: the default id is `file name:line`): a held-out
+    site's posts never train, whatever id an earlier site's post had."""
+    paths = []
+    for site in ("a", "b", "c"):
+        rows = [{"id": f"p{i}", "site": site, "text": f"{site} post {i}",
+                 "comments": [{"text": f"{site} {i} best", "score": 0}, {"text": f"{site} {i} worse", "score": 1}]}
+                for i in range(6)]  # fmt: skip
+        (tmp_path / f"{site}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths.append(str(tmp_path / f"{site}.jsonl"))
+    views, summary = prep(paths, test_sites=["b"], validation_sites=["c"])
+    assert {split: set(views["listwise"][split]["site"]) for split in ("train", "validation", "test")} == {
+        "train": {"a"}, "validation": {"c"}, "test": {"b"}}  # fmt: skip
+    assert summary.sites["test"] == {"b": 6}
+
+
+def test_equal_vote_ties_never_reorder_the_file_ranks(tmp_path):
+    """Votes that contradict the file's scores (the best-ranked comment has the fewest votes) tie only neighbours in
+    rank: the training labels keep the file's order, as validation and test do, and the post is warned about."""
+    comments = [{"text": "a", "score": 0, "votes": 1}, {"text": "b", "score": 1, "votes": 5},
+                {"text": "c", "score": 2, "votes": 5}]  # fmt: skip
+    rows = [{"id": f"p{i}", "site": "s" if i < 8 else "t", "text": f"post {i}",
+             "comments": [{**c, "text": f"{c['text']} {i}"} for c in comments]} for i in range(10)]  # fmt: skip
+    path = tmp_path / "contradict.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    views, summary = prep([str(path)], vote_ties="equal", test_sites=["t"])
+    assert all(r == [0, 1, 1] for r in views["listwise"]["train"]["ranks"])  # b and c tie; a stays first
+    assert all(p["chosen"].startswith("a") for p in views["pairwise"]["train"])
+    assert any("contradict their ranks" in w for w in summary.warnings)
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"test_sites": ["reddit.com/r/a", "reddit.com/r/b", "reddit.com/r/c"],
+      "validation_sites": ["x.stackexchange.com", "y.stackexchange.com"]}, "the train split holds no post"),
+    ({"test_size": 0.1, "validation_size": 0.1}, "the validation and test splits hold no post"),  # 0.5 sites: 0
+])  # fmt: skip
+def test_a_split_the_recipe_asks_for_that_holds_no_post_is_warned_about(two_sources, options, says):
+    _, summary = prep(two_sources, **options)
+    assert any(says in w for w in summary.warnings)
+
+
+def test_no_empty_split_warning_when_every_split_holds_posts(two_sources):
+    _, summary = prep(two_sources, test_sites=["reddit.com/r/c"], validation_sites=["y.stackexchange.com"])
+    assert not any("hold no post" in w or "holds no post" in w for w in summary.warnings)
+
+
+def test_training_posts_ordering_equal_votes_are_counted_in_a_warning(tied):
+    _, summary = prep(tied, test_sites=["w"])  # vote_ties: order, the default; sites t (3 posts) and v (2) tie
+    assert any(w.startswith("5 of 7 training posts have comments with equal votes") for w in summary.warnings)
+    _, summary = prep(tied, test_sites=["w"], vote_ties="equal")
+    assert not any("training posts have comments with equal votes" in w for w in summary.warnings)

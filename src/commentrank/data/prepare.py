@@ -32,7 +32,7 @@ from commentrank.outputs import OutputDir, check_output_dir
 logger = logging.getLogger(__name__)
 INPUT_KEY = "input"  # a post's meta key: the input file it was read from
 NO_SITE = "unknown"  # the site of a post whose record names none
-READ_ID_KEY = "read_id"  # a post's meta key: its id as read (before a repeat is renamed): one unit of the split
+READ_ID_KEY = "read_id"  # a post's meta key: its id as read (before a repeat is renamed): with its site, one unit
 
 
 def iter_posts(
@@ -57,6 +57,7 @@ def iter_posts(
     repeats: list[str] = []
     renamed: list[str] = []
     empty: list[str] = []
+    contradicted: list[str] = []
     rules = rules or ValidationRules(min_comments=config.min_comments)
     for n, source in enumerate(config.inputs):
         summary.sources.append(source)
@@ -74,6 +75,8 @@ def iter_posts(
                     repeats.append(f"post {post.post_id} of {source} repeats post {' of '.join(first_of[key])}")
                     continue
                 first_of[key] = (post.post_id, source)
+            if votes_contradict_ranks(post):
+                contradicted.append(f"post {post.post_id} of {source}")
             post.meta[READ_ID_KEY] = post.post_id  # never a model input, nor in the views
             if post.post_id in seen:
                 post.post_id = unique_id(f"{source}:{post.post_id}", seen)
@@ -91,11 +94,26 @@ def iter_posts(
             f"{len(repeats)} post(s) repeat an earlier post (the same prompt and comment texts) and were dropped "
             f"before the split, counted as duplicate_post (e.g. {repeats[0]})"
         )
+    if contradicted:
+        summary.warn(
+            f"{len(contradicted)} post(s) have votes that contradict their ranks (a better-ranked comment with fewer "
+            f"votes): the ranks are the labels and are kept; votes only give the vote NDCG and, with vote_ties, which "
+            f"neighbours in rank tie (e.g. {contradicted[0]})"
+        )
     if renamed:
         summary.warn(
             f"{len(renamed)} post(s) share their id with an earlier post but differ from it (another crawl of it?): "
-            f"both kept, the later under a new id, and posts of one id go to the same split (e.g. {renamed[0]})"
+            "both kept, the later under a new id, and posts of one id and site go to the same split "
+            f"(e.g. {renamed[0]})"
         )
+
+
+def votes_contradict_ranks(post: RankedPost) -> bool:
+    """Whether a labeled post with votes on every comment ranks a comment above one with more votes."""
+    if not post.labeled or any(c.votes is None for c in post.comments):
+        return False
+    votes = [c.votes for c in post.ordered()]
+    return any(better < worse for better, worse in zip(votes, votes[1:]))
 
 
 def unique_id(post_id: str, seen: set[str]) -> str:
@@ -148,7 +166,7 @@ class PostRef:
 
     index: int
     post_id: str
-    read_id: str  # the id as read: the posts of one id are one unit of the split
+    read_id: str  # the id as read: the posts of one id on one site are one unit of the split
     labeled: bool
     n_comments: int
     site: str
@@ -174,17 +192,17 @@ def _size(value: float, total: int) -> int:
 
 def split_refs(refs: list[PostRef], config: PrepArguments) -> dict[str, list[PostRef]]:
     """Seeded train/validation/test split by post (or by site, or the named held-out sites): no post is ever in two
-    splits, and the posts of one id as read (`read_id`: two crawls of a post) are in one: the first of them is split,
-    the others follow it.
+    splits, and the posts of one id as read on one site (`_crawl_key`: two crawls of a post) are in one: the first of
+    them is split, the others follow it.
 
     Sites are matched by `site_key` (without case and a trailing '/'): named sites hold every data site that matches
     them, and with `split_by: site` sites that match one another are one unit. Unlabeled posts (CUP IT test files)
     go to an `unlabeled` split of the listwise view, for scoring.
     """
     labeled = [r for r in refs if r.labeled]
-    crawls: dict[str, list[PostRef]] = {}  # read id -> its posts, the first of them split for all
+    crawls: dict[tuple[str, str], list[PostRef]] = {}  # (site, read id) -> its posts, the first of them split for all
     for ref in labeled:
-        crawls.setdefault(ref.read_id, []).append(ref)
+        crawls.setdefault(_crawl_key(ref), []).append(ref)
     firsts = [posts[0] for posts in crawls.values()]
     by_site: dict[str, list[PostRef]] = {}
     if config.split_by == "site":
@@ -200,20 +218,22 @@ def split_refs(refs: list[PostRef], config: PrepArguments) -> dict[str, list[Pos
                 groups.setdefault(site_key(site), []).extend(by_site[site])
             units = list(groups.values())
         else:
-            units = [[r] for r in sorted(firsts, key=_read_id)]
+            units = [[r] for r in sorted(firsts, key=_crawl_key)]
         random.Random(config.seed).shuffle(units)
         n_test, n_val = _size(config.test_size, len(units)), _size(config.validation_size, len(units))
         if n_test + n_val >= len(units) and units:
             raise ValueError(f"test_size + validation_size leave no training {config.split_by}s out of {len(units)}")
         bounds = {"test": (0, n_test), "validation": (n_test, n_test + n_val), "train": (n_test + n_val, len(units))}
         splits = {name: [r for unit in units[a:b] for r in unit] for name, (a, b) in bounds.items()}
-    splits = {name: [post for r in part for post in crawls[r.read_id]] for name, part in splits.items()}
+    splits = {name: [post for r in part for post in crawls[_crawl_key(r)]] for name, part in splits.items()}
     unlabeled = [r for r in refs if not r.labeled]
     return {**splits, **({"unlabeled": unlabeled} if unlabeled else {})}
 
 
-def _read_id(ref: PostRef) -> str:
-    return ref.read_id
+def _crawl_key(ref: PostRef) -> tuple[str, str]:
+    """What makes posts crawls of one post, split together: the same id as read on the same site (two sites' posts
+    are never one post, whatever their ids: two files without ids give the same default ids)."""
+    return ref.read_id, ref.site
 
 
 def named_site_split(sites: list[str], config: PrepArguments) -> dict[str, list[str]]:
@@ -238,12 +258,19 @@ def named_site_split(sites: list[str], config: PrepArguments) -> dict[str, list[
 
 
 def vote_tie_ranks(post: RankedPost) -> list[int] | None:
-    """The ranks of a post's comments with tied votes sharing one (the number of comments with strictly more votes);
-    None when the post has no vote tie or a comment without votes (its ranks then stay)."""
+    """The ranks of a post's comments with the comments that sit next to each other in the file's order (its ranks)
+    and have equal votes sharing one (the rank of the first of them); None when the post has no such tie, is
+    unlabeled or has a comment without votes (its ranks then stay). Votes never reorder the file's ranks: where they
+    contradict them (a better-ranked comment with fewer votes), the file's order is kept."""
     votes = [c.votes for c in post.comments]
-    if any(v is None for v in votes) or len(set(votes)) == len(votes):
+    if any(v is None for v in votes) or not post.labeled or len(set(votes)) == len(votes):
         return None
-    return [sum(other > v for other in votes) for v in votes]
+    order = sorted(range(len(votes)), key=lambda i: post.comments[i].rank)
+    ranks = [0] * len(votes)
+    for position, i in enumerate(order):
+        before = order[position - 1] if position else None
+        ranks[i] = ranks[before] if before is not None and votes[before] == votes[i] else position
+    return ranks if len(set(ranks)) < len(ranks) else None
 
 
 def apply_vote_ties(refs: list[PostRef], mode: str, summary: PrepSummary) -> list[PostRef]:
@@ -276,6 +303,12 @@ def balance_sources(splits: dict[str, list[PostRef]], config: PrepArguments, sum
     (`summary.sites`)."""
     before = {name: list(part) for name, part in splits.items()}
     train = apply_vote_ties(splits.get("train", []), config.vote_ties, summary)
+    tied = sum(bool(r.vote_ties) for r in train)
+    if config.vote_ties == "order" and tied:
+        summary.warn(
+            f"{tied} of {len(train)} training posts have comments with equal votes, which train in the file's order "
+            "(its tie-break, e.g. the earlier answer first; vote_ties: order): vote_ties: equal trains them as ties"
+        )
     cap = config.max_train_posts_per_source
     by_source: dict[str, list[int]] = {}
     for i, ref in enumerate(train):
@@ -308,7 +341,25 @@ def select_splits(posts: list, config: PrepArguments, summary: PrepSummary) -> d
             "them out"
         )
     balance_sources(splits, config, summary)
+    empty_split_warnings(splits, config, summary)
     return splits if refs is posts else {name: [posts[r.index] for r in part] for name, part in splits.items()}
+
+
+def empty_split_warnings(splits: dict[str, list], config: PrepArguments, summary: PrepSummary) -> None:
+    """Warn (in the summary and the log) about a split the recipe asks for that holds no post: no training posts
+    left (every site held out, every post dropped by `vote_ties`), or a `test_size` / `validation_size` above 0 that
+    rounds to no post or site, or a split by site over data without sites."""
+    if not any(splits.get(name) for name in ("train", "validation", "test")):
+        return  # no labeled post at all: nothing to split (unlabeled files are for scoring)
+    asked = {"train": True, "test": bool(config.test_sites or config.test_size),
+             "validation": bool(config.validation_sites or config.validation_size)}  # fmt: skip
+    empty = [name for name in ("train", "validation", "test") if asked[name] and not splits.get(name)]
+    if empty:
+        units = "sites" if config.split_by == "site" else "posts"
+        summary.warn(
+            f"the {' and '.join(empty)} split{'s' * (len(empty) > 1)} hold{'s' * (len(empty) == 1)} no post: check "
+            f"test_size / validation_size (fractions of the {units}, rounded), the held-out sites and vote_ties"
+        )
 
 
 def build_views(splits, config: PrepArguments, summary: PrepSummary, new_split=None) -> dict:
