@@ -93,6 +93,11 @@ def test_top1_ndcg_hand_cases():
     assert M.top1_ndcg([[0, 1], [1, 0]], [[1, 0], [1, 0]], k=5) == pytest.approx((1 + LOG3) / 2)
 
 
+def test_equal_vote_pairs_counts_the_pairs_of_posts_with_votes_that_tie():
+    posts = [{"votes": [5, 5, 1, 5]}, {"votes": [2, 1]}, {"votes": [3, None, 3]}, {"votes": None}]
+    assert M.equal_vote_pairs(posts) == (3, 7)  # 3 of the first post's 6 pairs tie; the second's 1 does not
+
+
 def test_top1_ndcg_is_sklearns_ndcg_of_the_best_comment_alone_with_ties():
     rng = np.random.default_rng(3)
     for _ in range(200):

@@ -14,7 +14,7 @@ from commentrank.data.loading import load_scoring_rows
 from commentrank.data.prepare import load_posts, run_prepare
 from commentrank.data.validation import SCORING, PrepSummary
 from commentrank.encoding import PairEncoder
-from commentrank.metrics import baseline_metrics, ranking_metrics
+from commentrank.metrics import baseline_metrics, equal_vote_pairs, ranking_metrics
 from commentrank.score.inference import predicted_ranks, score_ids, score_posts
 from commentrank.score.scorer import load_scorer
 
@@ -92,6 +92,9 @@ def test_scoring_the_sample_writes_predictions_metrics_report_and_plot(model_dir
     report = (out / "report.md").read_text()
     assert "| model |" in report and "| longest_first |" in report and "ndcg_at_k.png" in report
     assert f"{metrics['n_truncated']} of {metrics['n_comments']}" in report
+    assert f"- scored in {metrics['dtype']}" in report
+    equal, pairs = equal_vote_pairs(labeled)  # the sample's labels break vote ties by date: the report says how often
+    assert equal > 0 and f" {equal} of the {pairs} pairs of posts with votes join comments with equal votes" in report
     assert (out / "ndcg_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

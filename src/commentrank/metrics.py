@@ -302,6 +302,19 @@ def _has_votes(post: Mapping[str, Any]) -> bool:
     return votes is not None and all(v is not None for v in votes)
 
 
+def equal_vote_pairs(posts: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """(pairs between comments with equal votes, label-ordered pairs) over the posts with votes on every comment: the
+    share of pair accuracy and rank NDCG that rests on the data's tie-break (e.g. the earlier answer first)."""
+    equal = pairs = 0
+    for post in posts:
+        if _has_votes(post):
+            votes = np.asarray(post["votes"], dtype=np.float64)
+            n = len(votes)
+            pairs += n * (n - 1) // 2
+            equal += int((votes[:, None] == votes[None, :]).sum() - n) // 2
+    return equal, pairs
+
+
 def ranking_metrics(posts: Sequence[Mapping[str, Any]], ks: Iterable[int] = (1, 2, 3, 4, 5)) -> dict[str, float]:
     """Standard report over posts given as dicts with ``ranks``, ``scores`` (higher = better), optional ``votes``.
 

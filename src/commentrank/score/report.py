@@ -104,7 +104,14 @@ def evaluate(
     `differences` model minus baseline and how they were made (`bootstrap`). Bootstrap and random baseline are both
     seeded by `seed`."""
     from commentrank.intervals import bootstrap_report, per_site_metrics
-    from commentrank.metrics import LENGTH_COUNTS, LENGTH_KEYS, baseline_post_stats, post_stats, report_values
+    from commentrank.metrics import (
+        LENGTH_COUNTS,
+        LENGTH_KEYS,
+        baseline_post_stats,
+        equal_vote_pairs,
+        post_stats,
+        report_values,
+    )
 
     posts = labeled_posts(rows, rewards)
     if not posts:
@@ -120,6 +127,7 @@ def evaluate(
         "per_site": per_site_metrics(
             {name: rankers[name] for name in SITE_RANKERS}, [p["site"] for p in posts], SITE_METRICS
         ),
+        "equal_vote_pairs": dict(zip(("equal", "pairs"), equal_vote_pairs(posts))),
     }
     if n_bootstrap > 0:
         details.update(bootstrap_report(rankers, reference="model", n_resamples=n_bootstrap, seed=seed))
@@ -173,7 +181,8 @@ def interval_note(bootstrap: dict) -> str:
     return (
         f"In brackets: {_percent(bootstrap)} bootstrap intervals over posts, {bootstrap['method']}{degenerate}, "
         f"{bootstrap['n_resamples']} resamples, seed {bootstrap['seed']}; per-post values are computed once and "
-        "resampled (pair accuracies as sum of credit / sum of pairs of the resampled posts)."
+        "resampled (pair accuracies as sum of credit / sum of pairs of the resampled posts). The bounds carry "
+        f"resampling noise, up to about 0.01 at {bootstrap['n_resamples']} resamples (`--n_bootstrap` steadies them)."
     )
 
 
@@ -287,6 +296,16 @@ def _detail_sections(details: dict) -> list[str]:
     return lines
 
 
+def _equal_votes_note(counts: dict | None) -> str:
+    """A sentence on the label-ordered pairs whose comments have equal votes (their order is the data's tie-break)."""
+    if not counts or not counts.get("equal"):
+        return ""
+    return (
+        f" {counts['equal']} of the {counts['pairs']} pairs of posts with votes join comments with equal votes: the "
+        "labels order them by the data's tie-break (e.g. the earlier answer first), which the vote NDCG leaves tied."
+    )
+
+
 def report_markdown(results: dict, info: dict, details: dict | None = None) -> str:
     """The report: the main table (with intervals when `details` has them), votes and CUP IT tables, then the
     sections of `details` (`evaluation_details`): model minus baseline, length-controlled metrics, per site."""
@@ -304,9 +323,11 @@ def report_markdown(results: dict, info: dict, details: dict | None = None) -> s
         f"- posts: {scored}{int(results['model']['n_posts'])} evaluated ({int(results['model']['n_comments'])} "
         "comments), the labeled ones with 2+ comments",
         f"- inputs truncated to {info['max_length']} tokens: {info['n_truncated']} of {info['n_comments']}",
+        *([f"- scored in {info['dtype']}"] if info.get("dtype") else []),
         "",
         "NDCG@k with linear gain, relevance `n - 1 - rank` (and `votes - min` where votes exist); pair accuracy "
-        f"over all label-ordered pairs; random averaged over {info.get('n_seeds', 20)} seeds.",
+        f"over all label-ordered pairs; random averaged over {info.get('n_seeds', 20)} seeds; top-1 NDCG@5 counts "
+        "only the best comment as relevant." + _equal_votes_note(details.get("equal_vote_pairs")),
     ]
     lines += [line for warning in info.get("warnings", []) for line in ("", f"**Warning:** {warning}")]
     if intervals:
