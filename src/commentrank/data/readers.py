@@ -18,13 +18,16 @@ from commentrank.data.records import Comment, RankedPost, ranks_by
 from commentrank.data.validation import Problem, ReaderItem
 
 META_KEYS = ("site", "url", "license")
+GZIP_MAGIC = b"\x1f\x8b"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-def _typed(obj: Mapping, key: str, types: tuple, field_name: str, required: bool = True):
-    """Return obj[key] when it has one of `types`; raise a `Problem` naming the field otherwise."""
+def _typed(obj: Mapping, key: str, types: tuple, field_name: str, required: bool = True, null: str = "null"):
+    """Return obj[key] when it has one of `types`; raise a `Problem` naming the field otherwise (`null`: the words
+    for a required field whose value is null; a table's empty cell is 'missing')."""
     if key not in obj or (obj[key] is None and required):
         if required:
-            raise ProblemSignal(Problem("missing_field", field_name, "missing"))
+            raise ProblemSignal(Problem("missing_field", field_name, "missing" if key not in obj else null))
         return None
     value = obj[key]
     if value is None:
@@ -32,7 +35,23 @@ def _typed(obj: Mapping, key: str, types: tuple, field_name: str, required: bool
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         expected = "/".join(t.__name__ for t in types)
         raise ProblemSignal(Problem("wrong_type", field_name, f"expected {expected}, got {type(value).__name__}"))
+    return _text(value, field_name) if isinstance(value, str) else value
+
+
+def _text(value: str, field_name: str) -> str:
+    """`value`, unless it holds a lone surrogate (JSON's escape `"\\ud800"` reads as one), which no UTF-8 file can
+    hold: a `Problem` naming the field, not a crash when the views are written."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            message = f"a lone surrogate {value[err.start]!r} (character {err.start}) is not valid UTF-8 text"
+            raise ProblemSignal(Problem("not_utf8", field_name, message)) from None
     return value
+
+
+def _meta(obj: Mapping) -> dict:
+    return {k: _text(obj[k], k) for k in META_KEYS if isinstance(obj.get(k), str)}
 
 
 class ProblemSignal(Exception):
@@ -63,13 +82,14 @@ def post_from_mapping(obj, columns: Columns, default_id: str, labels_required: b
     """
     if not isinstance(obj, Mapping):
         raise ProblemSignal(Problem("wrong_type", "<record>", f"expected a JSON object, got {type(obj).__name__}"))
-    title = _typed(obj, columns.title, (str,), columns.title)
-    body = _typed(obj, columns.body, (str,), columns.body, required=False)
-    raw_comments = _typed(obj, columns.comments, (list,), columns.comments)
+    raw_comments = obj.get(columns.comments)
     try:
+        title = _typed(obj, columns.title, (str,), columns.title)
+        body = _typed(obj, columns.body, (str,), columns.body, required=False)
+        raw_comments = _typed(obj, columns.comments, (list,), columns.comments)
         return _post_with_comments(obj, columns, default_id, labels_required, title, body, raw_comments)
     except ProblemSignal as signal:
-        signal.problem.n_comments = len(raw_comments)  # counted as read and dropped
+        signal.problem.n_comments = len(raw_comments) if isinstance(raw_comments, list) else 0  # read and dropped
         raise
 
 
@@ -78,7 +98,7 @@ def _post_with_comments(obj, columns, default_id, labels_required, title, body, 
     for i, item in enumerate(raw_comments):
         where = f"{columns.comments}[{i}]"
         if isinstance(item, str) and not labels_required:
-            comments.append(Comment(text=item, rank=None))
+            comments.append(Comment(text=_text(item, where), rank=None))
             continue
         if not isinstance(item, Mapping):
             raise ProblemSignal(Problem("wrong_type", where, f"expected an object, got {type(item).__name__}"))
@@ -90,17 +110,35 @@ def _post_with_comments(obj, columns, default_id, labels_required, title, body, 
         created = _typed(item, columns.comment_created, (str,), f"{where}.{columns.comment_created}", required=False)
         comments.append(Comment(text=text, rank=rank, votes=votes, created=created))
     post_id = obj.get(columns.post_id)
-    meta = {k: obj[k] for k in META_KEYS if isinstance(obj.get(k), str)}
-    return RankedPost(str(post_id) if post_id is not None else default_id, title, comments, body or None, meta)
+    if isinstance(post_id, str):
+        _text(post_id, columns.post_id)
+    return RankedPost(str(post_id) if post_id is not None else default_id, title, comments, body or None, _meta(obj))
 
 
 def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+    if path.suffix.lower() != ".gz":
+        return open(path, "rb")
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head and head != GZIP_MAGIC:
+        raise ValueError(f"{path}: not gzip data, though its name ends in .gz (plain text? name it .jsonl)")
+    return gzip.open(path, "rb")
+
+
+def _not_utf8(raw: bytes, line_no: int, err: UnicodeDecodeError) -> str:
+    """The words for a line that is not UTF-8, with what the file is when its first line shows it."""
+    hint = ""
+    if line_no == 1 and raw.startswith(GZIP_MAGIC):
+        hint = ": the file is gzip data (name it .jsonl.gz)"
+    elif line_no == 1 and raw.startswith(UTF16_BOMS):
+        hint = ": the file is UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8"
+    return f"not valid UTF-8 (byte {err.start}){hint}"
 
 
 def read_cupit_jsonl(path: str | os.PathLike, columns: Columns | None = None) -> Iterator[ReaderItem]:
     """CUP IT JSONL (`.jsonl` or `.jsonl.gz`, a UTF-8 BOM allowed): one post per line; `score: null` everywhere marks
-    an unlabeled post. A gzip file that ends early stops the run with its name and the last line read."""
+    an unlabeled post. A gzip file that ends early, or whose data is corrupt, stops the run with its name and the last
+    line read."""
     columns = columns or Columns()
     path = Path(path)
     if path.is_dir():
@@ -113,9 +151,10 @@ def read_cupit_jsonl(path: str | os.PathLike, columns: Columns | None = None) ->
                 line_no, raw = next(lines)
             except StopIteration:
                 return
-            except (EOFError, OSError, zlib.error) as err:  # a truncated or corrupt .gz
+            except (EOFError, OSError, zlib.error) as err:  # a truncated (EOFError) or corrupt .gz
+                what = "file ends early (truncated)" if isinstance(err, EOFError) else "data is corrupt"
                 raise ValueError(
-                    f"{path}: the gzip file ends early (truncated) after line {line_no} ({type(err).__name__}: {err})"
+                    f"{path}: the gzip {what} after line {line_no} ({type(err).__name__}: {err})"
                 ) from None
             location = f"{path}:{line_no}"
             if not raw.strip():
@@ -123,7 +162,7 @@ def read_cupit_jsonl(path: str | os.PathLike, columns: Columns | None = None) ->
             try:
                 line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as err:
-                yield location, Problem("not_utf8", "<line>", f"not valid UTF-8 (byte {err.start})")
+                yield location, Problem("not_utf8", "<line>", _not_utf8(raw, line_no, err))
                 continue
             try:
                 obj = json.loads(line)
@@ -203,7 +242,7 @@ def read_listwise_rows(rows: Iterable[Mapping], source: str) -> Iterator[ReaderI
                 votes = _int_or_none(labels["votes"][j], f"votes[{j}]")
                 comments.append(Comment(text, rank, votes))
             title = row.get("text") if isinstance(row.get("text"), str) else prompt
-            meta = {k: row[k] for k in META_KEYS if isinstance(row.get(k), str)}
+            meta = _meta(row)
             post_id = str(row["post_id"]) if row.get("post_id") is not None else f"{source}:{i + 1}"
             yield location, RankedPost(post_id, title, comments, None, meta, prompt=prompt)
         except ProblemSignal as signal:
@@ -222,7 +261,7 @@ def _group_long_rows(rows: list[Mapping], columns: Columns, where) -> Iterator[R
             comments = []
             for i, row in members:
                 location = where(i)
-                text = _typed(row, columns.comment, (str,), columns.comment)
+                text = _typed(row, columns.comment, (str,), columns.comment, null="missing")  # an empty cell
                 rank = _optional_int(row, columns.comment_score, columns.comment_score)
                 votes = _optional_int(row, columns.comment_votes, columns.comment_votes)
                 created = _typed(row, columns.comment_created, (str,), columns.comment_created, required=False)
@@ -232,9 +271,9 @@ def _group_long_rows(rows: list[Mapping], columns: Columns, where) -> Iterator[R
                 ranks = ranks_from_votes([c.votes for c in comments], [c.created for c in comments])
                 for comment, rank in zip(comments, ranks):
                     comment.rank = rank
-            title = _typed(first, columns.title, (str,), columns.title)
+            title = _typed(first, columns.title, (str,), columns.title, null="missing")
             body = _typed(first, columns.body, (str,), columns.body, required=False)
-            meta = {k: first[k] for k in META_KEYS if isinstance(first.get(k), str)}
+            meta = _meta(first)
             yield location, RankedPost(post_id, title, comments, body or None, meta)
         except ProblemSignal as signal:
             signal.problem.n_comments = len(members)
@@ -263,13 +302,15 @@ def read_source(
 ):
     """Dispatch on the source: a local file by suffix, a `Posts.xml` dump, a folder saved with `save_to_disk`, or else
     a Hub dataset id (`split` of a Hub or saved DatasetDict). With a `workdir`, a `Posts.xml` is read in bounded
-    memory, `num_proc` processes at once (`read_posts_xml_bounded`: the same posts, grouped on disk)."""
+    memory, `num_proc` processes at once (`read_posts_xml_bounded`: the same posts, grouped on disk). A Posts.xml's
+    questions come with however many answers they have: the caller's validation (`min_comments`) drops those with
+    too few, as for every other format."""
     from commentrank.data.stackexchange import read_posts_xml, read_posts_xml_bounded
 
     path = Path(source)
     suffixes = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     if input_format == "auto":
-        if suffixes == ".xml":
+        if suffixes in (".xml", ".xml.gz"):
             input_format = "stackexchange"
         elif suffixes in (".jsonl", ".jsonl.gz"):
             input_format = "cupit"
@@ -279,10 +320,16 @@ def read_source(
             input_format = "table"
         else:
             input_format = "hub"
-    if input_format == "stackexchange":
-        return read_posts_xml_bounded(path, workdir, num_proc=num_proc) if workdir else read_posts_xml(path)
     if not path.exists() and input_format != "hub":
         raise FileNotFoundError(f"input file not found: {source}")
+    if input_format == "stackexchange":
+        if path.is_dir():
+            raise ValueError(f"{source} is a folder, not a Stack Exchange Posts.xml dump")
+        if path.suffix.lower() == ".gz":
+            raise ValueError(f"{source}: a compressed dump: decompress it first (gunzip), data_prep reads Posts.xml")
+        if workdir:
+            return read_posts_xml_bounded(path, workdir, min_answers=0, num_proc=num_proc)
+        return read_posts_xml(path, min_answers=0)
     if input_format == "cupit":
         return read_cupit_jsonl(path, columns)
     import datasets
@@ -290,7 +337,9 @@ def read_source(
     if input_format == "table":
         builder = TABLE_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise ValueError(f"{source}: unknown table type '{path.suffix}' (use .csv, .parquet, .json or .jsonl)")
+            raise ValueError(
+                f"{source}: unknown table type '{path.suffix}' (use .csv, .parquet, .json, .jsonl or .jsonl.gz)"
+            )
         options = {"encoding": "utf-8-sig"} if builder == "csv" else {}  # a spreadsheet's BOM is not a column name
         rows = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
         return read_rows(rows, source, columns, first_line=2 if builder == "csv" else None)

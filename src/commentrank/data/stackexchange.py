@@ -203,21 +203,22 @@ def _scan(
 def _build(
     question: dict[str, str], answers: list[dict[str, str]], site: str, min_answers: int, to_text=html_to_text
 ) -> RankedPost | Problem:
-    """One question and its answers as a RankedPost, or the Problem that keeps it from being one; `to_text` turns
-    the bodies into text (none to do when a parallel pass already has)."""
-    qid = question["Id"]
+    """One question and its answers as a RankedPost, or the Problem that keeps it from being one (its answers
+    counted as read and dropped); `to_text` turns the bodies into text (none to do when a parallel pass has)."""
+    qid, n = question["Id"], len(answers)
     if "Title" not in question:
-        return Problem("missing_field", "Title", f"question {qid} has no Title")
+        return Problem("missing_field", "Title", f"question {qid} has no Title", n)
     if len(answers) < min_answers:
-        return Problem("too_few_comments", "answers", f"{len(answers)} answer(s), at least {min_answers} needed")
+        return Problem("too_few_comments", "answers", f"{n} answer(s), at least {min_answers} needed", n)
     keys = []
     for answer in answers:
         for name in ("Id", "Body", "Score", "CreationDate"):
             if name not in answer:
-                return Problem("missing_field", name, f"answer {answer.get('Id', '?')} has no {name}")
+                return Problem("missing_field", name, f"answer {answer.get('Id', '?')} has no {name}", n)
         for name in ("Id", "Score"):
             if not _INTEGER.fullmatch(answer[name].strip()):
-                return Problem("wrong_type", name, f"answer {answer['Id']}: {name} {answer[name]!r} is not an integer")
+                message = f"answer {answer['Id']}: {name} {answer[name]!r} is not an integer"
+                return Problem("wrong_type", name, message, n)
         keys.append((-int(answer["Score"]), answer["CreationDate"], int(answer["Id"])))
     ranks = ranks_by(keys)  # most votes first; ties: the earlier answer, then the lower Id
     comments = [
