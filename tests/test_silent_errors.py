@@ -171,6 +171,7 @@ def test_every_copy_of_a_post_id_gets_an_id_of_its_own(tmp_path):
     listwise = datasets.load_from_disk(str(out / "listwise"))
     ids = [post_id for split in listwise for post_id in listwise[split]["post_id"]]
     assert len(ids) == len(set(ids)) == 6
+    assert str(tmp_path) not in " ".join(ids)  # a new id names the file, never the folder it was read from
 
 
 def test_counts_add_up_with_max_posts(tmp_path):

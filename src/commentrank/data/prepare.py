@@ -79,7 +79,7 @@ def iter_posts(
                 contradicted.append(f"post {post.post_id} of {source}")
             post.meta[READ_ID_KEY] = post.post_id  # never a model input, nor in the views
             if post.post_id in seen:
-                post.post_id = unique_id(f"{source}:{post.post_id}", seen)
+                post.post_id = unique_id(f"{Path(source).name}:{post.post_id}", seen)  # no local folder in the views
                 renamed.append(f"post {post.meta[READ_ID_KEY]} of {source}, now {post.post_id}")
             seen.add(post.post_id)
             post.meta[INPUT_KEY] = source  # the source of max_train_posts_per_source (never a model input)
