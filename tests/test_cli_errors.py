@@ -13,7 +13,7 @@ import sys
 import pytest
 from test_scoring import cupit_rows, tiny_model, write_jsonl
 
-from conftest import ROOT, TOKEN, load_script
+from conftest import ROOT, TOKEN, load_script, single_final_upload
 
 CPU = ["--use_cpu", "true", "--bf16", "false"]  # TRL's configs refuse their bf16 default on machines without it
 SCRIPTS = ["reward", "sft", "score", "rank", "export", "baselines", "convert_smollm2", "grpo", "best_of_n"]
@@ -162,12 +162,27 @@ def test_an_unknown_prompt_placeholder_names_the_allowed_ones(name, capsys):
          "max_posts must be at least 1, got -1"),
         ("reward", ["--dataset_name", "d", "--output_dir", "o", *CPU, "--max_length", "0"],
          "max_length must be at least 1, got 0"),
+        ("baselines", ["--dataset", "d", "--n_seeds", "0"], "n_seeds must be at least 1, got 0"),
+        ("best_of_n", ["--reward_model", "m", "--n_bootstrap", "-1"], "n_bootstrap must be at least 0, got -1"),
     ],
-    ids=["score_batch_size", "reward_batch_size", "rank_batch_size", "test_size", "max_posts", "max_length"],
+    ids=["score_batch_size", "reward_batch_size", "rank_batch_size", "test_size", "max_posts", "max_length",
+         "baselines_n_seeds", "best_of_n_n_bootstrap"],
 )  # fmt: skip
 def test_a_value_out_of_range_is_a_usage_error(name, argv, message, capsys):
     prog = "data_prep" if name == "prepare" else name
     assert stops(name, argv, capsys) == (2, f"{prog}: error: {message}")
+
+
+@pytest.mark.parametrize(("name", "model", "expected", "message"), [
+    ("reward", None, 2, "give --model_name_or_path: a model folder, a Hub id or a bundled model (bundled:minilm"),
+    ("sft", "bundled:minlm", 2, "unknown bundled model 'bundled:minlm' (did you mean 'bundled:minilm'?)"),
+    ("reward", "/no/such/model", 1, "model not found: /no/such/model (no such folder, and not a Hub model id)"),
+    ("sft", "./no/such/model", 1, "model not found: ./no/such/model (no such folder, and not a Hub model id)"),
+])  # fmt: skip
+def test_a_model_that_cannot_be_is_one_line_before_any_work(name, model, expected, message, capsys):
+    argv = ["--dataset_name", "d", "--output_dir", "o", *CPU, *(["--model_name_or_path", model] if model else [])]
+    code, line = stops(name, argv, capsys)
+    assert code == expected and message in line
 
 
 def test_evaluation_without_a_validation_split_is_a_usage_error(tiny_bert, prepared_sample, tmp_path, capsys):
@@ -282,6 +297,42 @@ def test_the_training_push_uses_hub_token(tiny_bert, prepared_sample, tmp_path, 
     assert [c[0] for c in fake_hub] == ["init", "create_repo", "upload_folder"]
 
 
+def test_a_training_push_without_a_token_stops_before_any_work(tiny_bert, prepared_sample, tmp_path, monkeypatch,
+                                                               capsys):  # fmt: skip
+    """The token was looked for only after training: a whole run spent, then a push that could not be."""
+    import huggingface_hub
+    from test_reward import args_for
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    out = tmp_path / "rm"
+    code, line = stops("reward", args_for(tiny_bert, prepared_sample, out, "--max_steps", "1", "--push_to_hub",
+                                          "true", "--hub_model_id", "me/rm"), capsys)  # fmt: skip
+    assert code == 1 and "cannot push to the Hub repo me/rm: no Hugging Face token" in line and "--hub_token" in line
+    assert not out.exists()
+
+
+def test_a_finished_run_rerun_with_a_push_pushes_it(tiny_bert, prepared_sample, tmp_path, fake_hub):
+    """A push that failed at the end is retried by running the same command again (it found the run finished and
+    did nothing, pushing nothing)."""
+    from test_reward import args_for
+
+    argv = args_for(tiny_bert, prepared_sample, tmp_path / "rm", "--max_steps", "1", "--ndcg_eval_posts", "0")
+    main_of("reward")(argv)
+    assert fake_hub == []
+    main_of("reward")([*argv, "--push_to_hub", "true", "--hub_model_id", "me/rm"])
+    assert "config.json" in single_final_upload(fake_hub, "me/rm")
+
+
+def test_the_push_error_of_a_script_without_hub_token_names_no_such_flag(model_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from commentrank.hub import HubError, push_model_folder
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(HubError, match=r"\(log in with `hf auth login` or set HF_TOKEN\)$"):
+        push_model_folder(model_dir, "me/x")  # score.py's push: it has no --hub_token
+
+
 @pytest.mark.parametrize("argv", [["--hub=" + TOKEN], ["--dataset_name", "x", TOKEN]])
 def test_a_token_in_a_bad_command_line_is_never_echoed(argv, capsys):
     """An abbreviated `--hub=<token>` (argparse's "ambiguous option" repeats the argument) or a token pasted without
@@ -350,3 +401,19 @@ def test_a_subprocess_shows_one_line_or_with_debug_the_traceback(debug, tmp_path
         assert "Traceback" in proc.stderr and "batch_size must be at least 1, got 0" in proc.stderr
     else:
         assert proc.stderr.strip() == "score: error: batch_size must be at least 1, got 0"
+
+
+def test_the_installed_prepare_command_exits_0_after_a_good_run(tmp_path):
+    """The console script runs `sys.exit(<entry point>())`: an entry point returning the summary exited 1 (and
+    printed it) after writing the views."""
+    import configparser
+    import importlib
+
+    entry = configparser.ConfigParser()
+    entry.read(ROOT / "setup.cfg")
+    (line,) = [x for x in entry["options.entry_points"]["console_scripts"].splitlines() if "commentrank-prepare" in x]
+    module, function = line.split("=", 1)[1].strip().split(":")
+    data = write_jsonl(tmp_path / "ranked.jsonl", cupit_rows(6))
+    command = getattr(importlib.import_module(module), function)
+    result = command(["--inputs", str(data), "--output_dir", str(tmp_path / "out"), "--test_size", "0"])
+    assert result is None and (tmp_path / "out" / "summary.json").is_file()

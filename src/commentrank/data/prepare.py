@@ -571,3 +571,9 @@ def main(argv: list[str] | None = None) -> PrepSummary:
         summary = run_prepare(config)
     print(summary.format())
     return summary
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """The `commentrank-prepare` command: `main` without its return value, which the console-script wrapper would
+    hand to `sys.exit` (a summary object: exit status 1, printed, after a good run)."""
+    main(argv)
