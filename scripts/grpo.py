@@ -34,7 +34,7 @@ from trl import GRPOConfig, ModelConfig, get_peft_config
 from commentrank.bundled_models import resolve_model_path
 from commentrank.cli import Parser
 from commentrank.configs import GRPOArguments
-from commentrank.hub import HubError, push_model_folder, repo_name_for
+from commentrank.hub import HubError, repo_name_for
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.model_card import save_model_card
 from commentrank.modeling import check_weights_format, load_tokenizer
@@ -74,13 +74,16 @@ def card_settings(script_args, training_args, metrics) -> dict:
 def main(argv=None):
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
+    with exits_on_bad_input("grpo"):  # a missing folder: one line
+        model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
 
-    with exits_on_bad_input("grpo"):
+    with exits_on_bad_input("grpo", HubError):
+        push_repo = steps.take_hub_push(training_args)  # its token checked before any work
         settings = steps.run_settings(script_args, training_args, model_args)
         inputs = [script_args.dataset_name, model_args.model_name_or_path, script_args.reward_model]
         if not steps.check_training_output(training_args, "grpo_policy", inputs, script_args.overwrite_output,
                                            settings):  # fmt: skip
+            steps.push_final(training_args, push_repo, "GRPO policy")  # a push that failed, retried
             return None  # this run, finished, is already there
         check_weights_format(model_args.model_name_or_path, script_args.allow_pickle_weights)
         tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=True, revision=model_args.model_revision,
@@ -111,7 +114,6 @@ def main(argv=None):
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
                                                  dtype=model_args.dtype,
                                                  trust_remote_code=training_args.trust_remote_code)  # fmt: skip
-    push_repo = steps.take_hub_push(training_args)
     trainer = SafeGRPOTrainer(model=model, reward_funcs=reward, args=training_args, train_dataset=train,
                               processing_class=tokenizer, peft_config=get_peft_config(model_args))  # fmt: skip
     before = []
@@ -150,10 +152,8 @@ def main(argv=None):
     if trainer.accelerator.is_main_process:
         if report_md:
             print(report_md)
-        if push_repo:
-            with exits_on_bad_input("grpo", HubError):
-                push_model_folder(output_dir, push_repo, private=bool(training_args.hub_private_repo),
-                                  commit_message="GRPO policy", token=training_args.hub_token)  # fmt: skip
+    with exits_on_bad_input("grpo", HubError):
+        steps.push_final(training_args, push_repo, "GRPO policy")
     trainer.accelerator.wait_for_everyone()
     logger.info("saved the GRPO policy to %s", output_dir)
 

@@ -30,7 +30,7 @@ from commentrank.bundled_models import resolve_model_path
 from commentrank.cli import Parser, check_eval_split
 from commentrank.configs import ListwiseRewardConfig, RewardArguments
 from commentrank.encoding import PairEncoder
-from commentrank.hub import HubError, push_model_folder
+from commentrank.hub import HubError
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.metrics import baseline_metrics
 from commentrank.model_card import build_model_card, save_model_card, save_training_facts, training_facts
@@ -41,6 +41,7 @@ from commentrank.train.listwise import ListwiseRewardTrainer, prepare_listwise
 from commentrank.train.pairwise import PairwiseRewardTrainer, tokenize_pairs
 
 logger = logging.getLogger("commentrank.reward")
+PUSH_MESSAGE = "Upload commentrank reward model"
 
 
 def make_parser() -> Parser:
@@ -50,14 +51,17 @@ def make_parser() -> Parser:
 def main(argv=None) -> PairwiseRewardTrainer:
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
+    with exits_on_bad_input("reward"):  # a missing folder: one line
+        model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
     set_seed(training_args.seed)  # before the score head is created: every process must start from the same weights
 
-    with exits_on_bad_input("reward"):  # data, model and settings: a clear message, not a traceback
+    with exits_on_bad_input("reward", HubError):  # data, model, settings, token: a clear message, not a traceback
+        push_repo = steps.take_hub_push(training_args)  # its token checked before any work
         settings = steps.run_settings(script_args, training_args, model_args)
         inputs = [script_args.dataset_name, model_args.model_name_or_path]
         if not steps.check_training_output(training_args, "reward_model", inputs, script_args.overwrite_output,
                                            settings):  # fmt: skip
+            steps.push_final(training_args, push_repo, PUSH_MESSAGE)  # a push that failed, retried
             return None  # this run, finished, is already there
         data = steps.open_training_data(script_args)
         view = data.require_view(script_args.view_for(training_args.loss_type))
@@ -96,7 +100,6 @@ def main(argv=None) -> PairwiseRewardTrainer:
                         "eval": eval_counts}  # fmt: skip
         logger.info("data: %s", {k: v for k, v in data_summary.items() if k != "source"})
 
-    push_repo = steps.take_hub_push(training_args)
     trainer = trainer_cls(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_dataset, processing_class=tokenizer,
         peft_config=get_peft_config(model_args), callbacks=[callback], encoder_settings=encoder_settings,
@@ -122,11 +125,8 @@ def main(argv=None) -> PairwiseRewardTrainer:
         write_card(trainer, script_args, model_args, callback, encoder, push_repo, folder)
 
     steps.save_final(trainer, "reward_model", settings, write_files)
-    if trainer.accelerator.is_main_process:
-        if push_repo:
-            with exits_on_bad_input("reward", HubError):
-                push_model_folder(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo),
-                                  token=training_args.hub_token)  # fmt: skip
+    with exits_on_bad_input("reward", HubError):
+        steps.push_final(training_args, push_repo, PUSH_MESSAGE)
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()  # tears the process group down before exit (avoids aborts at shutdown)
     return trainer

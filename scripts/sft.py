@@ -31,7 +31,7 @@ from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 from commentrank.bundled_models import resolve_model_path
 from commentrank.cli import Parser, check_eval_split
 from commentrank.configs import SFTArguments
-from commentrank.hub import HubError, push_model_folder, repo_name_for
+from commentrank.hub import HubError, repo_name_for
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.model_card import build_sft_card, save_model_card
 from commentrank.modeling import check_weights_format, model_not_found
@@ -79,7 +79,8 @@ def make_parser() -> Parser:
 def main(argv=None):
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
+    with exits_on_bad_input("sft"):  # a missing folder: one line
+        model_args.model_name_or_path = resolve_model_path(model_args.model_name_or_path)
 
     model_init_kwargs = dict(
         revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code,
@@ -88,10 +89,14 @@ def main(argv=None):
     model_init_kwargs.update(training_args.model_init_kwargs or {})
     training_args.model_init_kwargs = model_init_kwargs
     tokenizer_name = script_args.tokenizer_name_or_path or model_args.model_name_or_path
-    with exits_on_bad_input("sft"):
+    merge = model_args.use_peft and script_args.merge_lora
+    push_message = "SFT model" + (" (LoRA merged)" if merge else "")
+    with exits_on_bad_input("sft", HubError):
+        push_repo = steps.take_hub_push(training_args)  # its token checked before any work
         settings = steps.run_settings(script_args, training_args, model_args)
         inputs = [script_args.dataset_name, model_args.model_name_or_path]
         if not steps.check_training_output(training_args, "sft_model", inputs, script_args.overwrite_output, settings):
+            steps.push_final(training_args, push_repo, push_message)  # a push that failed, retried
             return None  # this run, finished, is already there
         check_weights_format(model_args.model_name_or_path, script_args.allow_pickle_weights)
         try:
@@ -114,7 +119,6 @@ def main(argv=None):
         steps.claim_training_output(training_args, "sft_model", inputs, script_args.overwrite_output, settings)
         logger.info("sft: %d training texts, %s eval texts", len(train), len(eval_dataset) if eval_dataset else 0)
 
-    push_repo = steps.take_hub_push(training_args)
     trainer = SafeSFTTrainer(
         model=model_args.model_name_or_path, args=training_args, train_dataset=train.select_columns(keep),
         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
@@ -131,7 +135,6 @@ def main(argv=None):
         all_metrics.update(metrics)
 
     output_dir = training_args.output_dir
-    merge = model_args.use_peft and script_args.merge_lora
 
     def write_files(folder):  # next to the final model, before it is moved into output_dir
         if merge:
@@ -144,12 +147,8 @@ def main(argv=None):
         save_model_card(card, folder)
 
     steps.save_final(trainer, "sft_model", settings, write_files)
-    if trainer.accelerator.is_main_process:
-        if push_repo:
-            with exits_on_bad_input("sft", HubError):
-                push_model_folder(output_dir, push_repo, private=bool(training_args.hub_private_repo),
-                                  commit_message="SFT model" + (" (LoRA merged)" if merge else ""),
-                                  token=training_args.hub_token)  # fmt: skip
+    with exits_on_bad_input("sft", HubError):
+        steps.push_final(training_args, push_repo, push_message)
     trainer.accelerator.wait_for_everyone()
     logger.info("saved the SFT model to %s", output_dir)
 

@@ -75,6 +75,19 @@ def _ours_only(folder: str | os.PathLike) -> list[str] | None:
     return patterns
 
 
+def hub_token(repo_id: str, token: str | None = None, token_flag: str | None = None) -> str:
+    """The token a push to `repo_id` would use (`token`, else the logged-in one), or a HubError saying how to give
+    one (`token_flag`: the flag of the script, if it has one), so that a run checks it before its work."""
+    from huggingface_hub import get_token
+
+    known = token or get_token()
+    if known is None:
+        ways = f", set HF_TOKEN or pass {token_flag}" if token_flag else " or set HF_TOKEN"
+        ways = "log in with `hf auth login`" + ways
+        raise HubError(f"cannot push to the Hub repo {repo_id}: no Hugging Face token ({ways})")
+    return known
+
+
 def push_model_folder(
     folder: str | os.PathLike,
     repo_id: str,
@@ -83,12 +96,13 @@ def push_model_folder(
     commit_message: str = "Upload commentrank reward model",
     ignore_patterns: list[str] | None = None,
     token: str | None = None,
+    token_flag: str | None = None,
 ) -> str:
     """Create the model repo if needed and upload the folder (model, tokenizer, README.md card, encoder settings),
     leaving out checkpoints, optimizer states and training arguments. A folder commentrank wrote (it carries the
     output marker) uploads only the entries its marker lists: a user's files kept in it (notes, drafts) stay private.
-    Returns the repo id. `token`: default, the logged-in one."""
-    from huggingface_hub import HfApi, get_token
+    Returns the repo id. `token`: default, the logged-in one (`token_flag`: the script's flag that gives one)."""
+    from huggingface_hub import HfApi
     from huggingface_hub.utils import filter_repo_objects
 
     folder = Path(folder)
@@ -101,12 +115,7 @@ def push_model_folder(
         raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json{whose}): nothing to upload")
     if "README.md" not in top:
         logger.warning("%s has no README.md: the repo gets no model card", folder)
-    known = token or get_token()  # checked here; HfApi gets only a token given explicitly (else it finds its own)
-    if known is None:
-        raise HubError(
-            f"cannot push to the Hub repo {repo_id}: no Hugging Face token (log in with `hf auth login`, set HF_TOKEN "
-            "or pass --hub_token)"
-        )
+    known = hub_token(repo_id, token, token_flag)  # HfApi gets only a token given explicitly (else finds its own)
     try:
         api = HfApi(token=token) if token else HfApi()
         url = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")

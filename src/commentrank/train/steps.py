@@ -210,13 +210,27 @@ def save_final(trainer, kind: str, settings: dict, write_files=None) -> None:
 
 
 def take_hub_push(training_args) -> str | None:
-    """The repo to push to once at the end (`hub_model_id`, else the output folder's name), or None; the Trainer's
-    own push is turned off, as it would upload every checkpoint."""
-    from commentrank.hub import repo_name_for
+    """The repo to push to once at the end (`hub_model_id`, else the output folder's name), or None; its token is
+    checked now, before any work (a HubError without one). The Trainer's own push is turned off, as it would upload
+    every checkpoint."""
+    from commentrank.hub import hub_token, repo_name_for
 
     repo = repo_name_for(training_args.output_dir, training_args.hub_model_id) if training_args.push_to_hub else None
+    if repo is not None:
+        hub_token(repo, training_args.hub_token, "--hub_token")
     training_args.push_to_hub = False
     return repo
+
+
+def push_final(training_args, repo: str | None, commit_message: str) -> None:
+    """Push the finished output folder to `repo` (None: no push), from the main process: at the end of a run, or when
+    a rerun finds the run finished (a push that failed, retried)."""
+    from commentrank.hub import push_model_folder
+
+    if repo is not None and training_args.process_index == 0:
+        push_model_folder(training_args.output_dir, repo, private=bool(training_args.hub_private_repo),
+                          commit_message=commit_message, token=training_args.hub_token,
+                          token_flag="--hub_token")  # fmt: skip
 
 
 def write_json(folder: str, name: str, values: dict) -> None:
