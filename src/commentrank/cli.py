@@ -153,6 +153,10 @@ class Parser(OneLineErrors, TrlParser):
             for obj in objects:
                 if _is_training_arguments(obj) or not type(obj).__module__.startswith("commentrank"):
                     check_at_least(obj, POSITIVE_TRL_OPTIONS)  # TRL's options (ours check themselves)
+                if hasattr(obj, "model_name_or_path"):  # TRL's ModelConfig, best_of_n's policy
+                    from commentrank.bundled_models import check_model_name
+
+                    check_model_name(obj.model_name_or_path)
         except UsageError as err:
             if debug_enabled():
                 raise
