@@ -366,13 +366,18 @@ def test_reward_script_lora_trains_and_saves_the_score_head(tiny_bert, prepared_
 @pytest.mark.parametrize(("stage", "loss_type"), [(2, "listmle"), (3, "pairwise_all")])
 def test_accelerate_deepspeed_two_cpu_processes(stage, loss_type, tiny_bert, prepared_sample, tmp_path):
     out = tmp_path / f"zero{stage}"
+    length = ["--length_feature", "additive"] if loss_type == "listmle" else []  # the recipes' fitted, fixed weight
     argv = args_for(tiny_bert, prepared_sample, out, "--loss_type", loss_type, "--max_steps", "3",
                     "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2",
-                    "--eval_strategy", "steps", "--eval_steps", "3")  # fmt: skip
+                    "--eval_strategy", "steps", "--eval_steps", "3", *length)  # fmt: skip
     state = launch_reward_on_two_cpu_processes(stage, argv, out)
     assert state["global_step"] == 3
     logged = {k for e in state["log_history"] for k in e}
     assert {"loss", "accuracy", "num_tokens", "eval_loss", "eval_accuracy", "eval_ndcg@5"} <= logged
+    if length:  # fitted before the first step, kept, saved for every scorer
+        weights = {e["length_weight"] for e in state["log_history"] if "length_weight" in e}
+        saved = json.loads((out / "commentrank_config.json").read_text())["length_weight"]
+        assert len(weights) == 1 and saved == pytest.approx(weights.pop(), rel=1e-3) and saved != 0
 
 
 def test_quickstart_recipe_trains_listwise(tiny_bert, prepared_sample, tmp_path):

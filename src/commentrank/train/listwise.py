@@ -390,10 +390,14 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
                 pad_token_id=self.processing_class.pad_token_id, pad_to_multiple_of=self.args.pad_to_multiple_of
             )
             self.data_collator = with_segments(collator, self.processing_class)  # token_type_ids as scoring has them
-        if self.length_weight is not None and self.is_deepspeed_enabled:
+        if self.length_weight is not None and self.is_deepspeed_enabled and self.args.length_learning_rate > 0:
             raise ValueError(
-                "length_feature is not supported under DeepSpeed (its optimizer takes the model's params)"
+                f"length_learning_rate {self.args.length_learning_rate} trains the length weight, which DeepSpeed's "
+                "optimizer (the model's parameters) cannot hold: keep the fitted weight (length_learning_rate: 0, "
+                "the recipes') or train without DeepSpeed"
             )
+        if self.length_weight is not None and self.is_deepspeed_enabled:
+            self.length_weight.requires_grad_(False)  # fixed: outside the model DeepSpeed trains
         if (
             self.args.length_init == "fit"
             and self.length_weight is not None
@@ -424,6 +428,8 @@ class ListwiseRewardTrainer(PairwiseRewardTrainer):
     # The length term: one scalar trained with the model, saved in the encoder settings and in each checkpoint
     def create_optimizer(self, *args, **kwargs):
         optimizer = super().create_optimizer(*args, **kwargs)
+        if self.is_deepspeed_enabled:  # a fixed weight (checked in __init__): DeepSpeed's optimizer holds the model's
+            return optimizer
         if self.length_weight is not None and not any(
             p is self.length_weight for group in optimizer.param_groups for p in group["params"]
         ):
