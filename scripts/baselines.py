@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip_invalid", action="store_true", help="Skip and count invalid posts.")
     parser.add_argument("--n_seeds", type=int, default=20, help="Seeds the random baseline is averaged over.")
     args = parser.parse_args(argv)
+    if args.n_seeds < 1:
+        parser.error(f"n_seeds must be at least 1, got {args.n_seeds}")
     with exits_on_bad_input("baselines"):
         data = load_scoring_rows(args.dataset, args.split, skip_invalid=args.skip_invalid)
         posts = labeled_posts(data.rows)

@@ -57,6 +57,8 @@ def main(argv=None) -> str:
     with exits_on_bad_input("export"):
         check_output_dir(args.output_dir, "onnx_export", inputs=[args.model], overwrite=args.overwrite_output)
         scorer = load_scorer(args.model, device="cpu", dtype="float32", allow_pickle=args.allow_pickle_weights)
+        if isinstance(scorer.model, OnnxRewardModel):
+            raise ValueError(f"{args.model} is already an exported ONNX model: export takes a PyTorch reward model")
         rows = None
         if args.dataset:
             from commentrank.data.loading import load_scoring_rows
@@ -91,6 +93,8 @@ def main(argv=None) -> str:
                     f"\nOn {len(rows.rows)} posts of `{args.dataset}` ({rows.split or 'all'}); {over}:\n\n{table}\n"
                 )
                 print(table)
+            else:
+                report += "\nNo parity table: give `--dataset` to compare the exported models with PyTorch.\n"
             atomic_write_text(tmp / "parity.md", report)
     print(f"wrote {args.output_dir}")
     return args.output_dir

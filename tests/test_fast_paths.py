@@ -215,3 +215,17 @@ def test_a_half_precision_model_keeps_its_reward_head_in_float32(tmp_path):
     assert scorer.model.classifier.weight.dtype == torch.float32 and scorer.model.dtype == torch.bfloat16
     rewards, _ = scorer.score(rows)
     assert all(len(set(post)) == len(post) for post in rewards)  # a bfloat16 logit (8 bits) would tie close comments
+
+
+def test_export_of_an_exported_model_is_one_line_and_parity_says_why_it_has_no_table(tmp_path):
+    from test_scoring import tiny_model
+
+    from conftest import load_script
+
+    export = load_script("export").main
+    export(["--model", str(tiny_model(tmp_path / "rm")), "--output_dir", str(tmp_path / "onnx"), "--int8", "false"])
+    assert "No parity table: give `--dataset`" in (tmp_path / "onnx" / "parity.md").read_text()
+    with pytest.raises(SystemExit) as stop:
+        export(["--model", str(tmp_path / "onnx"), "--output_dir", str(tmp_path / "again")])
+    assert "is already an exported ONNX model" in str(stop.value.code)
+    assert not (tmp_path / "again").exists()

@@ -1,6 +1,7 @@
 """commentrank.RewardFunction: the rewards of scripts/score.py, inside TRL's GRPOTrainer, and TRL's own model path."""
 
 import json
+import math
 import re
 
 import pytest
@@ -198,7 +199,8 @@ def test_grpo_script_trains_saves_safely_and_reports_before_and_after(encoder_rm
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
 
 
-def test_best_of_n_keeps_the_comment_the_reward_model_ranks_first(encoder_rm, prepared_sample, tmp_path):
+@pytest.mark.parametrize("n_bootstrap", ["50", "0"])  # 0: no intervals, as in score.py (crashed after the work)
+def test_best_of_n_keeps_the_comment_the_reward_model_ranks_first(encoder_rm, prepared_sample, tmp_path, n_bootstrap):
     policy, out = tiny_policy(tmp_path / "policy"), tmp_path / "bon"
     report = load_script("best_of_n").main(
         [
@@ -221,7 +223,7 @@ def test_best_of_n_keeps_the_comment_the_reward_model_ranks_first(encoder_rm, pr
             "--report_max_new_tokens",
             "6",
             "--n_bootstrap",
-            "50",
+            n_bootstrap,
         ]  # fmt: skip
     )
     rows = read_jsonl(out / "generations.jsonl")
@@ -230,6 +232,7 @@ def test_best_of_n_keeps_the_comment_the_reward_model_ranks_first(encoder_rm, pr
     gain = report["differences"]["best of 3 - one sample"]["reward"]
     assert gain["mean"] == pytest.approx(sum(max(r["rewards"]) - r["rewards"][0] for r in rows) / 4, abs=1e-5)
     assert (out / "best_of_n.md").read_text().count("| best of 3") == 2  # its row and its paired difference
+    assert (gain["low"] < gain["mean"] < gain["high"]) if n_bootstrap != "0" else math.isnan(gain["low"])
 
 
 def test_bench_policy_compares_policies_on_the_same_posts(encoder_rm, prepared_sample, tmp_path):

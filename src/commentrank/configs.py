@@ -494,6 +494,22 @@ def _define_reward_config() -> None:
         `ListwiseRewardTrainer` reads its options from it, as TRL's trainers read `center_rewards_coefficient`.
         Checked here, once."""
 
+        # two of RewardConfig's fields, their help made true of commentrank (same defaults)
+        max_length: int | None = field(
+            default=1024,
+            metadata={
+                "help": "Tokens per (prompt, comment) input: longer comments are truncated (truncation_side), never "
+                "dropped, and counted in data_summary.json; lowered to what the model takes, and saved with the "
+                "model for every scorer."
+            },
+        )
+        push_to_hub: bool = field(
+            default=False,
+            metadata={
+                "help": "Push the final model with its card once, at the end, to hub_model_id (default: the output "
+                "folder's name); the token is checked before training, and a rerun of a finished run pushes it."
+            },
+        )
         loss_type: str = field(
             default="pairwise",
             metadata={
@@ -528,8 +544,9 @@ def _define_reward_config() -> None:
         length_feature: str = field(
             default="none",
             metadata={
-                "help": "Listwise losses: none; additive (the reward gets a learned w * log1p(characters of the whole "
-                "comment), which truncation hides from the model; saved and applied by every scorer); odin (the same "
+                "help": "Listwise losses: none; additive (the reward gets w * log1p(characters of the whole comment), "
+                "which truncation hides from the model; w fitted before training (length_init) and kept, or trained "
+                "with length_learning_rate; saved and applied by every scorer); odin (the same "
                 "term during training only, with the model's own reward kept uncorrelated with length, as ODIN: "
                 "length-free rewards)."
             },
@@ -756,7 +773,9 @@ class PolicyReportOptions:
     report_posts: int = field(default=32, metadata={"help": "Held-out posts of the report (0: no report)."})
     report_max_new_tokens: int = field(default=48, metadata={"help": "Tokens generated per comment in the report."})
     report_batch_size: int = field(default=8, metadata={"help": "Prompts per generate call in the report."})
-    n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the posts for the intervals."})
+    n_bootstrap: int = field(
+        default=1000, metadata={"help": "Bootstrap resamples of the posts for the 95% intervals (0: no intervals)."}
+    )
 
 
 @dataclass
@@ -803,3 +822,4 @@ class BestOfNArguments(OutputOptions, PolicyReportOptions, ModelLoadingOptions):
     def __post_init__(self):
         if self.n < 2:
             raise ValueError(f"n must be at least 2 (best of n), got {self.n}")
+        check_at_least(self, ["n_bootstrap", "report_posts"], 0)

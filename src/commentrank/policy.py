@@ -114,12 +114,16 @@ def best_of(rewards: Sequence[Sequence[float]]) -> list[int]:
 
 
 def _interval(values: np.ndarray, n_resamples: int, seed: int) -> dict:
+    if n_resamples <= 0:  # no intervals: the mean alone
+        return {"mean": float(values.mean()), "low": math.nan, "high": math.nan}
     stats = PostStats({"x": values}, {"x": np.ones_like(values)})
     iv = bootstrap_interval(stats, "x", n_resamples, seed)
     return {"mean": iv.point, "low": iv.low, "high": iv.high}
 
 
 def _difference(a: np.ndarray, b: np.ndarray, n_resamples: int, seed: int) -> dict:
+    if n_resamples <= 0:
+        return {"mean": float((a - b).mean()), "low": math.nan, "high": math.nan}
     ones = np.ones_like(a)
     iv = paired_difference_interval(PostStats({"x": a}, {"x": ones}), PostStats({"x": b}, {"x": ones}), "x",
                                     n_resamples, seed)  # fmt: skip
