@@ -74,6 +74,11 @@ def run(config: ScoreArguments) -> dict:
     # the template: asked for, else the model's own (a model without settings has none: the data's, or "{title}")
     template = config.prompt_template or (scorer.settings.prompt_template if scorer.settings_saved else None)
     data = load_scoring_rows(config.dataset, config.split, template, config.skip_invalid, config.max_posts)
+    own = scorer.settings.prompt_template if scorer.settings_saved else None
+    if config.prompt_template and own and config.prompt_template != own:
+        data.warnings.append(f"prompt_template {config.prompt_template!r} is not the one the model was trained with "
+                             f"({own!r}): its rewards are for other inputs than it learned")  # fmt: skip
+        logger.warning(data.warnings[-1])
     n_comments = sum(len(row["comments"]) for row in data.rows)
     start = time.perf_counter()
     shard = (state.process_index, state.num_processes)

@@ -215,6 +215,19 @@ def test_encoder_settings_saved_with_the_model_are_used(model_dir, tmp_path):
     assert (settings.max_length, settings.truncation_side, settings.min_comment_tokens) == (100, "left", 8)
 
 
+@pytest.mark.parametrize(("template", "warned"), [("{title}\n\n{body}", True), ("{title}", False), (None, False)])
+def test_a_prompt_template_other_than_the_models_is_warned_about(template, warned, score, tmp_path):
+    model = tiny_model(tmp_path / "rm")
+    EncoderSettings(max_length=64, prompt_template="{title}").save(model)
+    out = tmp_path / "scores"
+    data = write_jsonl(tmp_path / "posts.jsonl", cupit_rows(3))
+    asked = ["--prompt_template", template] if template else []
+    score(["--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--no_progress", *asked])
+    warnings = json.loads((out / "metrics.json").read_text())["warnings"]
+    assert any("is not the one the model was trained with ('{title}')" in w for w in warnings) == warned
+    assert ("**Warning:** prompt_template" in (out / "report.md").read_text()) == warned
+
+
 def test_unlabeled_file_and_prep_folder_fall_back_to_unlabeled(model_dir, score, tmp_path):
     path = write_jsonl(tmp_path / "test.jsonl", cupit_rows(3, labeled=False))
     out = tmp_path / "from_file"
