@@ -80,8 +80,11 @@ def test_help_of_every_script_exits_0(name, capsys):
          "unknown flag --los_type (did you mean --loss_type?)"),
         ("baselines", ["--dataset", "d", "--splt", "test"], "unknown flag --splt (did you mean --split?)"),
         ("rank", ["--model", "m", "--jsno"], "unknown flag --jsno (did you mean --json?)"),
+        ("score", ["--model", "m", "--dataset", "d", "--output_dir", "o", "--max_post", "3"],
+         "unknown flag --max_post (did you mean --max_posts?)"),  # a prefix was taken as the flag it begins
+        ("baselines", ["--dataset", "d", "--n_seed", "3"], "unknown flag --n_seed (did you mean --n_seeds?)"),
     ],
-    ids=["score", "reward", "baselines", "rank"],
+    ids=["score", "reward", "baselines", "rank", "score_prefix", "baselines_prefix"],
 )  # fmt: skip
 def test_an_unknown_flag_names_the_closest_one(name, argv, message, capsys):
     assert stops(name, argv, capsys) == (2, f"{name}: error: {message}")

@@ -92,6 +92,7 @@ class ArgumentParser(OneLineErrors, argparse.ArgumentParser):
 
     def __init__(self, prog: str, description: str | None = None, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # a prefix of a flag is an unknown flag, named with the closest
         super().__init__(prog=prog, description=description, **kwargs)
         self._bool_flags: set[str] = set()
         self._add_debug()
@@ -120,7 +121,7 @@ class Parser(OneLineErrors, TrlParser):
     """TrlParser over commentrank's and TRL's dataclasses, with one-line errors (see the module's docstring)."""
 
     def __init__(self, dataclass_types: Iterable[type], prog: str, description: str | None = None):
-        super().__init__(list(dataclass_types), prog=prog, description=description)
+        super().__init__(list(dataclass_types), prog=prog, description=description, allow_abbrev=False)
         self.add_argument("--config", default=None, help="YAML recipe: its keys are the flags' names (flags win).")
         self._add_debug()
 
@@ -138,7 +139,7 @@ class Parser(OneLineErrors, TrlParser):
         if "--config" in args:
             self.check_recipe(args)
         flags = [arg.split("=", 1)[0] for arg in args if arg.startswith("--")]
-        unknown = [flag for flag in flags if not any(known.startswith(flag) for known in self._option_string_actions)]
+        unknown = [flag for flag in flags if flag not in self._option_string_actions]
         if unknown:  # before the dataclasses check their values
             self.error(self.unknown(unknown))
         try:
