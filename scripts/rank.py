@@ -33,6 +33,8 @@ def read_post(source: str) -> RankedPost:
     name = "stdin" if source == "-" else source
     try:
         stdin = getattr(sys.stdin, "buffer", None)
+        if source == "-" and sys.stdin.isatty():  # a person at a terminal, not a pipe: say what is awaited
+            print("reading the post's JSON from stdin (end with Ctrl-D)...", file=sys.stderr)
         raw = (stdin.read() if stdin is not None else sys.stdin.read().encode()) if source == "-" else None
         text = raw.decode("utf-8-sig") if raw is not None else open(source, encoding="utf-8-sig").read()
     except OSError as err:

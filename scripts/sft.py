@@ -55,7 +55,7 @@ def merge_adapter(output_dir: str, dtype) -> None:
         if name.startswith("adapter_"):
             shutil.move(os.path.join(output_dir, name), os.path.join(adapter_dir, name))
     merged.save_pretrained(output_dir)
-    logger.info("merged the LoRA adapter into %s (adapter kept in %s)", output_dir, adapter_dir)
+    logger.info("merged the LoRA adapter into the model (the adapter itself is kept in its adapter/ folder)")
 
 
 def card_settings(script_args, training_args, model_args, merged, metrics) -> dict:

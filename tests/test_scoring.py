@@ -389,6 +389,15 @@ def test_rank_one_post_from_stdin(model_dir, monkeypatch, capsys):
         rank(["--model", str(model_dir)])
 
 
+@pytest.mark.parametrize("terminal", [True, False])
+def test_rank_says_what_it_waits_for_at_a_terminal_only(terminal, model_dir, monkeypatch, capsys):
+    stdin = io.StringIO(json.dumps({"text": "Q", "comments": ["a", "b"]}))
+    stdin.isatty = lambda: terminal
+    monkeypatch.setattr(sys, "stdin", stdin)
+    load_script("rank").main(["--model", str(model_dir)])
+    assert ("reading the post's JSON from stdin (end with Ctrl-D)" in capsys.readouterr().err) == terminal
+
+
 @pytest.mark.parametrize(
     "name, expected",
     [("gpt2", True), ("me/comment-rm", True), ("Qwen/Qwen2.5-0.5B-Instruct", True), ("./model", False),
