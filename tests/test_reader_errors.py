@@ -175,3 +175,19 @@ def test_a_null_field_says_null(tmp_path, field):
     path = write_jsonl(tmp_path / "in.jsonl", [post(1), with_field(field, None)])
     with pytest.raises(InvalidInputError, match=rf"in\.jsonl:2: field '{re.escape(field)}': null"):
         list(collect_posts(read_cupit_jsonl(path), PrepSummary()))
+
+
+@pytest.mark.parametrize("field", ["site", "url", "license"])
+def test_a_site_url_or_license_that_is_not_text_is_named(tmp_path, field):
+    path = write_jsonl(tmp_path / "in.jsonl", [post(1), with_field(field, 123)])
+    with pytest.raises(InvalidInputError, match=rf"in\.jsonl:2: field '{field}': expected str, got int"):
+        list(collect_posts(read_cupit_jsonl(path), PrepSummary()))
+
+
+def test_a_template_with_a_backslash_n_is_warned_about(caplog):
+    from commentrank.configs import check_prompt_template
+
+    with caplog.at_level("WARNING", logger="commentrank.configs"):
+        check_prompt_template("{title}\\n\\n{body}")  # as bash passes '{title}\n\n{body}'
+        check_prompt_template("{title}\n\n{body}")  # line breaks: fine
+    assert caplog.text.count("holds a backslash followed by n, not a line break") == 1

@@ -96,6 +96,24 @@ def test_a_post_given_twice_is_kept_once_before_the_split(how, tmp_path, caplog)
     assert len(texts) == 20 and all(len(splits) == 1 for splits in texts.values())
     assert any("duplicate_post" in w for w in summary["warnings"])
     assert any("duplicate_post" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert not any("rank the comments otherwise" in w for w in summary["warnings"])  # same texts, same ranks
+
+
+def test_a_repeated_post_with_other_ranks_is_dropped_and_said_to_disagree(tmp_path):
+    """A re-crawl with other votes is the same post (the first copy kept), but its labels differ: the warning says."""
+    from commentrank.configs import PrepArguments
+    from commentrank.data.prepare import run_prepare
+
+    rows = cupit_rows(10)
+    ranks = [c["score"] for c in rows[3]["comments"]]
+    relabeled = {**rows[3], "id": "recrawl", "comments": [{**c, "score": r} for c, r in
+                                                          zip(rows[3]["comments"], ranks[::-1])]}  # fmt: skip
+    out = tmp_path / "data"
+    run_prepare(PrepArguments(inputs=[str(write_jsonl(tmp_path / "a.jsonl", [*rows, relabeled]))],
+                              output_dir=str(out), test_size=0.2))  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["posts_dropped"] == {"duplicate_post": 1}
+    assert any("1 of them rank the comments otherwise than the copy kept" in w for w in summary["warnings"])
 
 
 def test_posts_with_the_same_text_but_other_comments_are_both_kept(tmp_path):
@@ -283,7 +301,7 @@ def test_an_empty_pairwise_view_after_the_visibility_filter_is_warned_about(tmp_
     summary = json.loads((out / "summary.json").read_text())
     candidates = summary["pairs"]["adjacent (selected)"]["candidates"]
     assert summary["pairs"]["adjacent (selected)"]["kept"] == 0 and not (out / "pairwise").exists()
-    message = f"--visibility_filter removed {candidates} of {candidates} pairs"
+    message = f"--visibility_filter removed {candidates} of the {candidates} pairs of all splits"
     assert any(message in w for w in summary["warnings"]) and warned(caplog, message)
 
 

@@ -54,6 +54,13 @@ def check_prompt_template(template: str | None, key: str = "prompt_template") ->
             match = closest(name, PROMPT_PLACEHOLDERS)
             hint = f"; did you mean {{{match}}}?" if match else ""
             raise UsageError(f"{key}: unknown placeholder {{{name}}} ({allowed}{hint})")
+    if "\\n" in template:  # `--prompt_template '{title}\n\n{body}'` in bash: a backslash and an n, no line break
+        logger.warning(
+            "%s %r holds a backslash followed by n, not a line break: in bash write $'{title}\\n\\n{body}', in a "
+            'YAML recipe "{title}\\n\\n{body}"',
+            key,
+            template,
+        )
 
 
 def check_device(device: str | None, key: str = "device") -> None:

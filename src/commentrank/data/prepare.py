@@ -53,7 +53,8 @@ def iter_posts(
     if not config.inputs:
         raise ValueError("no inputs given (--inputs FILE [FILE ...])")
     seen: set[str] = set()
-    first_of: dict[bytes, tuple[str, str]] = {}  # a digest of each post's key: memory stays small per post
+    first_of: dict[bytes, tuple[str, str, bytes]] = {}  # digests of each post's key and labels: small per post
+    relabeled = 0  # repeats whose comments are ranked otherwise than in the copy kept
     repeats: list[str] = []
     renamed: list[str] = []
     empty: list[str] = []
@@ -69,12 +70,14 @@ def iter_posts(
                 empty.append(f"post {post.post_id} of {source}")
                 continue
             if drop_duplicates:
-                key = post_digest(post, config.prompt_template)
+                key, labels = post_digest(post, config.prompt_template), label_digest(post)
                 if key in first_of:
                     summary.unkeep(post, "duplicate_post")
-                    repeats.append(f"post {post.post_id} of {source} repeats post {' of '.join(first_of[key])}")
+                    first_id, first_source, first_labels = first_of[key]
+                    repeats.append(f"post {post.post_id} of {source} repeats post {first_id} of {first_source}")
+                    relabeled += labels != first_labels
                     continue
-                first_of[key] = (post.post_id, source)
+                first_of[key] = (post.post_id, source, labels)
             if votes_contradict_ranks(post):
                 contradicted.append(f"post {post.post_id} of {source}")
             post.meta[READ_ID_KEY] = post.post_id  # never a model input, nor in the views
@@ -90,9 +93,10 @@ def iter_posts(
             f"{{body}} of a post without a body): dropped before the split, counted as empty_prompt (e.g. {empty[0]})"
         )
     if repeats:
+        other = f"; {relabeled} of them rank the comments otherwise than the copy kept" if relabeled else ""
         summary.warn(
             f"{len(repeats)} post(s) repeat an earlier post (the same prompt and comment texts) and were dropped "
-            f"before the split, counted as duplicate_post (e.g. {repeats[0]})"
+            f"before the split, counted as duplicate_post{other} (e.g. {repeats[0]})"
         )
     if contradicted:
         summary.warn(
@@ -157,6 +161,12 @@ def post_digest(post: RankedPost, template: str) -> bytes:
     prompt, texts = post_key(post, template)
     parts = [part.encode("utf-8", "surrogatepass") for part in (prompt, *texts)]
     return hashlib.blake2b(b"".join(len(data).to_bytes(8, "little") + data for data in parts), digest_size=16).digest()
+
+
+def label_digest(post: RankedPost) -> bytes:
+    """16 bytes that stand for a post's labels: each comment's text (stripped) with its rank, in text order."""
+    labels = sorted((c.text.strip(), -1 if c.rank is None else c.rank) for c in post.comments)
+    return hashlib.blake2b(json.dumps(labels).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass(slots=True)
@@ -413,8 +423,9 @@ def summarize_views(views: dict, counts: dict, config: PrepArguments, summary: P
     if config.visibility_filter and "pairwise" in views and not views["pairwise"].get("train"):
         removed = selected.get("dropped_older_preferred", 0) + selected.get("dropped_no_timestamp", 0)
         summary.warn(
-            f"the pairwise view has no training pairs: --visibility_filter removed {removed} of "
-            f"{selected.get('candidates', 0)} pairs ({selected.get('dropped_older_preferred', 0)} with the preferred "
+            f"the pairwise view has no training pairs: --visibility_filter removed {removed} of the "
+            f"{selected.get('candidates', 0)} pairs of all splits ({selected.get('dropped_older_preferred', 0)} with "
+            "the preferred "
             f"comment written first, {selected.get('dropped_no_timestamp', 0)} without a timestamp)"
         )
 

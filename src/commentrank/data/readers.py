@@ -51,7 +51,13 @@ def _text(value: str, field_name: str) -> str:
 
 
 def _meta(obj: Mapping) -> dict:
-    return {k: _text(obj[k], k) for k in META_KEYS if isinstance(obj.get(k), str)}
+    """The post's `site`, `url` and `license` (null or absent: none); another type is a `Problem` naming the field
+    (a site dropped silently would put the post in the split of the posts without one)."""
+    meta = {}
+    for key in META_KEYS:
+        if obj.get(key) is not None:
+            meta[key] = _typed(obj, key, (str,), key)
+    return meta
 
 
 class ProblemSignal(Exception):
