@@ -99,6 +99,24 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_bert, prepared_sample, tmp
     assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3, 4]
 
 
+def test_weights_only_checkpoints_are_not_resumed_silently(tiny_bert, prepared_sample, tmp_path, monkeypatch, caplog):
+    """save_only_model checkpoints hold no optimizer or schedule: resuming from one restarted the learning rate at its
+    first value, silently. The rerun now says so and resumes only when asked, with a warning."""
+    out = tmp_path / "rm"
+    argv = args_for(tiny_bert, prepared_sample, out, "--max_steps", "4", "--save_strategy", "steps", "--save_steps",
+                    "2", "--save_only_model", "true")  # fmt: skip
+    original = reward.RankingEvalCallback
+    monkeypatch.setattr(reward, "RankingEvalCallback", lambda *a, **k: _with_kill(original(*a, **k)))
+    with pytest.raises(KeyboardInterrupt):
+        reward.main(argv)
+    monkeypatch.setattr(reward, "RankingEvalCallback", original)
+    with pytest.raises(SystemExit, match="saved with save_only_model .* pass --resume_from_checkpoint .*checkpoint-2"):
+        reward.main(argv)
+    with caplog.at_level("WARNING", logger="commentrank.train.steps"):
+        trainer = reward.main([*argv, "--resume_from_checkpoint", str(out / "checkpoint-2")])
+    assert trainer.state.global_step == 4 and "holds no optimizer state (save_only_model)" in caplog.text
+
+
 def _with_kill(callback):
     kill = KillAt(3)
     callback.on_step_end = kill.on_step_end

@@ -18,7 +18,7 @@ from commentrank.configs import TrainingScriptArguments
 from commentrank.data.loading import RankedData, open_ranked_data
 from commentrank.io_utils import atomic_write_text
 from commentrank.outputs import OutputDirError, check_output_dir, read_marker
-from commentrank.train.checkpoints import WEIGHT_FILES, last_complete_checkpoint
+from commentrank.train.checkpoints import WEIGHT_FILES, checkpoint_problem, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ def checkpoint_to_resume(training_args) -> str | None:
     """`resume_from_checkpoint`, else the last complete checkpoint in `output_dir` (newer incomplete ones, left by a
     kill while saving, are skipped with a warning): a killed run resumes with the same command."""
     checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is not None and checkpoint_problem(checkpoint) == "no optimizer state":
+        logger.warning("%s holds no optimizer state (save_only_model): training goes on from its weights with a "
+                       "fresh optimizer and learning-rate schedule, not as the uninterrupted run would",
+                       checkpoint)  # fmt: skip
     if checkpoint is None:
         checkpoint = last_complete_checkpoint(
             training_args.output_dir, needs_optimizer=not training_args.save_only_model
@@ -166,6 +170,14 @@ def check_training_output(training_args, kind: str, inputs, overwrite: bool, set
         logger.warning("output_dir %s already holds this run, finished: nothing to do (pass --overwrite_output true "
                        "to train it again)", out)  # fmt: skip
         return False
+    weights_only = last_complete_checkpoint(out, needs_optimizer=False) if training_args.save_only_model else None
+    if weights_only and training_args.resume_from_checkpoint is None:
+        raise OutputDirError(
+            f"output_dir {out} holds an unfinished run whose checkpoints were saved with save_only_model (weights "
+            "only: no optimizer, learning-rate schedule or random state), which cannot go on as if uninterrupted: "
+            f"pass --resume_from_checkpoint {weights_only} to go on from its weights with a fresh optimizer and "
+            "schedule, or --overwrite_output true to train again"
+        )
     return True
 
 
