@@ -192,3 +192,24 @@ def test_copies_that_differ_only_in_surrounding_whitespace_tie_with_a_length_ter
     scorer = load_scorer(model_dir, dtype="float32")
     (rewards,), _ = scorer.score([{"prompt": "question?", "comments": ["+1", "+1 ", "\n+1\n", "a longer answer"]}])
     assert rewards[0] == rewards[1] == rewards[2] != rewards[3]
+
+
+def test_the_length_fit_minimizes_the_mean_over_the_posts_the_loss_counts():
+    """Each chunk's loss is a mean over its posts with an order; weighting it by all its posts (all-tied ones too)
+    fitted another objective: here a positive weight where the mean over the ordered posts wants a negative one."""
+    from commentrank.length import LENGTH_COLUMN, LENGTH_FIT_RIDGE, fit_length_weight
+    from commentrank.train.losses import pairwise_all_loss
+
+    lengths = [[1.0, 2.0, 3.0]] * 128
+    ranks = [[0, 0, 0]] * 48 + [[2, 1, 0]] * 16 + [[0, 1, 2]] * 64  # chunk 1: longer better; chunk 2: shorter
+    dataset = datasets.Dataset.from_dict({"ranks": ranks, LENGTH_COLUMN: lengths})
+    fitted = fit_length_weight(dataset, pairwise_all_loss, chunk=64)
+
+    def objective(w):  # the mean over the 80 ordered posts, one by one, plus the ridge
+        one_post = torch.zeros(3, dtype=torch.long)
+        losses = [float(pairwise_all_loss(w * torch.tensor(x, dtype=torch.float64), one_post, torch.tensor(r)))
+                  for x, r in zip(lengths, ranks) if len(set(r)) > 1]  # fmt: skip
+        return sum(losses) / len(losses) + LENGTH_FIT_RIDGE * w**2
+
+    best = min([i / 100 for i in range(-500, 501)], key=objective)
+    assert best < 0 and fitted == pytest.approx(best, abs=0.01)

@@ -183,6 +183,19 @@ def test_a_mistake_at_the_top_costs_more_than_the_same_mistake_at_the_bottom(nam
     )
 
 
+@pytest.mark.parametrize("name", ["pairwise_all", "listmle", "plistmle", "listnet", "lambdaloss"])
+def test_every_loss_leaves_out_a_post_whose_comments_all_tie(name):
+    """ListMLE counted an all-tied post (n log n at least, pulling its rewards together) in its mean over posts,
+    where its docstring and every other loss leave out posts with nothing to learn."""
+    from commentrank.train.losses import LOSSES
+
+    ordered = {"rewards": [0.3, -0.2, 0.5], "ranks": [0, 1, 2]}
+    tied = {"rewards": [1.0, -1.0, 0.2, 0.0], "ranks": [0, 0, 0, 0]}
+    loss = LOSSES[name].function
+    assert loss(*flat([tied, ordered]).values()).item() == pytest.approx(loss(*flat([ordered]).values()).item())
+    assert loss(*flat([tied]).values()).item() == 0.0
+
+
 def test_plistmle_treats_tied_comments_symmetrically():
     post = {"rewards": [0.3, -1.0, 0.8, 2.0], "ranks": [0, 1, 1, 2]}
     swapped = {**post, "rewards": [0.3, 0.8, -1.0, 2.0]}

@@ -72,7 +72,8 @@ def fit_length_weight(
 ) -> float:
     """The w that minimizes the training loss of `w * log1p(characters)` alone plus `LENGTH_FIT_RIDGE * w**2`
     (length_init: fit), over the first `max_posts` posts of `dataset` (rows with `LENGTH_COLUMN` and `ranks`, and
-    `relevance_column` when given; the loss of each chunk of posts weighted by its posts): a one-dimensional L-BFGS
+    `relevance_column` when given; the loss of each chunk of posts, a mean over its posts with an order, weighted by
+    their number, so that the objective is the mean over all such posts): a one-dimensional L-BFGS
     fit, deterministic, the same in every process. `loss(rewards, post_index, ranks, relevance)` is the trainer's.
     Training then starts from what longest-first knows, and the model learns what length does not say."""
     import torch
@@ -82,20 +83,23 @@ def fit_length_weight(
     for start in range(0, len(posts), chunk):
         rows = posts[start : start + chunk]
         sizes = [len(r) for r in rows["ranks"]]
+        targets = rows[relevance_column] if relevance_column else rows["ranks"]
+        ordered = sum(len(set(values)) > 1 for values in targets)  # the posts a loss counts (it leaves out the rest)
         chunks.append((
             torch.tensor([x for lengths in rows[LENGTH_COLUMN] for x in lengths], dtype=torch.float64),
             torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
             torch.tensor([r for ranks in rows["ranks"] for r in ranks]),
             torch.tensor([g for gains in rows[relevance_column] for g in gains], dtype=torch.float64)
             if relevance_column else None,
-            len(sizes),
+            ordered,
         ))  # fmt: skip
+    total = sum(n for *_, n in chunks) or 1
     weight = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        value = sum(loss(weight * x, i, r, g) * n for x, i, r, g, n in chunks) / len(posts)
+        value = sum(loss(weight * x, i, r, g) * n for x, i, r, g, n in chunks) / total
         value = value + LENGTH_FIT_RIDGE * weight**2
         value.backward()
         return value

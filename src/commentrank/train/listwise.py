@@ -25,9 +25,12 @@ are flattened into one padded batch, and the loss is computed from the K rewards
   comments kept of the post (the vote counts of data_prep's `votes` column, compressed: a few answers of a thread
   often hold most of its votes), carried as a `relevance` column. Tied votes are equal relevance: no lambdaloss pair.
   The other losses take their order from the ranks whatever `relevance` is.
-- `center_rewards_coefficient` (RewardConfig) adds `coef * mean(r^2)` over the comments of the batch, as TRL does
-  over the chosen and rejected rewards; `r` is the model's own reward, the length term left out (centering the sum
-  would push the model to cancel the term).
+- `center_rewards_coefficient` (RewardConfig) adds `coef * mean(r^2)` over the comments of the batch: each reward
+  pulled toward 0, where TRL's pairwise trainer adds `coef * mean((r_chosen + r_rejected)^2)` over its pairs (each
+  pair's sum toward 0), so one coefficient weighs a little differently on the two paths; `r` is the model's own
+  reward, the length term left out (centering the sum would push the model to cancel the term).
+- With `length_feature: odin` the logged `accuracy`, `margin` and rewards are those of the training reward, the length
+  term included; the NDCG callback scores the reward the model is saved with (without it).
 
 `ListwiseRewardTrainer` subclasses TRL's `RewardTrainer`: only the dataset preparation, the collator and the loss
 change, so LoRA, gradient accumulation, DeepSpeed ZeRO-2/3, checkpointing and the logged metrics (`accuracy`,

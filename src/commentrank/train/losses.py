@@ -56,12 +56,13 @@ def listmle_loss(rewards: torch.Tensor, post_index: torch.Tensor, ranks: torch.T
     """Mean over posts of the Plackett-Luce NLL of the observed order,
     `sum_i [logsumexp_{rank_j >= rank_i} r_j - r_i]`.
 
-    Tied comments share their risk set (each denominator includes the ties). Posts of one comment are left out.
+    Tied comments share their risk set (each denominator includes the ties). Posts without an ordered pair (one
+    comment, or all tied) are left out, as in every loss here.
     """
     risk = (post_index[:, None] == post_index[None, :]) & (ranks[None, :] >= ranks[:, None])
     masked = rewards[None, :].expand(len(rewards), -1).masked_fill(~risk, float("-inf"))
     nll = _post_sums(torch.logsumexp(masked, dim=1) - rewards, post_index)
-    valid = _post_sums(torch.ones_like(rewards), post_index) >= 2
+    valid = _ordered_posts(post_index, pair_mask(post_index, ranks))
     if not bool(valid.any()):
         return rewards.sum() * 0.0
     return nll[valid].mean()
