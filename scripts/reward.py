@@ -28,7 +28,7 @@ from trl import ModelConfig, get_peft_config
 
 from commentrank.bundled_models import resolve_model_path
 from commentrank.cli import Parser, check_eval_split
-from commentrank.configs import ListwiseRewardConfig, RewardArguments
+from commentrank.configs import EncoderSettings, ListwiseRewardConfig, RewardArguments
 from commentrank.encoding import PairEncoder
 from commentrank.hub import HubError
 from commentrank.io_utils import exits_on_bad_input
@@ -148,8 +148,8 @@ def write_card(trainer, script_args, model_args, callback, encoder, push_repo, f
     card = build_model_card(
         model_id=push_repo or repo_name_for(trainer.args.output_dir), base_model=model_args.model_name_or_path,
         dataset=script_args.dataset_name, results=results, split=script_args.dataset_test_split,
-        loss_type=trainer.args.loss_type, text_pair=encoder.text_pair, settings=encoder.settings, training=training,
-        dtype=callback.last_dtype,
+        loss_type=trainer.args.loss_type, text_pair=encoder.text_pair, training=training, dtype=callback.last_dtype,
+        settings=EncoderSettings.saved_with(folder) or encoder.settings,  # as saved: the fitted length weight in
     )  # fmt: skip
     save_model_card(card, folder)
 

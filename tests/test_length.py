@@ -46,7 +46,10 @@ def test_the_additive_length_term_is_learned_saved_and_applied_by_every_scorer(t
     assert weight > 0.05  # longer is better, and the model cannot see how long: the term learned it
     logged = [e["length_weight"] for e in trainer.state.log_history if "length_weight" in e]
     assert logged[0] < logged[-1]
-    assert json.loads((out / "commentrank_config.json").read_text())["length_weight"] == pytest.approx(weight)
+    saved = json.loads((out / "commentrank_config.json").read_text())["length_weight"]
+    assert saved == pytest.approx(weight)
+    card = (out / "README.md").read_text()  # its plain-transformers snippet adds the term too (it left it out)
+    assert f"rewards = rewards + {float(saved)!r} * torch.log1p(characters)" in card
     scorer = load_scorer(out, dtype="float32")
     post = {"prompt": "question?", "comments": ["short", "a much longer answer " * 20]}
     (rewards,), _ = scorer.score([post])
