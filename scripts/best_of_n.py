@@ -29,7 +29,15 @@ from commentrank.configs import BestOfNArguments
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.modeling import check_weights_format
 from commentrank.outputs import OutputDir, check_output_dir
-from commentrank.policy import best_of, generate, held_out_posts, policy_prompt, policy_report, write_report
+from commentrank.policy import (
+    best_of,
+    generate,
+    held_out_posts,
+    policy_prompt,
+    policy_report,
+    reward_template,
+    write_report,
+)
 from commentrank.score.reward_function import RewardFunction
 
 logger = logging.getLogger("commentrank.best_of_n")
@@ -48,9 +56,9 @@ def main(argv=None) -> dict:
         check_output_dir(args.output_dir, "best_of_n", inputs=[args.dataset_name, model_path, args.reward_model],
                          overwrite=args.overwrite_output)  # fmt: skip
         check_weights_format(model_path, args.allow_pickle_weights)
-        posts = held_out_posts(args.dataset_name, args.report_split, args.report_posts)
         reward = RewardFunction(args.reward_model, length_penalty=args.length_penalty,
                                 allow_pickle=args.allow_pickle_weights)  # fmt: skip
+        posts = held_out_posts(args.dataset_name, args.report_split, args.report_posts, **reward_template(reward))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=args.dtype)
 

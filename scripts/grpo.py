@@ -38,7 +38,15 @@ from commentrank.hub import HubError, repo_name_for
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.model_card import save_model_card
 from commentrank.modeling import check_weights_format, load_tokenizer
-from commentrank.policy import build_policy_card, generate, held_out_posts, policy_prompt, policy_report, write_report
+from commentrank.policy import (
+    build_policy_card,
+    generate,
+    held_out_posts,
+    policy_prompt,
+    policy_report,
+    reward_template,
+    write_report,
+)
 from commentrank.score.reward_function import RewardFunction
 from commentrank.train import steps
 from commentrank.train.grpo import SafeGRPOTrainer
@@ -88,7 +96,12 @@ def main(argv=None):
         check_weights_format(model_args.model_name_or_path, script_args.allow_pickle_weights)
         tokenizer = load_tokenizer(model_args.model_name_or_path, pad_at_eos=True, revision=model_args.model_revision,
                                    trust_remote_code=training_args.trust_remote_code)  # fmt: skip
-        data = steps.open_training_data(script_args)
+        reward = RewardFunction(script_args.reward_model, length_free=script_args.length_free,
+                                length_penalty=script_args.length_penalty, clip=script_args.reward_clip,
+                                batch_size=script_args.reward_batch_size,
+                                allow_pickle=script_args.allow_pickle_weights)  # fmt: skip
+        template = reward_template(reward, script_args.prompt_template)  # the posts as the reward model reads them
+        data = steps.open_training_data(script_args, **template)
         train = steps.split_of(data.require_view("listwise"), script_args.dataset_train_split, data.source)
         train = steps.subset(train, script_args.max_train_samples, training_args.seed)
         train = train.map(
@@ -101,13 +114,8 @@ def main(argv=None):
         posts = []
         if script_args.report_posts:
             posts = held_out_posts(script_args.dataset_name, script_args.report_split, script_args.report_posts,
-                                   prompt_template=script_args.prompt_template,
-                                   skip_invalid=script_args.skip_invalid,
-                                   hub_config=script_args.dataset_config)  # fmt: skip
-        reward = RewardFunction(script_args.reward_model, length_free=script_args.length_free,
-                                length_penalty=script_args.length_penalty, clip=script_args.reward_clip,
-                                batch_size=script_args.reward_batch_size,
-                                allow_pickle=script_args.allow_pickle_weights)  # fmt: skip
+                                   skip_invalid=script_args.skip_invalid, hub_config=script_args.dataset_config,
+                                   **template)  # fmt: skip
         steps.claim_training_output(training_args, "grpo_policy", inputs, script_args.overwrite_output, settings)
     logger.info("grpo: %d training prompts, %d report posts, reward %r", len(train), len(posts), reward)
 

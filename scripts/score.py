@@ -34,7 +34,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from commentrank.configs import ScoreArguments
-from commentrank.data.loading import load_scoring_rows
+from commentrank.data.loading import MODEL_TEMPLATE, load_scoring_rows
 from commentrank.inference import merge_shards
 from commentrank.io_utils import exits_on_bad_input
 from commentrank.outputs import OutputDir, check_output_dir
@@ -73,7 +73,8 @@ def run(config: ScoreArguments) -> dict:
     logger.info("scoring in %s (%s)", scorer.dtype, scorer.dtype_reason)
     # the template: asked for, else the model's own (a model without settings has none: the data's, or "{title}")
     template = config.prompt_template or (scorer.settings.prompt_template if scorer.settings_saved else None)
-    data = load_scoring_rows(config.dataset, config.split, template, config.skip_invalid, config.max_posts)
+    asked_by = "" if config.prompt_template else MODEL_TEMPLATE  # who chose the template, for a mismatch's message
+    data = load_scoring_rows(config.dataset, config.split, template, config.skip_invalid, config.max_posts, asked_by)
     own = scorer.settings.prompt_template if scorer.settings_saved else None
     if config.prompt_template and own and config.prompt_template != own:
         data.warnings.append(f"prompt_template {config.prompt_template!r} is not the one the model was trained with "

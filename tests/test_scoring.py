@@ -228,6 +228,33 @@ def test_a_prompt_template_other_than_the_models_is_warned_about(template, warne
     assert ("**Warning:** prompt_template" in (out / "report.md").read_text()) == warned
 
 
+def test_a_data_folder_built_with_another_template_than_the_models_names_the_model(score, prepared_sample, tmp_path):
+    """The refusal said "drop the flag" when no --prompt_template flag was given: the template was the model's."""
+    model = tiny_model(tmp_path / "rm")
+    EncoderSettings(max_length=64, prompt_template="{title}\n\n{body}").save(model)  # the data: "{title}"
+    with pytest.raises(SystemExit) as stop:
+        score(["--model", str(model), "--dataset", prepared_sample, "--output_dir", str(tmp_path / "out")])
+    message = str(stop.value.code)
+    assert "the model's prompt_template '{title}\\n\\n{body}' disagrees with '{title}'" in message
+    assert "drop the flag" not in message and "rebuild the data with data_prep --prompt_template" in message
+
+
+def test_policy_posts_get_the_reward_models_template(tmp_path):
+    """grpo.py and best_of_n.py built the posts with the data's template ({title} for a raw file) whatever the reward
+    model was trained on: a {title}\n\n{body} model scored posts without their body, unlike score.py and rank.py."""
+    from commentrank.policy import held_out_posts, reward_template
+    from commentrank.score.reward_function import RewardFunction
+
+    model = tiny_model(tmp_path / "rm")
+    EncoderSettings(max_length=64, prompt_template="{title}\n\n{body}").save(model)
+    rows = [{**row, "post_body": f"Body {i}."} for i, row in enumerate(cupit_rows(12))]
+    raw = str(write_jsonl(tmp_path / "posts.jsonl", rows))
+    posts = held_out_posts(raw, "train", 4, **reward_template(RewardFunction(str(model))))
+    assert posts and all(p["prompt"].endswith(".") and "\n\nBody " in p["prompt"] for p in posts)
+    assert held_out_posts(raw, "train", 4, **reward_template(RewardFunction(str(model)), "{title}"))[0]["prompt"] == (
+        posts[0]["prompt"].split("\n\n")[0])  # fmt: skip
+
+
 def test_unlabeled_file_and_prep_folder_fall_back_to_unlabeled(model_dir, score, tmp_path):
     path = write_jsonl(tmp_path / "test.jsonl", cupit_rows(3, labeled=False))
     out = tmp_path / "from_file"
@@ -407,3 +434,12 @@ def test_hub_ids_are_told_from_local_paths(name, expected):
     from commentrank.io_utils import is_hub_id
 
     assert is_hub_id(name) is expected
+
+
+@pytest.mark.parametrize(("max_length", "warned"), [(64, True), (128, False)])
+def test_a_max_length_that_leaves_the_post_no_room_is_warned_about(max_length, warned, tmp_path, caplog):
+    model = tiny_model(tmp_path / "rm")
+    EncoderSettings(max_length=128, min_comment_tokens=64).save(model)
+    with caplog.at_level("WARNING", logger="commentrank.score.scorer"):
+        load_scorer(model, max_length=max_length)
+    assert ("is not above the model's min_comment_tokens 64" in caplog.text) == warned

@@ -41,6 +41,17 @@ def policy_prompt(post: str, instruction: str = DEFAULT_INSTRUCTION, chat: bool 
     return [{"role": "user", "content": text}] if chat else text
 
 
+def reward_template(reward_fn, asked: str | None = None) -> dict:
+    """The `open_ranked_data` options that build the posts' prompts as the reward model was trained on them: the
+    template `asked` (a script's `--prompt_template`), else the one the reward model saved; a data_prep folder built
+    with another is refused, naming which (`loading.check_prompt_template`)."""
+    from commentrank.data.loading import MODEL_TEMPLATE
+
+    if asked is not None or not reward_fn.scorer.settings_saved:
+        return {"prompt_template": asked}
+    return {"prompt_template": reward_fn.settings.prompt_template, "asked_by": MODEL_TEMPLATE}
+
+
 def held_out_posts(dataset_name: str, split: str = "test", n: int | None = 32, **open_kwargs) -> list[dict]:
     """The first `n` posts of a split of ranked data (a data_prep folder, raw file or Hub dataset): each with its
     `prompt` (as the reward model was trained on it) and its real `best` comment (rank 0). A raw file is split as

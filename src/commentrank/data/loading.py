@@ -63,13 +63,20 @@ class RankedData:
         return view
 
 
-def check_prompt_template(explicit: str | None, recorded: str | None, source: str) -> str:
+MODEL_TEMPLATE = "the model's prompt_template"  # `asked_by` when the template is the one a model was trained with
+
+
+def check_prompt_template(explicit: str | None, recorded: str | None, source: str, asked_by: str = "") -> str:
     """The template to use: the data's own, or the explicit one; an explicit one that disagrees with the data's is an
-    error (the prompts were already built with the data's)."""
+    error (the prompts were already built with the data's). `asked_by`: where the explicit one comes from (default:
+    the `--prompt_template` flag; `MODEL_TEMPLATE`: the model's saved settings)."""
     if explicit is not None and recorded is not None and explicit != recorded:
+        fix = "drop the flag, or rebuild the data with data_prep --prompt_template"
+        if asked_by == MODEL_TEMPLATE:
+            fix = "rebuild the data with data_prep --prompt_template set to it, or give a raw ranked file"
         raise ValueError(
-            f"prompt_template {explicit!r} disagrees with {recorded!r}, the template {source} was built with: drop "
-            "the flag, or rebuild the data with data_prep --prompt_template"
+            f"{asked_by or 'prompt_template'} {explicit!r} disagrees with {recorded!r}, the template {source} was "
+            f"built with: {fix}"
         )
     return recorded or explicit or DEFAULT_PROMPT_TEMPLATE
 
@@ -81,6 +88,7 @@ def open_ranked_data(
     pair_strategy: str = "adjacent",
     skip_invalid: bool = False,
     hub_config: str | None = None,
+    asked_by: str = "",
 ) -> RankedData:
     """Ranked data for training (`hub_config`: the config of a Hub dataset that is not a data_prep output).
 
@@ -92,7 +100,7 @@ def open_ranked_data(
     data = _open(source, hub_config)
     if data.kind == "raw":
         return _convert(source, prompt_template or DEFAULT_PROMPT_TEMPLATE, pair_strategy, skip_invalid)
-    data.prompt_template = check_prompt_template(prompt_template, data.prompt_template, source)
+    data.prompt_template = check_prompt_template(prompt_template, data.prompt_template, source, asked_by)
     return data
 
 
@@ -231,6 +239,7 @@ def load_scoring_rows(
     prompt_template: str | None = None,
     skip_invalid: bool = False,
     max_posts: int | None = None,
+    asked_by: str = "",
 ) -> ScoringRows:
     """Every post of a raw file (in file order), or of one split of a data_prep folder, Hub dataset or saved dataset
     (`split`, else its `unlabeled` split), checked by the one validator under the scoring rules (one comment is
@@ -256,7 +265,7 @@ def load_scoring_rows(
                 raise ValueError(f"{source} holds no listwise view or rows (prompt, comments): nothing to score")
             rows, used_split = _pick_split(listwise, split, source)
             items = read_listwise_rows(rows, source)
-            template = check_prompt_template(prompt_template, data.prompt_template, source)
+            template = check_prompt_template(prompt_template, data.prompt_template, source, asked_by)
         posts = _first(collect_posts(items, summary, skip_invalid, SCORING), max_posts)
     rows = [{**listwise_row(p, build_prompt(p, template)), "text": p.title} for p in posts]
     if not rows:

@@ -23,13 +23,15 @@ from commentrank.train.checkpoints import WEIGHT_FILES, checkpoint_problem, last
 logger = logging.getLogger(__name__)
 
 
-def open_training_data(script_args: TrainingScriptArguments) -> RankedData:
+def open_training_data(script_args: TrainingScriptArguments, **template) -> RankedData:
     """The script's dataset (a data_prep folder, raw ranked file or Hub dataset), its prompt template settled: the one
-    the data was built with (an explicit `prompt_template` that disagrees is an error). The training seed plays no
-    part: a raw file is split with data_prep's default seed (`loading.open_ranked_data`)."""
+    the data was built with (an explicit `prompt_template` that disagrees is an error). `template`: another
+    `prompt_template` (and its `asked_by`) than the script's, e.g. a reward model's (`policy.reward_template`). The
+    training seed plays no part: a raw file is split with data_prep's default seed (`loading.open_ranked_data`)."""
+    options = {"prompt_template": script_args.prompt_template, **template}
     return open_ranked_data(
-        script_args.dataset_name, prompt_template=script_args.prompt_template, pair_strategy=script_args.pair_strategy,
-        skip_invalid=script_args.skip_invalid, hub_config=script_args.dataset_config,
+        script_args.dataset_name, pair_strategy=script_args.pair_strategy, skip_invalid=script_args.skip_invalid,
+        hub_config=script_args.dataset_config, **options,
     )  # fmt: skip
 
 
