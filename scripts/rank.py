@@ -25,7 +25,7 @@ from commentrank.data.views import build_prompt, prompt_warnings
 from commentrank.io_utils import exits_on_bad_input
 
 logger = logging.getLogger("commentrank.rank")
-SCORE_OPTIONS = {"max_length": int, "batch_size": int, "device": str, "dtype": str}  # score.py's, with their types
+SCORE_OPTIONS = {"max_length": int, "batch_size": int, "device": str, "dtype": str, "onnx_file": str}  # score.py's
 
 
 def read_post(source: str) -> RankedPost:
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         post = read_post(args.post)
         from commentrank.score.scorer import load_scorer
 
-        scorer = load_scorer(args.model, args.max_length, args.device, args.dtype, args.allow_pickle_weights)
+        scorer = load_scorer(args.model, args.max_length, args.device, args.dtype, args.allow_pickle_weights,
+                             args.onnx_file)  # fmt: skip
         logger.info("scoring in %s (%s)", scorer.dtype, scorer.dtype_reason)
         texts = [c.text for c in post.comments]
         for warning in prompt_warnings([post], scorer.settings.prompt_template):  # e.g. a with-context model, no body

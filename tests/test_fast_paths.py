@@ -229,3 +229,22 @@ def test_export_of_an_exported_model_is_one_line_and_parity_says_why_it_has_no_t
         export(["--model", str(tmp_path / "onnx"), "--output_dir", str(tmp_path / "again")])
     assert "is already an exported ONNX model" in str(stop.value.code)
     assert not (tmp_path / "again").exists()
+
+
+def test_rank_scores_with_the_int8_onnx_file_as_score_does(tmp_path, monkeypatch):
+    import io
+    import json
+    import sys
+
+    from test_scoring import tiny_model
+
+    from commentrank.score.scorer import load_scorer
+
+    from conftest import load_script
+
+    load_script("export").main(["--model", str(tiny_model(tmp_path / "rm")), "--output_dir", str(tmp_path / "onnx")])
+    post = {"text": "Which hop?", "comments": ["Citra.", "Cascade and Mosaic.", "Water."]}
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(post)))
+    rows = load_script("rank").main(["--model", str(tmp_path / "onnx"), "--onnx_file", "model_int8.onnx"])
+    expected = load_scorer(tmp_path / "onnx", onnx_file="model_int8.onnx").rank("Which hop?", post["comments"])
+    assert [(r["index"], r["reward"]) for r in rows] == [(i, pytest.approx(r)) for i, r in expected]

@@ -108,6 +108,10 @@ def load_scorer(
     settings = saved or EncoderSettings()
     if max_length:
         settings = settings.replace(max_length=max_length)
+        if settings.min_comment_tokens >= max_length:
+            logger.warning("max_length %d is not above the model's min_comment_tokens %d: a long comment takes every "
+                           "token and its post is left out of the input", max_length,
+                           settings.min_comment_tokens)  # fmt: skip
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(model_path, pad_at_eos=settings.pad_at_eos)
