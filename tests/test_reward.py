@@ -226,6 +226,18 @@ def test_push_to_hub_uploads_the_final_model_once_with_the_ndcg_card(tiny_bert, 
     assert "scored in float32" in files["README.md"].decode()  # the callback's precision, not score.py's default
 
 
+def test_the_saved_weights_are_readable_as_every_other_file_of_the_model(tiny_bert, prepared_sample, tmp_path):
+    """transformers writes model.safetensors owner-only (0600): others sharing the model folder could not load it."""
+    import os
+
+    out = tmp_path / "rm"
+    reward.main(args_for(tiny_bert, prepared_sample, out, "--max_steps", "1", "--ndcg_eval_posts", "0"))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    mask = os.umask(0)
+    os.umask(mask)
+    assert modes["model.safetensors"] == modes["config.json"] == 0o666 & ~mask
+
+
 def test_raw_ranked_file_is_converted_once_on_the_fly(tiny_bert, tmp_path):
     from commentrank.data import loading
 

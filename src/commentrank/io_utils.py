@@ -32,11 +32,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes owner-only files; give the usual permissions
+        usual_permissions(tmp)  # mkstemp makes owner-only files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def usual_permissions(path: str | os.PathLike) -> None:
+    """Give a file the permissions a plain `open` would (0666 less the umask): mkstemp, and transformers' safetensors
+    writer, make owner-only files, which the other users of a shared model folder could not read."""
+    os.chmod(path, 0o666 & ~_current_umask())
 
 
 def _current_umask() -> int:

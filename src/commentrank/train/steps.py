@@ -16,7 +16,7 @@ import datasets
 from commentrank import outputs
 from commentrank.configs import TrainingScriptArguments
 from commentrank.data.loading import RankedData, open_ranked_data
-from commentrank.io_utils import atomic_write_text
+from commentrank.io_utils import atomic_write_text, usual_permissions
 from commentrank.outputs import OutputDirError, check_output_dir, read_marker
 from commentrank.train.checkpoints import WEIGHT_FILES, checkpoint_problem, last_complete_checkpoint
 
@@ -213,6 +213,8 @@ def save_final(trainer, kind: str, settings: dict, write_files=None) -> None:
     try:
         trainer.save_model(str(staging))
         if trainer.accelerator.is_main_process:
+            for weights in staging.glob("*.safetensors"):
+                usual_permissions(weights)  # readable as every other file of the folder (transformers: owner only)
             if write_files is not None:
                 write_files(staging)
             outputs.install_entries(staging, out, kind, replace_all=False, run=settings, finished=True,
