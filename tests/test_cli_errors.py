@@ -420,3 +420,10 @@ def test_the_installed_prepare_command_exits_0_after_a_good_run(tmp_path):
     command = getattr(importlib.import_module(module), function)
     result = command(["--inputs", str(data), "--output_dir", str(tmp_path / "out"), "--test_size", "0"])
     assert result is None and (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_the_no_form_of_a_true_default_flag_has_help_of_its_own(capsys):
+    with pytest.raises(SystemExit):
+        main_of("export")(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no_int8, --no-int8 Turn int8 off (as --int8 false). --dataset" in text

@@ -62,6 +62,10 @@ class OneLineErrors:
     def _add_debug(self) -> None:
         if "--debug" not in self._option_string_actions:  # transformers' TrainingArguments has a --debug OPTIONS
             self.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+        for action in self._actions:  # HfArgumentParser's --no_<flag> of a True-default bool repeats the flag's help
+            if action.option_strings and action.option_strings[0].startswith("--no_") and action.const is False:
+                action.help = f"Turn {action.option_strings[0][len('--no_') :]} off (as --{action.dest} false)."
+                action.default = argparse.SUPPRESS  # no "(default: False)": the flag's own default is shown
         for action in self._actions:  # a help text is a %-format: a plain '%' ("95%") would crash --help
             if action.help and "%" in action.help and "%(" not in action.help:
                 action.help = action.help.replace("%", "%%")
