@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard
+from huggingface_hub.utils import filter_repo_objects
 from test_scoring import cupit_rows, tiny_model, write_jsonl
 
 from commentrank.bundled_models import minilm_path
@@ -151,6 +152,10 @@ def test_score_push_to_hub_uploads_model_tokenizer_settings_and_card(tmp_path, f
     assert fake_hub[1][1:] == ("me/minilm-comment-rm", {"exist_ok": True, "private": True, "repo_type": "model"})
     _, kwargs, uploaded = fake_hub[2]
     assert kwargs["repo_id"] == "me/minilm-comment-rm" and kwargs["repo_type"] == "model" and "token" not in kwargs
+    stale = ["pytorch_model.bin", "checkpoint-9/optimizer.pt", "model-00001-of-00002.safetensors", "tokenizer.json"]
+    kept = ["notebook.ipynb", ".gitattributes", "data/notes.md"]  # what an earlier push of another model left: gone
+    deleted = filter_repo_objects(stale + kept, allow_patterns=kwargs["delete_patterns"])
+    assert sorted(deleted) == sorted(stale)  # the repo's other files stay
     assert sorted(uploaded) == ["README.md", "commentrank_config.json", "config.json", "model.safetensors",
                                 "tokenizer.json", "tokenizer_config.json", "training_facts.json"]  # fmt: skip
     assert uploaded["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()

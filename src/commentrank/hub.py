@@ -51,6 +51,17 @@ HUB_IGNORE_PATTERNS = [
 ]
 
 
+# What a model push replaces in the repo: the files a model is made of, and what an earlier push may have left that
+# does not belong to the new model (a pytorch_model.bin beside new safetensors, checkpoints). The repo's other files
+# (a notebook, .gitattributes) stay; what the push uploads in the same commit is never deleted.
+MODEL_REPO_FILES = [
+    "*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "*.pth", "*.onnx", "*.onnx_data", "config.json",
+    "generation_config.json", "tokenizer*", "vocab.*", "merges.txt", "special_tokens_map.json", "added_tokens.json",
+    "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja", "commentrank_config.json", "length_term.json",
+    "training_facts.json", "adapter_*", "checkpoint-*/**", "global_step*/**",
+]  # fmt: skip
+
+
 def repo_name_for(output_dir: str | os.PathLike, hub_model_id: str | None = None) -> str:
     """The Hub repo a training run pushes to: `hub_model_id`, else the output folder's name (`outputs/rm/` -> `rm`)."""
     name = hub_model_id or os.path.basename(os.path.normpath(os.path.abspath(output_dir)))
@@ -127,6 +138,7 @@ def push_model_folder(
             commit_message=commit_message,
             allow_patterns=allow_patterns,
             ignore_patterns=ignore_patterns,
+            delete_patterns=MODEL_REPO_FILES,  # one model in the repo: none of an earlier push's left beside it
         )
     except Exception as err:  # HTTP, network, permission, quota...: one line naming the repo
         raise HubError(f"cannot push to the Hub repo {repo_id}: {_cause(err, known)}") from err
@@ -178,17 +190,23 @@ def stage_model_folder(model_path: str | os.PathLike, dest: str | os.PathLike, *
 
 
 def push_dataset_views(dataset_dicts: dict, files: dict[str, str], repo_id: str, private: bool = False) -> None:
-    """Each view becomes a config of one Hub dataset repo; `files` (name -> text, e.g. the summary) go next to them."""
+    """Each view becomes a config of one Hub dataset repo; `files` (name -> text: the summary, the prep config with
+    the prompt template) go next to them, first, so that a push cut midway leaves views with their template. A failed
+    push says the repo may hold part of it: a rerun pushes it whole."""
     from huggingface_hub import HfApi, get_token
 
     try:
-        for view, dataset_dict in dataset_dicts.items():
-            dataset_dict.push_to_hub(repo_id, config_name=view, private=private)
         api = HfApi()
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         for name, text in files.items():
             api.upload_file(
                 path_or_fileobj=text.encode(), path_in_repo=name, repo_id=repo_id, repo_type="dataset",
                 commit_message=f"data_prep {name}",
             )  # fmt: skip
+        for view, dataset_dict in dataset_dicts.items():
+            dataset_dict.push_to_hub(repo_id, config_name=view, private=private)
     except Exception as err:  # HTTP, network, permission, quota...: one line naming the repo
-        raise HubError(f"cannot push to the Hub dataset repo {repo_id}: {_cause(err, get_token())}") from err
+        raise HubError(
+            f"cannot push to the Hub dataset repo {repo_id}: {_cause(err, get_token())} (the repo may hold part of "
+            "the views: run the same command again to push them all)"
+        ) from err
