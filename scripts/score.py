@@ -66,6 +66,10 @@ def run(config: ScoreArguments) -> dict:
     state = PartialState(cpu=config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()))
     ours = dict(inputs=[config.dataset, config.model], overwrite=config.overwrite_output, entries=OUTPUT_FILES)
     check_output_dir(config.output_dir, "scores", **ours)  # before any work: never replace what we did not write
+    if config.push_to_hub:  # its token too
+        from commentrank.hub import hub_token
+
+        hub_token(config.push_to_hub)
     device = state.device if config.device == "auto" and state.num_processes > 1 else config.device
     device = "cpu" if str(device).startswith("cpu") else device
     scorer = load_scorer(config.model, config.max_length, device, config.dtype, config.allow_pickle_weights,

@@ -222,18 +222,35 @@ def test_output_is_atomic_on_failure(tmp_path, monkeypatch):
 
 
 def test_push_to_hub_uploads_each_view_and_summary(tmp_path, monkeypatch):
-    pushed, uploaded = [], []
+    """The files (with the prompt template) go first: a push cut midway leaves views that can be read back."""
+    calls = []
     monkeypatch.setattr(datasets.DatasetDict, "push_to_hub",
                         lambda self, repo, config_name, private:
-                        pushed.append((repo, config_name, sorted(self))))  # fmt: skip
+                        calls.append(("view", repo, config_name, sorted(self))))  # fmt: skip
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_file", lambda self, **kw: uploaded.append(kw))
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo, **kw: calls.append(("repo", repo)))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_file", lambda self, **kw: calls.append(("file", kw)))
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
     path = write_jsonl(tmp_path / "in.jsonl", [post(i) for i in range(20)])
     run_prepare(PrepArguments(inputs=[str(path)], push_to_hub="me/ds"))
-    assert [(r, c) for r, c, _ in pushed] == [("me/ds", "pairwise"), ("me/ds", "listwise"), ("me/ds", "sft")]
-    assert pushed[0][2] == ["test", "train", "validation"]
-    assert uploaded[0]["path_in_repo"] == "summary.json" and uploaded[0]["repo_type"] == "dataset"
+    assert [c[0] for c in calls] == ["repo", "file", "file", "view", "view", "view"]
+    assert [c[1]["path_in_repo"] for c in calls if c[0] == "file"] == ["summary.json", "prep_config.json"]
+    assert [c[2] for c in calls if c[0] == "view"] == ["pairwise", "listwise", "sft"]
+    assert calls[-1][3] == ["test", "train", "validation"]
+
+
+def test_push_to_hub_without_a_token_stops_before_the_work(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from commentrank.hub import HubError
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", lambda *a, **k: pytest.fail("no push without a token"))
+    path = write_jsonl(tmp_path / "in.jsonl", [post(i) for i in range(20)])
+    with pytest.raises(HubError, match=r"me/ds: no Hugging Face token \(log in with `hf auth login` or set HF_TO"):
+        run_prepare(PrepArguments(inputs=[str(path)], push_to_hub="me/ds", output_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_work_folder_of_a_killed_run_is_removed_by_the_next_one(tmp_path, monkeypatch):

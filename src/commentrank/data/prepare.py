@@ -542,6 +542,10 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
     """
     if not config.output_dir and not config.push_to_hub:
         raise ValueError("no output: give --output_dir FOLDER (or --push_to_hub REPO)")
+    if config.push_to_hub:  # its token before the work (a push that cannot be would come after all of it)
+        from commentrank.hub import hub_token
+
+        hub_token(config.push_to_hub)
     if config.output_dir:  # before the work: never replace an input or what commentrank did not write
         ours = dict(inputs=config.inputs, overwrite=config.overwrite_output, entries=output_entries(config))
         check_output_dir(config.output_dir, "data_prep", **ours)
