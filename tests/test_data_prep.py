@@ -238,6 +238,8 @@ def test_push_to_hub_uploads_each_view_and_summary(tmp_path, monkeypatch):
     assert [c[1]["path_in_repo"] for c in calls if c[0] == "file"] == ["summary.json", "prep_config.json"]
     assert [c[2] for c in calls if c[0] == "view"] == ["pairwise", "listwise", "sft"]
     assert calls[-1][3] == ["test", "train", "validation"]
+    published = "".join(c[1]["path_or_fileobj"].decode() for c in calls if c[0] == "file")
+    assert str(tmp_path) not in published and '"in.jsonl"' in published  # no local folder on the Hub
 
 
 def test_push_to_hub_without_a_token_stops_before_the_work(tmp_path, monkeypatch):

@@ -519,6 +519,20 @@ def record_files(config: PrepArguments, summary: PrepSummary) -> dict[str, str]:
     return {SUMMARY_FILE: summary.to_json() + "\n", PREP_CONFIG_FILE: json.dumps(config.recorded(), indent=2) + "\n"}
 
 
+def public_files(config: PrepArguments, files: dict[str, str]) -> dict[str, str]:
+    """`files` as pushed to the Hub: each input and output path shown as a model card shows it (relative to the
+    working folder, else its last part), so that no absolute path of this machine is published."""
+    from commentrank.model_card import display_name
+
+    paths = sorted({*config.inputs, *([config.output_dir] if config.output_dir else [])}, key=len, reverse=True)
+    out = {}
+    for name, text in files.items():
+        for path in paths:
+            text = text.replace(json.dumps(path)[1:-1], json.dumps(display_name(path))[1:-1])
+        out[name] = text
+    return out
+
+
 def output_entries(config: PrepArguments) -> list[str]:
     """The names a data_prep run writes in its output folder (a user's file of that name there stops it)."""
     return [*config.views, SUMMARY_FILE, PREP_CONFIG_FILE]
@@ -570,7 +584,7 @@ def run_prepare(config: PrepArguments) -> PrepSummary:
                 for view, staged_dict in staged.items():
                     staged_dict.save_to_disk(str(saved / view))
             dataset_dicts = {view: datasets.load_from_disk(str(saved / view)) for view in staged}  # memory-mapped
-            push_dataset_views(dataset_dicts, files, config.push_to_hub, config.hub_private)
+            push_dataset_views(dataset_dicts, public_files(config, files), config.push_to_hub, config.hub_private)
     return summary
 
 
