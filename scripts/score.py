@@ -121,8 +121,10 @@ def run(config: ScoreArguments) -> dict:
         print(markdown_table(results, intervals=details.get("intervals")))
     print(f"wrote {', '.join(written)} to {config.output_dir}")
     if config.push_to_hub:
+        from commentrank.hub import repo_url
+
         repo_id = publish(config, scorer, data, results, details)
-        print(f"uploaded to https://huggingface.co/{repo_id}")
+        print(f"uploaded to {repo_url(repo_id)}")
     return {"results": results, **info}
 
 

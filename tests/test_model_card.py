@@ -268,3 +268,13 @@ def test_a_card_built_from_a_raw_file_claims_no_split(tmp_path, fake_hub):
     (result,) = entry["results"]
     assert "split" not in result["dataset"] and "split `" not in card
     assert "On `ranked.jsonl` (" in card  # the posts of the file, counted
+
+
+def test_a_push_names_the_endpoint_it_pushed_to(monkeypatch):
+    from huggingface_hub import constants
+
+    from commentrank.hub import repo_url
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example.com/")  # HF_ENDPOINT, read at import
+    assert repo_url("me/rm") == "https://hub.example.com/me/rm"
+    assert repo_url("me/ds", "dataset") == "https://hub.example.com/datasets/me/ds"

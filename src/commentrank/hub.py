@@ -62,6 +62,14 @@ MODEL_REPO_FILES = [
 ]  # fmt: skip
 
 
+def repo_url(repo_id: str, repo_type: str = "model") -> str:
+    """Where a pushed repo is seen: on the endpoint pushed to (`HF_ENDPOINT`, e.g. a company's Hub), not always
+    huggingface.co."""
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT.rstrip('/')}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+
+
 def repo_name_for(output_dir: str | os.PathLike, hub_model_id: str | None = None) -> str:
     """The Hub repo a training run pushes to: `hub_model_id`, else the output folder's name (`outputs/rm/` -> `rm`)."""
     name = hub_model_id or os.path.basename(os.path.normpath(os.path.abspath(output_dir)))
@@ -142,7 +150,7 @@ def push_model_folder(
         )
     except Exception as err:  # HTTP, network, permission, quota...: one line naming the repo
         raise HubError(f"cannot push to the Hub repo {repo_id}: {_cause(err, known)}") from err
-    logger.info("uploaded %s to https://huggingface.co/%s", folder, repo_id)
+    logger.info("uploaded %s to %s", folder, repo_url(repo_id))
     return repo_id
 
 
