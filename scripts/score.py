@@ -26,6 +26,8 @@ the posts scored (with `--max_posts` reading stops at the last post scored: read
 """
 
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,16 +51,16 @@ def publish(config: ScoreArguments, scorer, data, results, details) -> str:
     from commentrank.hub import push_model_folder, stage_model_folder
     from commentrank.model_card import build_model_card, read_training_facts
 
-    staged = Path(config.output_dir) / "hub_model"
     facts = read_training_facts(config.model)  # what the model folder recorded about its training, if anything
     card = build_model_card(
         model_id=config.push_to_hub, base_model=config.base_model or facts.get("base_model"), dataset=config.dataset,
         results=results or {}, split=data.split, license=config.license, loss_type=facts.get("loss_type"),
         text_pair=scorer.encoder.text_pair, settings=scorer.settings, evaluation=details, dtype=scorer.dtype,
     )  # fmt: skip
-    stage_model_folder(config.model, staged, scorer=scorer, card=card)
-    logger.info("staged the upload (model, tokenizer, encoder settings, card) in %s", staged)
-    return push_model_folder(staged, config.push_to_hub, private=config.hub_private)
+    out = Path(config.output_dir).resolve()  # staged beside the scores, then removed (a kill's: by the next run)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp-{os.getpid()}-hub-", dir=out.parent) as staged:
+        stage_model_folder(config.model, Path(staged) / "model", scorer=scorer, card=card)
+        return push_model_folder(Path(staged) / "model", config.push_to_hub, private=config.hub_private)
 
 
 def run(config: ScoreArguments) -> dict:

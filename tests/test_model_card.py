@@ -161,6 +161,9 @@ def test_score_push_to_hub_uploads_model_tokenizer_settings_and_card(tmp_path, f
     assert uploaded["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
     assert json.loads(uploaded["commentrank_config.json"])["max_length"] == 64
     assert "old card" in (model_dir / "README.md").read_text()  # the model folder itself is untouched
+    written = {".commentrank-output.json", "metrics.json", "ndcg_at_k.png", "predictions.jsonl", "report.md"}
+    assert {p.name for p in out.iterdir()} == written  # no staged copy of the model left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scores.tmp-")]
 
     card = uploaded["README.md"].decode()
     meta = metadata(card)
