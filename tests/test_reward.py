@@ -219,6 +219,7 @@ def test_push_to_hub_uploads_the_final_model_once_with_the_ndcg_card(tiny_bert, 
                          "--save_steps", "1", "--push_to_hub", "true", "--hub_model_id", "me/comment-rm"))  # fmt: skip
     files = single_final_upload(fake_hub, "me/comment-rm")
     assert {"README.md", "config.json", "model.safetensors", "commentrank_config.json", "tokenizer.json"} <= set(files)
+    assert (out / "training_args.json").is_file() and "training_args.json" not in files  # local paths stay local
     meta = yaml.safe_load(files["README.md"].decode().split("---")[1])
     ndcg5 = json.loads((out / "eval_results.json").read_text())["eval_ndcg@5"]
     values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}

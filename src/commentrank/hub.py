@@ -44,6 +44,7 @@ HUB_IGNORE_PATTERNS = [
     "rng_state*.pth",
     "*.optim*",
     "training_args.bin",
+    "training_args.json",  # its paths are this machine's; the card's training table holds the settings
     "runs/*",
     "wandb/*",
     ".*",
