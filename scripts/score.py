@@ -78,10 +78,10 @@ def run(config: ScoreArguments) -> dict:
                          config.onnx_file)  # fmt: skip
     logger.info("scoring in %s (%s)", scorer.dtype, scorer.dtype_reason)
     # the template: asked for, else the model's own (a model without settings has none: the data's, or "{title}")
-    template = config.prompt_template or (scorer.settings.prompt_template if scorer.settings_saved else None)
+    own = scorer.settings.prompt_template if scorer.settings_saved else None
+    template = config.prompt_template or own
     asked_by = "" if config.prompt_template else MODEL_TEMPLATE  # who chose the template, for a mismatch's message
     data = load_scoring_rows(config.dataset, config.split, template, config.skip_invalid, config.max_posts, asked_by)
-    own = scorer.settings.prompt_template if scorer.settings_saved else None
     if config.prompt_template and own and config.prompt_template != own:
         data.warnings.append(f"prompt_template {config.prompt_template!r} is not the one the model was trained with "
                              f"({own!r}): its rewards are for other inputs than it learned")  # fmt: skip

@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from commentrank.outputs import MODEL_FILES
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,9 +58,7 @@ HUB_IGNORE_PATTERNS = [
 # does not belong to the new model (a pytorch_model.bin beside new safetensors, checkpoints). The repo's other files
 # (a notebook, .gitattributes) stay; what the push uploads in the same commit is never deleted.
 MODEL_REPO_FILES = [
-    "*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "*.pth", "*.onnx", "*.onnx_data", "config.json",
-    "generation_config.json", "tokenizer*", "vocab.*", "merges.txt", "special_tokens_map.json", "added_tokens.json",
-    "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja", "commentrank_config.json", "length_term.json",
+    *(name for name in MODEL_FILES if name != "README.md"), "*.bin", "*.pt", "*.pth", "*.onnx", "*.onnx_data",
     "training_facts.json", "adapter_*", "checkpoint-*/**", "global_step*/**",
 ]  # fmt: skip
 

@@ -47,13 +47,13 @@ _TMP, _OLD = ".tmp-", ".old-"
 MIN_FREE_BYTES = 64 * 2**20  # the least free space an output location must have before any work
 _LEFTOVER_INSIDE = re.compile(r"^\..+\.tmp-(\d+)-[^/]*$")  # atomic_write_text's temporary files: `.<name>.tmp-<pid>-`
 
-_MODEL_FILES = (
+MODEL_FILES = (  # the files (globs) a saved model is made of: what a cache, an export or a push holds
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
     "tokenizer*", "vocab.*", "merges.txt", "special_tokens_map.json", "added_tokens.json", "spiece.model",
     "sentencepiece.bpe.model", "chat_template.jinja", "README.md", "commentrank_config.json", "length_term.json",
 )  # fmt: skip
 _TRAINING_FILES = (
-    *_MODEL_FILES, "adapter_*", "adapter", "training_args.json", "training_args.bin", "*_results.json",
+    *MODEL_FILES, "adapter_*", "adapter", "training_args.json", "training_args.bin", "*_results.json",
     "trainer_state.json", "data_summary.json", "checkpoint-*", "runs",
 )  # fmt: skip
 # The names (globs) each kind wrote before markers listed entries: what a re-run replaces in such a folder.
@@ -62,10 +62,10 @@ LEGACY_ENTRIES = {
     "scores": ("predictions.jsonl", "metrics.json", "report.md", "ndcg_at_k.png"),
     "reward_model": _TRAINING_FILES,
     "sft_model": _TRAINING_FILES,
-    "onnx_export": (*_MODEL_FILES, "*.onnx", "*.onnx_data", "parity.md"),
-    "hub_upload": _MODEL_FILES,
-    "smollm2_checkpoint": _MODEL_FILES,
-    "mpnet_model": _MODEL_FILES,
+    "onnx_export": (*MODEL_FILES, "*.onnx", "*.onnx_data", "parity.md"),
+    "hub_upload": MODEL_FILES,
+    "smollm2_checkpoint": MODEL_FILES,
+    "mpnet_model": MODEL_FILES,
 }
 
 

@@ -52,7 +52,8 @@ def checkpoint_to_resume(training_args) -> str | None:
     """`resume_from_checkpoint`, else the last complete checkpoint in `output_dir` (newer incomplete ones, left by a
     kill while saving, are skipped with a warning): a killed run resumes with the same command."""
     checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is not None and checkpoint_problem(checkpoint) == "no optimizer state":
+    weights_only = checkpoint is not None and checkpoint_problem(checkpoint, needs_optimizer=False) is None
+    if weights_only and checkpoint_problem(checkpoint) is not None:
         logger.warning("%s holds no optimizer state (save_only_model): training goes on from its weights with a "
                        "fresh optimizer and learning-rate schedule, not as the uninterrupted run would",
                        checkpoint)  # fmt: skip
