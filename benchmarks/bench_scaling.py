@@ -8,6 +8,7 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py --sizes 250 --seeds 0 --max_steps 5 --eval_posts 20  # smoke
     python benchmarks/bench_scaling.py --sizes all --experiments curve se both --threads 16        # a bigger machine
     python benchmarks/bench_scaling.py --sizes 1000 --seeds 0 --length_feature none  # a variant: reward.py flags
+    python benchmarks/bench_scaling.py --experiments both --max_train_posts_per_source 1000  # balanced sources
     python benchmarks/bench_scaling.py --sizes 250 500 1000 2000 all --seeds 0 1 2 --small all --experiments curve \
         se both --eval_posts 500 --report_only   # the report of the runs finished so far, training nothing
 
@@ -72,12 +73,13 @@ def prep_config(reddit: Path, vote_ties: str = "equal", **overrides):
     )  # fmt: skip
 
 
-def load_splits(reddit: Path, vote_ties: str = "equal"):
-    """data_prep's posts of both sources split by the fixed sites: ({source: {split: posts}}, summary, config)."""
+def load_splits(reddit: Path, vote_ties: str = "equal", cap: int | None = None):
+    """data_prep's posts of both sources split by the fixed sites: ({source: {split: posts}}, summary, config);
+    `cap`: data_prep's `max_train_posts_per_source` (its seeded sample of each source's training posts)."""
     from commentrank.data import prepare as prep
     from commentrank.data.validation import PrepSummary
 
-    config, summary = prep_config(reddit, vote_ties), PrepSummary()
+    config, summary = prep_config(reddit, vote_ties, max_train_posts_per_source=cap), PrepSummary()
     splits = prep.select_splits(prep.load_posts(config, summary), config, summary)
     by_source = {
         source: {name: [p for p in posts if p.meta.get(prep.INPUT_KEY) == path] for name, posts in splits.items()}
@@ -321,7 +323,14 @@ def main() -> None:
     parser.add_argument("--vote_ties", default="equal", help="data_prep's vote_ties for the training posts")
     parser.add_argument("--small", default=SMALL, help="sizes up to this one run every seed (all: every size)")
     parser.add_argument("--report_only", action="store_true", help="the report of the finished runs: train nothing")
+    parser.add_argument(
+        "--max_train_posts_per_source", type=int, default=None,
+        help="data_prep's cap on each source's training posts (a variant of --experiments both)",
+    )  # fmt: skip
     args, extra = parser.parse_known_args()  # any other flag goes to every reward.py run (a variant: its name says)
+    cap = args.max_train_posts_per_source
+    if cap is not None and (cap < 1 or args.experiments != ["both"]):
+        parser.error("--max_train_posts_per_source: a positive number of posts, with --experiments both only")
     reddit = Path(args.reddit)
     if not reddit.is_file():
         raise SystemExit(
@@ -329,9 +338,10 @@ def main() -> None:
             "this benchmark reads it from ../shared/data/reddit/ beside the checkout (or give --reddit FILE)."
         )
     work = Path(args.work_dir)
-    by_source, summary, config = load_splits(reddit, args.vote_ties)
+    by_source, summary, config = load_splits(reddit, args.vote_ties, cap)
     smoke = f"-steps{args.max_steps}" if args.max_steps else ""
     tag = smoke + ("" if args.vote_ties == "equal" else f"-ties-{args.vote_ties}")
+    tag += "" if cap is None else f"-cap{cap}"
     tag += "".join(f"-{flag.lstrip('-')}" for flag in extra)
     for source in args.eval:
         save(work / f"eval-{source}", {k: eval_order(by_source[source][k]) for k in EVAL_SETS[source]}, config)

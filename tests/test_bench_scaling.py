@@ -45,6 +45,25 @@ def test_split_is_fixed_and_disjoint(bench, fake_reddit):
     assert se_sites == set(bench.SE_TEST)
 
 
+def test_source_cap_samples_training_posts_only(bench, fake_reddit):
+    by_source, _, _ = bench.load_splits(fake_reddit)
+    capped, summary, _ = bench.load_splits(fake_reddit, cap=30)
+    assert len(by_source["reddit"]["train"]) == 80 and len(capped["reddit"]["train"]) == 30
+    assert {p.post_id for p in capped["reddit"]["train"]} < {p.post_id for p in by_source["reddit"]["train"]}
+    assert len(capped["se"]["train"]) == min(30, len(by_source["se"]["train"]))
+    for split in ("validation", "test"):
+        assert capped["reddit"][split] == by_source["reddit"][split]
+    assert summary.per_source[str(fake_reddit)]["train_dropped"] == 50
+
+
+def test_source_cap_is_for_both_sources_only(bench, fake_reddit, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["bench_scaling.py", "--reddit", str(fake_reddit), "--max_train_posts_per_source",
+                                     "100"])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code == 2
+
+
 def test_training_sizes_are_nested_and_seeded(bench, fake_reddit):
     train = bench.load_splits(fake_reddit)[0]["reddit"]["train"]
     ids = {n: [p.post_id for p in bench.training_subset(train, n, seed=0)] for n in (10, 20, "all")}
